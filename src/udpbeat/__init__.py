@@ -1,0 +1,39 @@
+"""udpbeat: UDP heartbeats that tell a lossy path from a dead server.
+
+The public API; everything not listed in ``__all__`` is private.
+"""
+
+from udpbeat.client import Prober, probe, probe_sync, run_sync
+from udpbeat.detector import ConsecutiveDetector, Detector, State, Transition
+from udpbeat.errors import ConfigError, UdpbeatError, WireError
+from udpbeat.reflector import Counters, Reflector, ReflectorConfig
+from udpbeat.server import BackgroundServer, Server, start_background_server
+from udpbeat.session import Outage, ProbeConfig, ProbeReport, ProbeSession, event_to_dict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackgroundServer",
+    "ConfigError",
+    "ConsecutiveDetector",
+    "Counters",
+    "Detector",
+    "Outage",
+    "ProbeConfig",
+    "ProbeReport",
+    "ProbeSession",
+    "Prober",
+    "Reflector",
+    "ReflectorConfig",
+    "Server",
+    "State",
+    "Transition",
+    "UdpbeatError",
+    "WireError",
+    "__version__",
+    "event_to_dict",
+    "probe",
+    "probe_sync",
+    "run_sync",
+    "start_background_server",
+]

@@ -1,0 +1,3 @@
+from udpbeat.cli import main
+
+main()

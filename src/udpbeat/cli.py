@@ -1,0 +1,493 @@
+"""``udpbeat``: argument parsing and printing. The only module that prints or exits.
+
+Exit status: 0 the run ended with the server up; 1 the server was declared down (or never
+answered); 2 bad usage or an error that stopped the run, with one line on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TextIO
+
+import click
+
+from udpbeat.client import Prober, probe
+from udpbeat.detector import ConsecutiveDetector, Detector, State
+from udpbeat.errors import UdpbeatError
+from udpbeat.reflector import Counters, Reflected, ReflectorConfig
+from udpbeat.server import DEFAULT_PORT, Server, SocketCounters, display_address
+from udpbeat.session import (
+    DuplicateReply,
+    Event,
+    HeartbeatLost,
+    HeartbeatSent,
+    LateReply,
+    MalformedReply,
+    ProbeReport,
+    ReplyReceived,
+    SessionFinished,
+    StateChanged,
+    UnknownReply,
+    event_to_dict,
+)
+
+EXIT_UP = 0
+EXIT_DOWN = 1
+EXIT_ERROR = 2
+
+#: Malformed datagrams are logged at most this many times a second; the rest are counted.
+MALFORMED_LOG_PER_SECOND = 5
+
+
+def _emit(stream: TextIO, line: str) -> None:
+    stream.write(line + "\n")
+    stream.flush()
+
+
+def _json_line(obj: dict[str, object]) -> str:
+    return json.dumps(obj, separators=(", ", ": "))
+
+
+# --- server ----------------------------------------------------------------------------------
+
+
+class _RecordPrinter:
+    """Prints the reflector's records in batches; malformed ones rate-limited, on stderr."""
+
+    def __init__(self, *, as_json: bool, quiet: bool) -> None:
+        self.as_json = as_json
+        self.quiet = quiet
+        self._window_start = 0.0
+        self._in_window = 0
+        self._suppressed = 0
+
+    def __call__(self, records: list[Reflected]) -> None:
+        lines: list[str] = []
+        for record in records:
+            if record.outcome == "malformed":
+                self._malformed(record)
+            elif not self.quiet:
+                lines.append(self._format(record))
+        if lines:
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+
+    def _malformed(self, record: Reflected) -> None:
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            if self._suppressed:
+                _emit(sys.stderr, f"udpbeat: {self._suppressed} more malformed datagrams not shown")
+            self._window_start, self._in_window, self._suppressed = now, 0, 0
+        if self._in_window >= MALFORMED_LOG_PER_SECOND:
+            self._suppressed += 1
+            return
+        self._in_window += 1
+        if self.as_json:
+            _emit(sys.stdout, self._format(record))
+        else:
+            _emit(
+                sys.stderr,
+                f"Ignored malformed datagram from {display_address(record.source)}: "
+                f"{record.detail}",
+            )
+
+    def _format(self, record: Reflected) -> str:
+        source = display_address(record.source)
+        if self.as_json:
+            return _json_line(
+                {"type": record.outcome, "at": record.at, "source": source, "detail": record.detail}
+            )
+        if record.outcome == "replied":
+            return f"Responded to {source} with {record.detail}"
+        return f"Simulating packet loss for heartbeat {record.detail} from {source}"
+
+
+def _server_summary(counters: Counters, sockets: SocketCounters) -> dict[str, object]:
+    return {"type": "summary", **counters.to_dict(), **sockets.to_dict()}
+
+
+def _print_server_summary(summary: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        _emit(sys.stdout, _json_line(summary))
+        return
+    reasons = summary["malformed_by_reason"]
+    assert isinstance(reasons, dict)
+    detail = ", ".join(f"{k} {v}" for k, v in reasons.items())
+    _emit(
+        sys.stdout,
+        f"--- udpbeat server statistics ---\n"
+        f"{summary['received']} received, {summary['replied']} replied, "
+        f"{summary['dropped_loss']} dropped by simulated loss, "
+        f"{summary['malformed']} malformed" + (f" ({detail})" if detail else ""),
+    )
+
+
+async def _serve(host: str, port: int, config: ReflectorConfig, printer: _RecordPrinter) -> None:
+    server = Server(host, port, config, on_records=printer)
+    await server.start()
+    bound_host, bound_port = server.address
+    loss = f"simulated loss {config.loss:.1%}"
+    if config.seed is not None:
+        loss += f", seed {config.seed}"
+    if printer.as_json:
+        _emit(
+            sys.stdout,
+            _json_line(
+                {
+                    "type": "listening",
+                    "host": bound_host,
+                    "port": bound_port,
+                    "loss": config.loss,
+                    "seed": config.seed,
+                }
+            ),
+        )
+    else:
+        _emit(
+            sys.stdout,
+            f"udpbeat server listening on {display_address((bound_host, bound_port))}"
+            f" ({loss}); Ctrl-C to stop",
+        )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        counters = await server.stop()
+        _print_server_summary(_server_summary(counters, server.socket_counters), printer.as_json)
+
+
+# --- client ----------------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f}"
+
+
+def format_event(event: Event, target: str) -> str | None:
+    """One human line for an event, or ``None`` for events shown only in JSON."""
+    kind = "probe" if getattr(event, "probe", False) else "heartbeat"
+    match event:
+        case HeartbeatSent():
+            return None
+        case ReplyReceived(seq=seq, rtt=rtt, time_difference=diff):
+            return f"Reply from {target}: {kind} {seq} rtt={_ms(rtt)} ms time diff={diff:.6f} s"
+        case HeartbeatLost(seq=seq, reason="timeout"):
+            return f"{kind.capitalize()} {seq}: request timed out"
+        case HeartbeatLost(seq=seq):
+            return f"{kind.capitalize()} {seq}: refused (ICMP: nothing listens on {target})"
+        case LateReply(seq=seq, rtt=rtt):
+            return f"Late reply for heartbeat {seq} (rtt={_ms(rtt)} ms, after its timeout)"
+        case DuplicateReply(seq=seq):
+            return f"Duplicate reply for heartbeat {seq}: not counted"
+        case UnknownReply(seq=seq):
+            return f"Reply for heartbeat {seq}, which was never sent: ignored"
+        case MalformedReply(reason=reason, detail=detail):
+            return f"Malformed reply ({reason}): {detail}"
+        case StateChanged(transition=t):
+            evidence = ", ".join(f"{k}={_short(v)}" for k, v in t.evidence.items())
+            return f"State {t.old} -> {t.new}: {t.reason}" + (f" ({evidence})" if evidence else "")
+        case SessionFinished(state=state):
+            if state is State.DOWN:
+                return "Server is assumed to have stopped."
+            return None
+    return None
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def format_report(report: ProbeReport) -> str:
+    loss = report.loss
+    lines = [
+        f"--- {report.target} udpbeat statistics ---",
+        f"{report.sent} heartbeats sent ({report.probes} probes), {report.received} received, "
+        + ("n/a loss" if loss is None else f"{loss:.1%} loss")
+        + f", {report.late} late, {report.duplicates} duplicates, {report.refused} refused"
+        + (f", {report.in_flight} in flight" if report.in_flight else "")
+        + f", time {report.duration:.1f}s",
+    ]
+    rtt = report.rtt
+    if rtt.count:
+        assert rtt.min is not None and rtt.avg is not None and rtt.max is not None
+        assert rtt.mdev is not None and rtt.p50 is not None and rtt.p90 is not None
+        assert rtt.p99 is not None
+        spread = "/".join(_ms(v) for v in (rtt.min, rtt.avg, rtt.max, rtt.mdev))
+        lines.append(f"rtt min/avg/max/mdev = {spread} ms")
+        lines.append(f"rtt p50/p90/p99 = {_ms(rtt.p50)}/{_ms(rtt.p90)}/{_ms(rtt.p99)} ms")
+    if report.jitter is not None:
+        lines.append(f"jitter (RFC 3550) = {_ms(report.jitter)} ms")
+    diff = report.time_difference
+    if diff.count:
+        lines.append(
+            f"time difference min/avg/max = {diff.min:.6f}/{diff.avg:.6f}/{diff.max:.6f} s"
+        )
+    if report.malformed or report.unknown:
+        bad = ", ".join(f"{k} {v}" for k, v in sorted(report.malformed.items()))
+        lines.append(f"ignored: {report.unknown} unknown, malformed: {bad or 0}")
+    for outage in report.outages:
+        end = "still down" if outage.end is None else f"{outage.duration:.3f}s"
+        lines.append(
+            f"outage at +{outage.start - report.outages[0].start:.3f}s: {end}, "
+            f"{outage.heartbeats_lost} heartbeats lost"
+        )
+    params = ", ".join(f"{k} {v}" for k, v in report.detector.items() if k != "name")
+    lines.append(f"state: {report.state} (detector {report.detector.get('name')}: {params})")
+    return "\n".join(lines)
+
+
+def exit_status(report: ProbeReport) -> int:
+    if report.state is State.DOWN or report.received == 0:
+        return EXIT_DOWN
+    return EXIT_UP
+
+
+def _event_printer(
+    as_json: bool, quiet: bool, target: str, prefix: str = ""
+) -> Callable[[Event], None]:
+    def show(event: Event) -> None:
+        if as_json:
+            _emit(sys.stdout, _json_line(event_to_dict(event)))
+            return
+        line = format_event(event, target)
+        if line is not None and (not quiet or isinstance(event, StateChanged | SessionFinished)):
+            _emit(sys.stdout, prefix + line)
+
+    return show
+
+
+async def _run_client(
+    host: str,
+    port: int,
+    options: dict[str, Any],
+    detector: Detector,
+    *,
+    as_json: bool,
+    quiet: bool,
+) -> ProbeReport:
+    probers: list[Prober] = []
+    loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:
+        for prober in probers:
+            prober.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupt)
+    target = display_address((host, port))
+    if not as_json and not quiet:
+        _emit(
+            sys.stdout,
+            f"UDPBEAT {target}: {options.get('count') or 'unlimited'} heartbeats, "
+            f"interval {options['interval']}s, timeout {options['timeout']}s",
+        )
+    return await probe(
+        host,
+        port,
+        detector=detector,
+        on_event=_event_printer(as_json, quiet, target),
+        on_start=probers.append,
+        **options,
+    )
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="udpbeat")
+def cli() -> None:
+    """UDP heartbeats: is the server alive, and how does the path to it behave?"""
+
+
+@cli.command()
+@click.option(
+    "--host", default="", show_default="all interfaces, IPv4 and IPv6", help="Address to bind."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="UDP port (0: any free port).",
+)
+@click.option(
+    "--loss",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Fraction of valid requests to drop on purpose (0.3 = 30%).",
+)
+@click.option(
+    "--seed", type=int, default=None, help="Seed for the loss RNG (same seed, same drops)."
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines output.")
+@click.option("--quiet", "-q", is_flag=True, help="No line per packet; counters at the end.")
+def server(host: str, port: int, loss: float, seed: int | None, as_json: bool, quiet: bool) -> int:
+    """Answer heartbeats (the reflector)."""
+    config = ReflectorConfig(loss=loss, seed=seed, log_events=not quiet)
+    asyncio.run(_serve(host, port, config, _RecordPrinter(as_json=as_json, quiet=quiet)))
+    return 0
+
+
+@cli.command()
+@click.argument("host")
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option(
+    "--count",
+    "-c",
+    type=click.IntRange(min=0),
+    default=100,
+    show_default=True,
+    help="Heartbeats to send (0: until stopped).",
+)
+@click.option(
+    "--interval",
+    "-i",
+    type=click.FloatRange(min=0.0),
+    default=1.0,
+    show_default=True,
+    help="Seconds between heartbeats (0: next one as soon as the last is resolved).",
+)
+@click.option(
+    "--timeout",
+    "-W",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Longest wait for a reply, in seconds.",
+)
+@click.option(
+    "--max-misses",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Declare the server down after this many consecutive misses.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="JSON Lines: an object per event, then a summary."
+)
+@click.option("--quiet", "-q", is_flag=True, help="Only state changes and the summary.")
+def client(
+    host: str,
+    port: int,
+    count: int,
+    interval: float,
+    timeout: float,
+    max_misses: int,
+    as_json: bool,
+    quiet: bool,
+) -> int:
+    """Send heartbeats to HOST and report how it answers."""
+    detector = ConsecutiveDetector(max_misses, timeout)
+    options = {"count": count or None, "interval": interval, "timeout": timeout}
+    report = asyncio.run(_run_client(host, port, options, detector, as_json=as_json, quiet=quiet))
+    _print_report(report, as_json)
+    return exit_status(report)
+
+
+def _print_report(report: ProbeReport, as_json: bool) -> None:
+    if as_json:
+        _emit(sys.stdout, _json_line(report.to_dict()))
+    else:
+        _emit(sys.stdout, "\n" + format_report(report))
+
+
+@cli.command()
+@click.option("--loss", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed for the server's loss RNG.")
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="Heartbeats before the server is stopped.",
+)
+@click.option("--interval", type=click.FloatRange(min=0.01), default=0.1, show_default=True)
+def demo(loss: float, seed: int | None, count: int, interval: float) -> int:
+    """Server with simulated loss, a client against it, then the server stops."""
+    return asyncio.run(_demo(loss, seed, count, interval))
+
+
+async def _demo(loss: float, seed: int | None, count: int, interval: float) -> int:
+    timeout = round(max(0.25, 3 * interval), 3)
+    server = Server("127.0.0.1", 0, ReflectorConfig(loss=loss, seed=seed, log_events=False))
+    await server.start()
+    host, port = server.address
+    target = display_address((host, port))
+    _emit(sys.stdout, f"demo: server on {target} drops {loss:.0%} of heartbeats on purpose")
+    _emit(
+        sys.stdout,
+        f"demo: client sends one heartbeat every {interval}s, timeout {timeout}s; "
+        f"after {count} heartbeats the server is stopped\n",
+    )
+    detector = ConsecutiveDetector(3, timeout)
+    printer = _event_printer(False, False, target, prefix="client | ")
+    stopped_at: list[float] = []
+    stopping: list[asyncio.Task[None]] = []
+    loop = asyncio.get_running_loop()
+
+    def on_event(event: Event) -> None:
+        printer(event)
+        if isinstance(event, HeartbeatSent) and event.seq == count and not stopped_at:
+            stopping.append(loop.create_task(stop_server()))
+
+    async def stop_server() -> None:
+        await server.stop()
+        stopped_at.append(loop.time())
+        _emit(sys.stdout, "demo  | >>> server stopped: the client must now detect it <<<")
+
+    try:
+        report = await probe(
+            host,
+            port,
+            count=None,
+            interval=interval,
+            timeout=timeout,
+            detector=detector,
+            on_event=on_event,
+        )
+    finally:
+        counters = await server.stop()
+    _print_report(report, False)
+    _emit(
+        sys.stdout,
+        f"server: {counters.received} received, {counters.replied} replied, "
+        f"{counters.dropped_loss} dropped by simulated loss",
+    )
+    if report.state is State.DOWN and stopped_at:
+        down_at = report.transitions[-1].at
+        delay = down_at - stopped_at[0]
+        _emit(sys.stdout, f"demo: stop detected {delay:.2f}s after the server stopped")
+        return EXIT_UP
+    _emit(sys.stdout, "demo: the server was declared down before it was stopped (a false alarm)")
+    return EXIT_DOWN
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Console entry point: click's parsing with one-line errors and our exit codes."""
+    try:
+        status = cli.main(args=argv, prog_name="udpbeat", standalone_mode=False)
+    except click.UsageError as error:
+        _emit(sys.stderr, f"udpbeat: error: {error.format_message()}")
+        sys.exit(EXIT_ERROR)
+    except click.ClickException as error:
+        _emit(sys.stderr, f"udpbeat: error: {error.format_message()}")
+        sys.exit(EXIT_ERROR)
+    except click.Abort:
+        sys.exit(130)
+    except UdpbeatError as error:
+        _emit(sys.stderr, f"udpbeat: error: {error}")
+        sys.exit(EXIT_ERROR)
+    except OSError as error:
+        _emit(sys.stderr, f"udpbeat: error: {error.strerror or error}")
+        sys.exit(EXIT_ERROR)
+    sys.exit(status if isinstance(status, int) else 0)
