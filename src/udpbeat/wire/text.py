@@ -84,7 +84,8 @@ class HeartbeatReply:
 
 
 def encode_request(message: Heartbeat) -> bytes:
-    return f"Heartbeat {message.seq} {message.sent_time!r}".encode("ascii")
+    # ``+ 0.0`` turns -0.0 (which the constructor accepts) into 0.0: "-0.0" would not decode.
+    return f"Heartbeat {message.seq} {message.sent_time + 0.0!r}".encode("ascii")
 
 
 def encode_reply(message: HeartbeatReply) -> bytes:
