@@ -1,0 +1,232 @@
+"""The notebooks run in a real Jupyter kernel (nbclient + ipykernel) and show what they claim.
+
+Each notebook has a cell tagged ``parameters`` (papermill style); the tests append assignments to
+its source to point the notebook at an ephemeral loopback port and to keep the runs short.
+
+The kernel is the Python running the tests: an installed ``python3`` kernelspec may name a bare
+``python`` that resolves to another interpreter on ``PATH``, so the tests write their own spec
+around ``sys.executable``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+
+import udpbeat
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+CELL_TIMEOUT = 60
+LOOPBACK = "127.0.0.1"
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def kernel_specs(tmp_path_factory: pytest.TempPathFactory) -> KernelSpecManager:
+    kernels = tmp_path_factory.mktemp("kernels")
+    spec = kernels / "python3"
+    spec.mkdir()
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    kernel_json = {"argv": argv, "display_name": "Python 3 (tests)", "language": "python"}
+    (spec / "kernel.json").write_text(json.dumps(kernel_json))
+    return KernelSpecManager(kernel_dirs=[str(kernels)])
+
+
+def load(name: str, **parameters: object) -> nbformat.NotebookNode:
+    """The notebook, with ``parameters`` assigned after the defaults of its parameters cell."""
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    tagged = [cell for cell in nb.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{name} needs exactly one cell tagged 'parameters'"
+    defaults = {
+        target.id
+        for node in ast.parse(tagged[0].source).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    assert set(parameters) <= defaults, f"not parameters of {name}: {set(parameters) - defaults}"
+    tagged[0].source += "".join(f"\n{key} = {value!r}" for key, value in parameters.items())
+    return nb
+
+
+def notebook_client(
+    nb: nbformat.NotebookNode, specs: KernelSpecManager, cwd: Path
+) -> NotebookClient:
+    """Runs ``nb`` in a fresh kernel of the tests' own Python, in ``cwd``."""
+    kernel = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=specs)
+    return NotebookClient(
+        nb,
+        km=kernel,
+        timeout=CELL_TIMEOUT,
+        shutdown_kernel="immediate",
+        resources={"metadata": {"path": str(cwd)}},
+    )
+
+
+def stdout(cell: nbformat.NotebookNode) -> str:
+    return "".join(o.text for o in cell.get("outputs", []) if o.output_type == "stream")
+
+
+def result(cell: nbformat.NotebookNode) -> Any:
+    """The value a cell displayed as its last expression (a dict's repr, read back)."""
+    shown = [o for o in cell.outputs if o.output_type == "execute_result"]
+    assert shown, f"cell shows no result: {cell.source[:60]!r}"
+    return ast.literal_eval(shown[-1].data["text/plain"])
+
+
+def all_stdout(nb: nbformat.NotebookNode) -> str:
+    return "".join(stdout(cell) for cell in nb.cells if cell.cell_type == "code")
+
+
+def code_cells(nb: nbformat.NotebookNode) -> Iterator[tuple[int, nbformat.NotebookNode]]:
+    return ((i, cell) for i, cell in enumerate(nb.cells) if cell.cell_type == "code")
+
+
+def cell_with(nb: nbformat.NotebookNode, text: str) -> nbformat.NotebookNode:
+    """The one code cell whose source contains ``text``."""
+    found = [cell for _, cell in code_cells(nb) if text in cell.source]
+    assert len(found) == 1, f"{len(found)} cells contain {text!r}"
+    return found[0]
+
+
+@pytest.mark.parametrize("name", ["UDPHeartbeatServer", "UDPHeartbeatClient", "UDPHeartbeatDemo"])
+def test_notebook_is_stored_clean_and_valid(name: str) -> None:
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    for _, cell in code_cells(nb):
+        assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
+
+
+def test_client_notebook_against_a_lossy_server(
+    kernel_specs: KernelSpecManager, tmp_path: Path
+) -> None:
+    server = udpbeat.start_background_server(LOOPBACK, 0, loss=0.3, seed=11)
+    try:
+        port = server.address[1]
+        nb = load("UDPHeartbeatClient", HOST=LOOPBACK, PORT=port, COUNT=25, TIMEOUT=0.2)
+        # The notebook's client has ended when execute() returns (cleanup_kc: the kernel too).
+        notebook_client(nb, kernel_specs, tmp_path).execute(cleanup_kc=True)
+    finally:
+        counters = server.stop()
+
+    report = result(nb.cells[-1])
+    assert report["type"] == "summary"
+    assert report["target"] == f"{LOOPBACK}:{port}"
+    assert report["sent"] == counters.received > 0
+    assert counters.dropped_loss > 0
+    # Every reply the server sent came back on loopback; only the very last one could arrive
+    # after the client had finished.
+    assert 0 < report["received"] <= counters.replied
+    assert counters.replied - 1 <= report["received"] + report["late"] <= counters.replied
+    assert report["malformed"] == {} and report["unknown"] == 0
+    lines = all_stdout(nb)
+    assert "Sent: Heartbeat 1 " in lines
+    assert re.search(r"Reply from \S+: Seq: \d+, Time Difference: -?\d+\.\d{6} seconds", lines)
+    assert "Request timed out" in lines
+    assert f"{report['received']} received" in lines
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_server_notebook_serves_a_real_client(
+    kernel_specs: KernelSpecManager, tmp_path: Path
+) -> None:
+    heartbeats = 30
+    garbage = [b"Heartbeat 1", b"\xff\xfe"]
+    nb = load(
+        "UDPHeartbeatServer",
+        HOST=LOOPBACK,
+        PORT=0,
+        SEED=5,
+        COUNT=heartbeats + len(garbage),
+        DURATION=30.0,
+    )
+    reports: list[udpbeat.ProbeReport] = []
+
+    def probe(port: int) -> None:
+        reports.append(
+            udpbeat.probe_sync(
+                LOOPBACK, port, count=heartbeats, interval=0.01, timeout=0.5, watch=True
+            )
+        )
+
+    prober: threading.Thread | None = None
+    client = notebook_client(nb, kernel_specs, tmp_path)
+    # Cell by cell: once the notebook shows its port, the probe starts, before the serving cell
+    # runs; the server queues what it did until that cell prints it.
+    with client.setup_kernel(cleanup_kc=True):
+        for index, cell in code_cells(nb):
+            client.execute_cell(cell, index)
+            running = re.search(r"running on \S+:(\d+)", stdout(cell))
+            if running and prober is None:
+                port = int(running.group(1))
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    for datagram in garbage:
+                        sock.sendto(datagram, (LOOPBACK, port))
+                prober = threading.Thread(target=probe, args=(port,), daemon=True)
+                prober.start()
+    assert prober is not None, "the notebook never said where it runs"
+    prober.join(timeout=30)
+    assert reports, "the probe against the notebook's server failed"
+    report = reports[0]
+
+    counters = result(nb.cells[-1])
+    assert counters["received"] == heartbeats + len(garbage)  # it stopped by count, not by time
+    assert counters["malformed"] == len(garbage)
+    assert counters["replied"] + counters["dropped_loss"] == heartbeats
+    assert counters["dropped_loss"] > 0
+    assert report.sent == heartbeats
+    assert report.received > 0
+    assert report.received + report.late == counters["replied"]
+
+    served = stdout(cell_with(nb, "def describe(record)"))
+    assert served.count("Responded to ") == counters["replied"]
+    assert served.count("Simulating packet loss") == counters["dropped_loss"]
+    assert served.count("Ignored a malformed datagram") == len(garbage)
+    assert f"Server stopped after {heartbeats + len(garbage)} datagrams" in served
+    assert "heartbeats dropped on purpose" in stdout(nb.cells[-1])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_notebook_shows_loss_and_detects_the_stop(
+    kernel_specs: KernelSpecManager, tmp_path: Path
+) -> None:
+    nb = load("UDPHeartbeatDemo")
+    notebook_client(nb, kernel_specs, tmp_path).execute(cleanup_kc=True)
+
+    garbage = result(cell_with(nb, "garbage = "))
+    assert garbage["malformed"] == garbage["received"] == 5 and garbage["replied"] == 0
+
+    first = result(cell_with(nb, "report = await udpbeat.probe("))
+    assert first["type"] == "summary"
+    assert first["sent"] == 40 and 0 < first["received"] < 40
+    assert first["received"] + first["lost"] + first["late"] == 40
+
+    stop = stdout(cell_with(nb, "STOP_AFTER = "))
+    assert "server stopped" in stop
+    assert re.search(r"stop detected \d+\.\d+ s after the server stopped", stop)
+    assert "final state: DOWN" in stop
+    assert re.search(r"heartbeat +\d+: refused", stop)
+
+    counters = result(nb.cells[-1])
+    assert counters["malformed"] == 5
+    assert counters["dropped_loss"] > 0
+    assert counters["received"] == (
+        counters["replied"] + counters["dropped_loss"] + counters["malformed"]
+    )
+    assert list(tmp_path.iterdir()) == []
