@@ -130,6 +130,11 @@ def _print_server_summary(summary: dict[str, object], as_json: bool) -> None:
 async def _serve(host: str, port: int, config: ReflectorConfig, printer: _RecordPrinter) -> None:
     server = Server(host, port, config, on_records=printer)
     await server.start()
+    # Before the listening line: whoever waits for it may stop the server at once.
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
     bound_host, bound_port = server.address
     loss = f"simulated loss {config.loss:.1%}"
     if config.seed is not None:
@@ -153,10 +158,6 @@ async def _serve(host: str, port: int, config: ReflectorConfig, printer: _Record
             f"udpbeat server listening on {display_address((bound_host, bound_port))}"
             f" ({loss}); Ctrl-C to stop",
         )
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
     try:
         await stopping.wait()
     finally:
