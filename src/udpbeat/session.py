@@ -337,11 +337,17 @@ class ProbeSession:
         """Match a reply to its heartbeat by sequence number; count anything else."""
         if self.finished:
             return
+        # The shell may read a datagram before it runs a timer that was due first: expire now,
+        # so that a reply arriving after its deadline is late, never received.
+        self._expire(now)
+        if self.finished:
+            return
         try:
             reply = text.decode_reply(data)
         except WireError as error:
             self._tally.malformed[error.reason] += 1
             self._events.append(MalformedReply(error.reason, now, len(data), str(error)))
+            self._maybe_finish(now)
             return
         seq = reply.seq
         pending = self._pending.pop(seq, None)
@@ -355,6 +361,7 @@ class ProbeSession:
             self._events.append(ReplyReceived(seq, now, rtt, reply.time_difference, pending.probe))
             self._record(self.detector.on_reply(seq, rtt, now), now)
             self._resolved_one(now, pending)
+            self._maybe_finish(now)
             return
         fate = self._resolved.get(seq)
         if fate is _Fate.ANSWERED:

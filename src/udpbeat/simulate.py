@@ -1,0 +1,462 @@
+"""The detectors on a virtual clock: the real prober over a simulated path, no sockets, no sleeping.
+
+A :class:`Simulation` wires one :class:`~udpbeat.session.ProbeSession` (with any
+:class:`~udpbeat.detector.Detector`) to a :class:`~udpbeat.reflector.Reflector` through a
+simulated path, exactly as the I/O shells do: every heartbeat is encoded, crosses the path,
+is parsed and answered by the reflector, crosses back, and is decoded and matched by the
+session. Only time is virtual: it jumps from one event (a timer, an arrival) to the next, so a
+million heartbeats at one a second take seconds, not days.
+
+The path decides, with a seeded random generator:
+
+- whether a request is lost (:class:`Bernoulli` independent loss, or :class:`GilbertElliott`
+  bursts). Only the round trip matters to a detector, so the loss is applied to the request, as
+  the exercise's server does;
+- the round-trip time: ``rtt`` plus an exponentially distributed ``jitter`` (its mean);
+- whether a reply arrives twice (``duplicate``);
+- whether the server is running: :meth:`Simulation.stop_server` and
+  :meth:`~Simulation.restart_server`; a stopped server stays silent, or with
+  ``icmp_when_stopped`` its host answers "port unreachable".
+
+Two scenarios give the figures of ``benchmarks/detector_sim.py``: :func:`run_healthy` (false
+DOWN verdicts on a healthy server, probe overhead) and :func:`run_stop` (how long a real stop
+takes to be noticed, and a restart). Both run the session in watch mode, so a DOWN verdict does
+not end the run and false alarms are counted per heartbeat. Pure: nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from udpbeat import detector as detectors
+from udpbeat.detector import ConsecutiveDetector, Detector, State, Transition
+from udpbeat.errors import ConfigError
+from udpbeat.reflector import Reflector, ReflectorConfig
+from udpbeat.session import ProbeConfig, ProbeSession
+
+#: Virtual Unix time at virtual monotonic time 0, for the timestamps the wire format carries.
+WALL_CLOCK_EPOCH = 1_700_000_000.0
+#: The client's address as the reflector sees it.
+CLIENT_ADDRESS = ("192.0.2.1", 40000)
+#: If the session asks to be woken this many times at the same instant, its timer is stuck.
+STUCK_TIMER_LIMIT = 1000
+
+LossDecider = Callable[[], bool]
+
+
+# --- the path --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Bernoulli:
+    """Each request is lost independently with probability ``loss``."""
+
+    loss: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_fraction("loss", self.loss)
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss
+
+    def decider(self, rng: random.Random) -> LossDecider:
+        loss, draw = self.loss, rng.random
+        if loss == 0.0:
+            return lambda: False
+        return lambda: draw() < loss
+
+    def describe(self) -> str:
+        return f"{self.loss:.1%} independent"
+
+
+@dataclass(frozen=True, slots=True)
+class GilbertElliott:
+    """Bursty loss: a two-state Markov chain stepped once per request (as netem's ``gemodel``).
+
+    In the *bad* state a request is lost with probability ``loss_bad``, in the *good* state with
+    ``loss_good``. The chain is set from the long-run ``loss`` and the mean ``burst`` length (in
+    requests) spent in the bad state: leaving it has probability ``1/burst``, entering it the
+    probability that makes the stationary loss equal ``loss``.
+    """
+
+    loss: float
+    burst: float = 3.0
+    loss_bad: float = 1.0
+    loss_good: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_fraction("loss", self.loss)
+        _check_fraction("loss in the bad state", self.loss_bad)
+        _check_fraction("loss in the good state", self.loss_good)
+        if not (math.isfinite(self.burst) and self.burst >= 1.0):
+            raise ConfigError(f"mean burst length must be >= 1 request, got {self.burst!r}")
+        if not self.loss_good <= self.loss <= self.loss_bad or self.loss_good == self.loss_bad:
+            raise ConfigError(
+                f"loss {self.loss!r} must lie between the good state's {self.loss_good!r} "
+                f"and the bad state's {self.loss_bad!r}"
+            )
+        enter, _ = self.transition_probabilities()
+        if enter > 1.0:
+            raise ConfigError(
+                f"loss {self.loss:.1%} with bursts of {self.burst} requests needs a chain that "
+                "cannot exist; use longer bursts or less loss"
+            )
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss
+
+    def transition_probabilities(self) -> tuple[float, float]:
+        """``(P(good -> bad), P(bad -> good))`` per request."""
+        leave = 1.0 / self.burst
+        bad_share = (self.loss - self.loss_good) / (self.loss_bad - self.loss_good)
+        if bad_share >= 1.0:
+            return 1.0, 0.0
+        return leave * bad_share / (1.0 - bad_share), leave
+
+    def decider(self, rng: random.Random) -> LossDecider:
+        enter, leave = self.transition_probabilities()
+        bad_share = enter / (enter + leave) if enter + leave > 0 else 0.0
+        draw = rng.random
+        state = {"bad": draw() < bad_share}
+        loss_good, loss_bad = self.loss_good, self.loss_bad
+
+        def lost() -> bool:
+            bad = state["bad"]
+            if bad:
+                if draw() < leave:
+                    state["bad"] = bad = False
+            elif draw() < enter:
+                state["bad"] = bad = True
+            return draw() < (loss_bad if bad else loss_good)
+
+        return lost
+
+    def describe(self) -> str:
+        return f"{self.loss:.1%} bursty (mean burst {self.burst:g})"
+
+
+LossModel = Bernoulli | GilbertElliott
+
+
+@dataclass(frozen=True, slots=True)
+class PathConfig:
+    """The simulated network between prober and server. Times in seconds."""
+
+    loss: LossModel = field(default_factory=Bernoulli)
+    rtt: float = 0.001
+    jitter: float = 0.0002
+    duplicate: float = 0.0
+    icmp_when_stopped: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.rtt) and self.rtt >= 0):
+            raise ConfigError(f"rtt must be >= 0 seconds, got {self.rtt!r}")
+        if not (math.isfinite(self.jitter) and self.jitter >= 0):
+            raise ConfigError(f"jitter must be >= 0 seconds, got {self.jitter!r}")
+        _check_fraction("duplicate", self.duplicate)
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ConfigError(f"{name} must be a fraction in [0, 1], got {value!r}")
+
+
+# --- detectors by name -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSpec:
+    """A detector by name and parameters; picklable, so worker processes can build their own."""
+
+    name: str
+    params: tuple[tuple[str, float | int], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> DetectorSpec:
+        """``NAME`` or ``NAME:key=value,...``; ``consecutive:N`` is short for max_misses=N."""
+        name, _, rest = text.strip().partition(":")
+        params: list[tuple[str, float | int]] = []
+        for item in filter(None, rest.split(",")):
+            key, sep, value = item.partition("=")
+            if not sep and name == "consecutive":
+                key, value = "max_misses", item
+            elif not sep:
+                raise ConfigError(f"detector parameter {item!r} must be key=value")
+            params.append((key.strip(), _number(value.strip(), item)))
+        spec = cls(name, tuple(params))
+        spec.build(1.0)  # fail now, not in a worker
+        return spec
+
+    @property
+    def label(self) -> str:
+        if self.name == "consecutive":
+            return f"consecutive({dict(self.params).get('max_misses', 3)})"
+        if not self.params:
+            return self.name
+        return f"{self.name}({', '.join(f'{k}={v}' for k, v in self.params)})"
+
+    def build(self, timeout: float) -> Detector:
+        params = dict(self.params)
+        make = getattr(detectors, "make_detector", None)
+        if make is not None:
+            detector: Detector = make(self.name, timeout, **params)
+            return detector
+        if self.name == "consecutive":
+            return ConsecutiveDetector(timeout=timeout, **params)  # type: ignore[arg-type]
+        raise ConfigError(f"unknown detector {self.name!r}; this version has only 'consecutive'")
+
+
+def _number(text: str, item: str) -> float | int:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"detector parameter {item!r} needs a number") from None
+
+
+def available_detectors() -> tuple[str, ...]:
+    """The detector names this version of udpbeat knows."""
+    known = getattr(detectors, "DETECTORS", None)
+    if known:
+        return tuple(known)
+    return ("consecutive",)
+
+
+# --- the simulation --------------------------------------------------------------------------
+
+
+class Simulation:
+    """One session, one reflector and the path between them, on a virtual clock."""
+
+    def __init__(
+        self, session: ProbeSession, path: PathConfig, rng: random.Random, *, start: float = 0.0
+    ) -> None:
+        self.session = session
+        self.path = path
+        self.now = start
+        self.reflector = Reflector(ReflectorConfig(loss=0.0, rate_limit=0, log_events=False))
+        self._rng = rng
+        self._lost = path.loss.decider(rng)
+        # (arrival time, tie-breaker, datagram; None stands for an ICMP port-unreachable)
+        self._arrivals: list[tuple[float, int, bytes | None]] = []
+        self._order = 0
+        self._down_from = math.inf
+        self._down_until = math.inf
+
+    @property
+    def server_running(self) -> bool:
+        return not self._down_from <= self.now < self._down_until
+
+    def stop_server(self, at: float) -> None:
+        """The server stops at ``at``; requests reaching it from then on are not answered."""
+        self._down_from, self._down_until = at, math.inf
+
+    def restart_server(self, at: float) -> None:
+        """The stopped server runs again from ``at`` on."""
+        self._down_until = at
+
+    def run(self, until: float = math.inf, *, until_state: State | None = None) -> float:
+        """Process everything due up to ``until``; with ``until_state``, stop once it is reached.
+
+        Returns the virtual time reached. Ends early if the session finishes.
+        """
+        session = self.session
+        arrivals = self._arrivals
+        transmit = self._transmit
+        receive_datagram = session.receive_datagram
+        handle_timer = session.handle_timer
+        get_timer = session.get_timer
+        last_timer, same_timer = -1.0, 0
+        while not session.finished:
+            timer = get_timer()
+            if arrivals and (timer is None or arrivals[0][0] <= timer):
+                at = arrivals[0][0]
+                if at > until:
+                    break
+                _, _, data = heapq.heappop(arrivals)
+                at = max(at, self.now)
+                self.now = at
+                if data is None:
+                    session.receive_error(at)
+                else:
+                    receive_datagram(data, at)
+            elif timer is not None:
+                if timer > until:
+                    break
+                at = max(timer, self.now)
+                self.now = at
+                if timer == last_timer:
+                    same_timer += 1
+                    if same_timer > STUCK_TIMER_LIMIT:
+                        raise RuntimeError(f"the session's timer is stuck at {timer!r}")
+                else:
+                    last_timer, same_timer = timer, 0
+            else:
+                break
+            # As the I/O shell does after every input: run the timer, then send what is due.
+            handle_timer(at, WALL_CLOCK_EPOCH + at)
+            for datagram in session.datagrams_to_send():
+                transmit(datagram, at)
+            deque(session.events(), maxlen=0)
+            if until_state is not None and session.state is until_state:
+                return self.now
+        if math.isfinite(until) and not session.finished:
+            self.now = max(self.now, until)
+        return self.now
+
+    def _transmit(self, datagram: bytes, at: float) -> None:
+        path = self.path
+        rtt = path.rtt
+        if path.jitter:
+            rtt += self._rng.expovariate(1.0 / path.jitter)
+        at_server = at + rtt / 2
+        if self._down_from <= at_server < self._down_until:
+            if path.icmp_when_stopped:
+                self._arrive(at + rtt, None)
+            return
+        if self._lost():
+            return
+        reply = self.reflector.reflect(datagram, CLIENT_ADDRESS, WALL_CLOCK_EPOCH + at_server)
+        if reply is None:
+            return
+        self._arrive(at + rtt, reply)
+        if path.duplicate and self._rng.random() < path.duplicate:
+            self._arrive(at + rtt + path.rtt / 2 + 1e-6, reply)
+
+    def _arrive(self, at: float, data: bytes | None) -> None:
+        self._order += 1
+        heapq.heappush(self._arrivals, (at, self._order, data))
+
+
+# --- scenarios -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The prober's settings: one regular heartbeat every ``interval``, waits of ``timeout``."""
+
+    interval: float = 1.0
+    timeout: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class HealthyResult:
+    """A healthy server for ``heartbeats`` regular heartbeats: every DOWN verdict is false."""
+
+    heartbeats: int
+    probes: int
+    false_down: int
+    suspect: int
+    received: int
+
+    @property
+    def probe_overhead(self) -> float:
+        """Extra packets (confirmation probes) per regular heartbeat."""
+        return self.probes / self.heartbeats if self.heartbeats else 0.0
+
+    def __add__(self, other: HealthyResult) -> HealthyResult:
+        return HealthyResult(
+            self.heartbeats + other.heartbeats,
+            self.probes + other.probes,
+            self.false_down + other.false_down,
+            self.suspect + other.suspect,
+            self.received + other.received,
+        )
+
+
+def run_healthy(
+    spec: DetectorSpec, path: PathConfig, timing: Timing, heartbeats: int, rng: random.Random
+) -> HealthyResult:
+    """``heartbeats`` regular heartbeats to a server that never stops, in watch mode."""
+    config = ProbeConfig(
+        count=heartbeats, interval=timing.interval, timeout=timing.timeout, watch=True
+    )
+    session = ProbeSession(config, spec.build(timing.timeout), 0.0)
+    Simulation(session, path, rng).run()
+    report = session.report()
+    return HealthyResult(
+        heartbeats=heartbeats,
+        probes=report.probes,
+        false_down=_count(report.transitions, State.DOWN),
+        suspect=_count(report.transitions, State.SUSPECT),
+        received=report.received,
+    )
+
+
+def _count(transitions: tuple[Transition, ...], state: State) -> int:
+    return sum(1 for t in transitions if t.new is state)
+
+
+@dataclass(frozen=True, slots=True)
+class StopResult:
+    """One stop (and restart) of the server after ``warmup`` healthy heartbeats.
+
+    ``detection``: seconds from the stop to the DOWN verdict (``None``: not within
+    ``max_wait``, or the server was already held DOWN when it stopped); ``recovery``: seconds
+    from the restart to the UP verdict. ``false_down``: DOWN verdicts before the stop.
+    ``outages``: outages recorded by the session.
+    """
+
+    detection: float | None
+    recovery: float | None
+    false_down: int
+    outages: int
+    down_at_stop: bool = False
+
+
+def run_stop(
+    spec: DetectorSpec,
+    path: PathConfig,
+    timing: Timing,
+    rng: random.Random,
+    *,
+    warmup: int = 100,
+    downtime: float = 10.0,
+    max_wait: float = 120.0,
+) -> StopResult:
+    """Healthy for ``warmup`` heartbeats, stopped at a random instant, restarted ``downtime`` later.
+
+    The stop falls uniformly within a heartbeat interval, so detection latencies cover every
+    phase between a stop and the next heartbeat.
+    """
+    config = ProbeConfig(count=None, interval=timing.interval, timeout=timing.timeout, watch=True)
+    session = ProbeSession(config, spec.build(timing.timeout), 0.0)
+    simulation = Simulation(session, path, rng)
+    stop_at = (warmup + rng.random()) * max(timing.interval, timing.timeout)
+    simulation.stop_server(stop_at)
+    simulation.run(stop_at)
+    false_down = _count(session.report().transitions, State.DOWN)
+    down_at_stop = session.state is State.DOWN
+    detection = None if down_at_stop else _first_after(simulation, stop_at, State.DOWN, max_wait)
+    # The restart follows the verdict (or the wait), so it always finds the server held DOWN;
+    # its phase against the heartbeats is random, as the stop's is.
+    restart_at = simulation.now + downtime + rng.random() * timing.interval
+    simulation.restart_server(restart_at)
+    simulation.run(restart_at)
+    recovery = _first_after(simulation, restart_at, State.UP, max_wait)
+    session.stop(simulation.now)
+    report = session.report()
+    return StopResult(detection, recovery, false_down, len(report.outages), down_at_stop)
+
+
+def _first_after(
+    simulation: Simulation, since: float, state: State, max_wait: float
+) -> float | None:
+    """Seconds from ``since`` until the session reaches ``state`` (``None``: not in time)."""
+    session = simulation.session
+    if session.state is not state:
+        simulation.run(since + max_wait, until_state=state)
+    if session.state is not state:
+        return None
+    transitions = session.report().transitions
+    return max(transitions[-1].at - since, 0.0)

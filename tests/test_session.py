@@ -1,0 +1,747 @@
+"""The prober's pure core on a fake clock: matching, timeouts, pacing, the verdict, the report."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from typing import TypeVar
+
+import pytest
+
+from udpbeat import session as session_module
+from udpbeat.detector import ConsecutiveDetector, Detector, State
+from udpbeat.errors import ConfigError
+from udpbeat.session import (
+    DuplicateReply,
+    Event,
+    HeartbeatLost,
+    HeartbeatSent,
+    LateReply,
+    MalformedReply,
+    Outage,
+    ProbeConfig,
+    ProbeSession,
+    ReplyReceived,
+    SessionFinished,
+    StateChanged,
+    UnknownReply,
+    event_to_dict,
+)
+from udpbeat.wire.text import (
+    Heartbeat,
+    HeartbeatReply,
+    decode_request,
+    encode_reply,
+    format_reply,
+    parse_request,
+)
+
+#: The fake wall clock runs this far ahead of the fake monotonic one.
+EPOCH = 1_764_000_000.0
+
+E = TypeVar("E")
+
+
+class Driver:
+    """A fake I/O shell: drives a session on a virtual clock, as ``client.py`` does on a real one.
+
+    ``now`` only moves forward, through :meth:`advance`; every timer the session asks for on the
+    way is handled at the time it asked for.
+    """
+
+    def __init__(
+        self,
+        *,
+        count: int | None = 10,
+        interval: float = 1.0,
+        timeout: float = 1.0,
+        max_misses: int = 3,
+        watch: bool = False,
+        detector: Detector | None = None,
+        start: float = 100.0,
+    ) -> None:
+        config = ProbeConfig(count=count, interval=interval, timeout=timeout, watch=watch)
+        self.detector = detector or ConsecutiveDetector(max_misses=max_misses, timeout=timeout)
+        self.now = start
+        self.session = ProbeSession(config, self.detector, now=start, target="test")
+        self.sent: dict[int, tuple[float, Heartbeat]] = {}
+        self.log: list[Event] = []
+        self.step()
+
+    def advance(self, to: float) -> None:
+        """Let time pass until ``to``, handling every timer due on the way."""
+        assert to >= self.now
+        for _ in range(100_000):
+            when = self.session.get_timer()
+            if when is None or when > to:
+                break
+            self.now = max(self.now, when)
+            self.step()
+        else:
+            raise AssertionError("the session's timer never settles")
+        self.now = to
+        self.step()
+
+    def run(self) -> None:
+        """Let time pass, answering nothing, until the session has no timer left."""
+        for _ in range(100_000):
+            when = self.session.get_timer()
+            if when is None:
+                return
+            self.now = max(self.now, when)
+            self.step()
+        raise AssertionError("the session never finishes")
+
+    def reply(self, seq: int, *, time_difference: float = 0.0005) -> None:
+        """A reply for ``seq`` arrives now."""
+        self.datagram(encode_reply(HeartbeatReply(seq, time_difference)))
+
+    def answer_as_the_exercise_server(self, seq: int) -> None:
+        """A reply built from the heartbeat's own bytes, as the exercise server would."""
+        _, heartbeat = self.sent[seq]
+        digits, sent_time = parse_request(f"Heartbeat {seq} {heartbeat.sent_time}".encode())
+        self.datagram(format_reply(digits, (self.now + EPOCH) - sent_time))
+
+    def datagram(self, data: bytes) -> None:
+        self.session.receive_datagram(data, self.now)
+        self.step()
+
+    def refused(self) -> None:
+        self.session.receive_error(self.now)
+        self.step()
+
+    def of_type(self, kind: type[E]) -> list[E]:
+        return [event for event in self.log if isinstance(event, kind)]
+
+    def sent_seqs(self) -> list[int]:
+        return list(self.sent)
+
+    def in_flight(self) -> int:
+        return self.session.report(self.now).in_flight
+
+    def step(self) -> None:
+        """What the shell does after anything happens: run the timer, send, drain events."""
+        session = self.session
+        session.handle_timer(self.now, self.now + EPOCH)
+        for datagram in session.datagrams_to_send():
+            heartbeat = decode_request(datagram)
+            assert heartbeat.seq not in self.sent, "a sequence number was reused"
+            self.sent[heartbeat.seq] = (self.now, heartbeat)
+        self.log.extend(session.events())
+
+
+def transitions(driver: Driver) -> list[tuple[State, State]]:
+    return [(e.transition.old, e.transition.new) for e in driver.of_type(StateChanged)]
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"count": 0}, "count"),
+        ({"count": -3}, "count"),
+        ({"count": True}, "count"),
+        ({"count": 2.5}, "count"),
+        ({"interval": -1.0}, "interval"),
+        ({"interval": math.nan}, "interval"),
+        ({"interval": math.inf}, "interval"),
+        ({"timeout": 0.0}, "timeout"),
+        ({"timeout": -1.0}, "timeout"),
+        ({"timeout": math.inf}, "timeout"),
+        ({"first_seq": -1}, "first sequence"),
+        ({"first_seq": 2**63}, "first sequence"),
+    ],
+)
+def test_bad_settings_are_config_errors(settings: dict[str, object], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        ProbeConfig(**settings)  # type: ignore[arg-type]
+
+
+# --- sending and matching --------------------------------------------------------------------
+
+
+def test_heartbeats_carry_increasing_sequence_numbers_and_the_wall_clock() -> None:
+    driver = Driver(count=3, interval=1.0, timeout=0.5)
+    driver.advance(102.5)
+    assert driver.sent_seqs() == [1, 2, 3]
+    for seq, (sent_at, heartbeat) in driver.sent.items():
+        assert sent_at == 100.0 + (seq - 1)
+        assert heartbeat.sent_time == sent_at + EPOCH
+
+
+def test_replies_are_matched_by_sequence_number_even_out_of_order() -> None:
+    driver = Driver(count=3, interval=0.125, timeout=5.0)
+    driver.advance(100.25)
+    assert driver.sent_seqs() == [1, 2, 3]
+    driver.advance(100.3)
+    driver.reply(3, time_difference=0.003)
+    driver.advance(100.5)
+    driver.reply(1, time_difference=0.001)
+    driver.advance(100.625)
+    driver.reply(2, time_difference=0.002)
+    replies = driver.of_type(ReplyReceived)
+    assert [(r.seq, r.rtt, r.time_difference) for r in replies] == [
+        (3, pytest.approx(0.05), 0.003),
+        (1, pytest.approx(0.5), 0.001),
+        (2, pytest.approx(0.5), 0.002),
+    ]
+    report = driver.session.report()
+    assert (report.sent, report.received, report.lost, report.late) == (3, 3, 0, 0)
+    assert report.rtt.max == pytest.approx(0.5)
+    assert report.time_difference.min == 0.001
+    assert driver.session.finished
+
+
+def test_replies_in_the_exercise_servers_own_bytes_are_understood() -> None:
+    driver = Driver(count=2, interval=0.0, timeout=1.0)
+    driver.advance(100.01)
+    driver.answer_as_the_exercise_server(1)
+    driver.advance(100.03)
+    driver.answer_as_the_exercise_server(2)
+    replies = driver.of_type(ReplyReceived)
+    assert [r.seq for r in replies] == [1, 2]
+    assert replies[0].time_difference == pytest.approx(0.01, abs=1e-6)
+    assert driver.session.finished
+
+
+# --- late replies ----------------------------------------------------------------------------
+
+
+def test_a_reply_after_its_timeout_is_late_and_never_answers_a_newer_heartbeat() -> None:
+    driver = Driver(count=3, interval=0.0, timeout=1.0)
+    driver.advance(101.2)  # heartbeat 1 timed out at 101.0; heartbeat 2 left then
+    assert driver.sent_seqs() == [1, 2]
+    driver.reply(1)
+    assert driver.session.report().received == 0
+    [late] = driver.of_type(LateReply)
+    assert (late.seq, late.rtt) == (1, pytest.approx(1.2))
+    assert driver.in_flight() == 1  # heartbeat 2 still waits for its own reply
+    assert driver.sent_seqs() == [1, 2]  # and the late reply did not pace a new one
+    driver.advance(101.3)
+    driver.reply(2)
+    report = driver.session.report()
+    assert (report.received, report.late, report.lost) == (1, 1, 1)
+    assert [r.seq for r in driver.of_type(ReplyReceived)] == [2]
+    assert report.rtt.count == 1  # the late RTT stays out of the statistics
+    assert report.rtt.max == pytest.approx(0.3)
+
+
+def test_a_reply_after_its_deadline_is_late_even_before_the_timer_fired() -> None:
+    # A busy shell may read the datagram before it runs the timer that was due first.
+    driver = Driver(count=3, interval=1.0, timeout=0.5)
+    session = driver.session
+    session.receive_datagram(encode_reply(HeartbeatReply(1, 0.001)), 100.7)
+    events = list(session.events())
+    assert not any(isinstance(e, ReplyReceived) for e in events)
+    assert [e.seq for e in events if isinstance(e, HeartbeatLost)] == [1]
+    assert [e.seq for e in events if isinstance(e, LateReply)] == [1]
+    report = session.report(100.7)
+    assert (report.received, report.lost, report.late) == (0, 1, 1)
+
+
+def test_a_reply_exactly_at_the_deadline_is_late() -> None:
+    driver = Driver(count=2, interval=1.0, timeout=0.5)
+    driver.advance(100.5)
+    driver.reply(1)
+    report = driver.session.report()
+    assert (report.received, report.lost, report.late) == (0, 1, 1)
+
+
+def test_a_late_reply_does_not_save_the_server_from_down() -> None:
+    driver = Driver(count=10, interval=0.0, timeout=1.0, max_misses=2)
+    driver.advance(101.5)
+    driver.reply(1)  # late
+    driver.run()
+    assert driver.session.finished
+    assert driver.session.state is State.DOWN
+    assert driver.session.report().late == 1
+
+
+def test_a_reply_for_a_heartbeat_whose_fate_was_forgotten_is_late_not_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(session_module, "REMEMBERED_SEQUENCES", 2)
+    driver = Driver(count=None, interval=0.0, timeout=1.0, max_misses=100)
+    driver.advance(104.5)  # 1..4 timed out, only 3 and 4 are remembered; 5 is in flight
+    driver.reply(1)
+    [late] = driver.of_type(LateReply)
+    assert late.seq == 1
+    assert math.isnan(late.rtt)
+    assert event_to_dict(late)["rtt"] is None
+    assert driver.session.report().unknown == 0
+
+
+# --- duplicates, unknown and malformed replies ------------------------------------------------
+
+
+def test_duplicates_are_counted_once_and_never_as_received() -> None:
+    driver = Driver(count=2, interval=1.0, timeout=0.5)
+    driver.advance(100.1)
+    driver.reply(1)
+    driver.reply(1)
+    driver.reply(1)
+    report = driver.session.report()
+    assert (report.received, report.duplicates) == (1, 2)
+    assert report.rtt.count == 1
+    assert [e.seq for e in driver.of_type(DuplicateReply)] == [1, 1]
+
+
+def test_a_duplicated_late_reply_is_late_once_then_a_duplicate() -> None:
+    driver = Driver(count=3, interval=1.0, timeout=0.5, max_misses=5)
+    driver.advance(100.8)
+    driver.reply(1)
+    driver.reply(1)
+    report = driver.session.report()
+    assert (report.received, report.late, report.duplicates) == (0, 1, 1)
+
+
+def test_unknown_sequence_numbers_are_counted_apart() -> None:
+    driver = Driver(count=2, interval=1.0, timeout=0.5)
+    driver.advance(100.1)
+    driver.reply(0)  # below the first sequence number
+    driver.reply(2)  # not sent yet
+    driver.reply(2**63 - 1)
+    report = driver.session.report()
+    assert (report.unknown, report.received, report.late, report.duplicates) == (3, 0, 0, 0)
+    assert [e.seq for e in driver.of_type(UnknownReply)] == [0, 2, 2**63 - 1]
+    driver.reply(1)  # the real one still counts
+    assert driver.session.report().received == 1
+
+
+def test_malformed_replies_are_counted_by_reason_and_change_nothing_else() -> None:
+    driver = Driver(count=2, interval=1.0, timeout=0.5)
+    driver.advance(100.1)
+    for data in (
+        b"\xff\xfe",
+        b"Pong 1",
+        b"Seq: 1, Time Difference: 0.000100 secs",
+        b"Seq: 1",
+        b"Seq: one, Time Difference: 0.000100 seconds",
+        b"Seq: 1, Time Difference: nan seconds",
+        b"Seq: 1, Time Difference: 0.1 seconds",
+        b"S" * 500,
+    ):
+        driver.datagram(data)
+    report = driver.session.report()
+    assert report.malformed == {
+        "not-text": 1,
+        "bad-keyword": 1,
+        "missing-field": 2,
+        "bad-sequence": 1,
+        "bad-timestamp": 2,
+        "oversize": 1,
+    }
+    assert (report.received, report.unknown, report.late) == (0, 0, 0)
+    malformed = driver.of_type(MalformedReply)
+    assert len(malformed) == 8
+    assert all(e.detail for e in malformed)
+    assert malformed[-1].size == 500
+    assert driver.in_flight() == 1
+    driver.reply(1)
+    assert driver.session.report().received == 1
+
+
+# --- refused (ICMP errors) -------------------------------------------------------------------
+
+
+def test_refused_is_counted_and_is_a_miss_for_the_detector() -> None:
+    driver = Driver(count=10, interval=1.0, timeout=0.5, max_misses=3)
+    driver.advance(100.1)
+    driver.reply(1)
+    driver.advance(101.01)
+    driver.refused()
+    [lost] = driver.of_type(HeartbeatLost)
+    assert (lost.seq, lost.reason) == (2, "refused")
+    assert driver.session.state is State.SUSPECT
+    assert driver.of_type(StateChanged)[-1].transition.evidence["cause"] == "refused"
+    driver.advance(102.01)
+    driver.refused()
+    driver.advance(103.01)
+    driver.refused()
+    assert driver.session.state is State.DOWN
+    assert driver.session.finished
+    report = driver.session.report()
+    assert (report.refused, report.lost, report.received, report.in_flight) == (3, 0, 1, 0)
+    assert report.loss == pytest.approx(0.75)  # refused heartbeats got no reply either
+
+
+def test_refused_paces_the_next_heartbeat_when_interval_is_zero() -> None:
+    driver = Driver(count=3, interval=0.0, timeout=1.0)
+    driver.advance(100.01)
+    driver.refused()
+    assert driver.sent_seqs() == [1, 2]
+    assert driver.sent[2][0] == 100.01
+
+
+def test_refused_with_nothing_in_flight_is_counted_but_blames_no_heartbeat() -> None:
+    driver = Driver(count=2, interval=1.0, timeout=0.5)
+    driver.advance(100.1)
+    driver.reply(1)
+    driver.refused()
+    report = driver.session.report()
+    assert report.refused == 1
+    assert driver.of_type(HeartbeatLost) == []
+    assert driver.session.state is State.UP
+
+
+def test_a_reply_after_a_refusal_is_late() -> None:
+    driver = Driver(count=3, interval=1.0, timeout=0.5)
+    driver.advance(100.1)
+    driver.refused()
+    driver.reply(1)
+    report = driver.session.report()
+    assert (report.refused, report.late, report.received) == (1, 1, 0)
+
+
+# --- pacing ----------------------------------------------------------------------------------
+
+
+def test_interval_zero_sends_the_next_only_when_the_previous_is_resolved() -> None:
+    driver = Driver(count=4, interval=0.0, timeout=1.0, max_misses=5)
+    driver.advance(100.5)
+    assert driver.sent_seqs() == [1]  # one at a time
+    assert driver.in_flight() == 1
+    driver.reply(1)
+    assert driver.sent_seqs() == [1, 2]
+    assert driver.sent[2][0] == 100.5  # as soon as the reply came
+    driver.advance(101.49)
+    assert driver.sent_seqs() == [1, 2]
+    driver.advance(101.6)  # heartbeat 2 timed out at 101.5
+    assert driver.sent_seqs() == [1, 2, 3]
+    assert driver.sent[3][0] == 101.5  # as soon as the timeout
+    driver.advance(101.7)
+    driver.reply(3)
+    driver.advance(101.8)
+    driver.reply(4)
+    assert driver.session.finished
+    assert driver.sent_seqs() == [1, 2, 3, 4]
+
+
+def test_interval_keeps_a_fixed_schedule_with_several_in_flight() -> None:
+    driver = Driver(count=5, interval=0.25, timeout=2.0)
+    driver.advance(100.8)
+    assert [driver.sent[seq][0] for seq in driver.sent] == [100.0, 100.25, 100.5, 100.75]
+    assert driver.in_flight() == 4
+    driver.reply(2)  # a reply does not move the schedule
+    driver.advance(101.0)
+    assert driver.sent[5][0] == 101.0
+    assert len(driver.sent) == 5
+    driver.advance(105.0)
+    assert driver.sent_seqs() == [1, 2, 3, 4, 5]  # no more than count
+
+
+def test_timer_is_the_earliest_of_next_send_and_next_deadline() -> None:
+    driver = Driver(count=3, interval=1.0, timeout=0.3)
+    assert driver.session.get_timer() == pytest.approx(100.3)  # heartbeat 1's deadline
+    driver.advance(100.3)
+    assert driver.session.get_timer() == pytest.approx(101.0)  # heartbeat 2's send
+
+
+# --- finishing -------------------------------------------------------------------------------
+
+
+def test_finishes_after_count_once_the_last_heartbeat_is_answered() -> None:
+    driver = Driver(count=2, interval=1.0, timeout=0.5)
+    driver.advance(100.1)
+    driver.reply(1)
+    driver.advance(101.2)
+    assert not driver.session.finished
+    driver.session.receive_datagram(encode_reply(HeartbeatReply(2, 0.0)), 101.2)
+    # Without waiting for a timer: the shell may have nothing left to arm.
+    assert driver.session.finished
+    assert driver.session.get_timer() is None
+    [finished] = [e for e in driver.session.events() if isinstance(e, SessionFinished)]
+    assert (finished.at, finished.state) == (101.2, State.UP)
+    report = driver.session.report()
+    assert report.duration == pytest.approx(1.2)
+    assert (report.sent, report.received, report.loss) == (2, 2, 0.0)
+
+
+def test_finishes_after_count_when_the_last_heartbeat_times_out() -> None:
+    driver = Driver(count=2, interval=1.0, timeout=0.5, max_misses=3)
+    driver.run()
+    assert driver.session.finished
+    [finished] = driver.of_type(SessionFinished)
+    assert finished.at == pytest.approx(101.5)
+    assert driver.session.state is State.SUSPECT
+    driver.advance(200.0)
+    assert driver.sent_seqs() == [1, 2]
+
+
+def test_a_finished_session_ignores_everything() -> None:
+    driver = Driver(count=1, interval=1.0, timeout=0.5)
+    driver.advance(100.1)
+    driver.reply(1)
+    assert driver.session.finished
+    before = driver.session.report()
+    driver.reply(1)
+    driver.datagram(b"junk")
+    driver.refused()
+    driver.advance(200.0)
+    assert driver.session.report() == before
+    assert sum(isinstance(e, SessionFinished) for e in driver.log) == 1
+
+
+# --- the verdict -----------------------------------------------------------------------------
+
+
+def test_down_ends_the_run() -> None:
+    driver = Driver(count=100, interval=0.0, timeout=1.0, max_misses=3)
+    driver.advance(100.2)
+    driver.reply(1)
+    driver.run()
+    assert driver.session.finished
+    assert driver.session.state is State.DOWN
+    assert driver.sent_seqs() == [1, 2, 3, 4]
+    assert transitions(driver) == [
+        (State.UNKNOWN, State.UP),
+        (State.UP, State.SUSPECT),
+        (State.SUSPECT, State.DOWN),
+    ]
+    [finished] = driver.of_type(SessionFinished)
+    assert finished.at == pytest.approx(103.2)
+    report = driver.session.report()
+    assert report.state is State.DOWN
+    assert (report.lost, report.in_flight) == (3, 0)
+    assert [o.to_dict() for o in report.outages] == [
+        {"start": pytest.approx(103.2), "end": None, "duration_s": None, "heartbeats_lost": 0}
+    ]
+
+
+def test_watch_mode_keeps_going_and_records_outages() -> None:
+    driver = Driver(count=None, interval=1.0, timeout=0.5, max_misses=2, watch=True)
+    driver.advance(100.1)
+    driver.reply(1)  # UP
+    driver.advance(104.9)  # 2..5 lost: DOWN at 102.5 (3 lost), then 4 and 5 lost while DOWN
+    assert driver.session.state is State.DOWN
+    assert not driver.session.finished
+    driver.advance(105.1)
+    driver.reply(6)  # UP again
+    driver.advance(106.5)  # 7 lost: SUSPECT
+    driver.advance(107.5)  # 8 lost: DOWN at 107.5
+    driver.advance(109.4)  # 9 lost while DOWN; 10 in flight
+    assert driver.session.state is State.DOWN
+    report = driver.session.report(109.4)
+    assert report.outages == (
+        Outage(start=102.5, end=105.1, heartbeats_lost=2),
+        Outage(start=107.5, end=None, heartbeats_lost=1),
+    )
+    assert report.outages[0].duration == pytest.approx(2.6)
+    assert transitions(driver) == [
+        (State.UNKNOWN, State.UP),
+        (State.UP, State.SUSPECT),
+        (State.SUSPECT, State.DOWN),
+        (State.DOWN, State.UP),
+        (State.UP, State.SUSPECT),
+        (State.SUSPECT, State.DOWN),
+    ]
+    assert (report.sent, report.received, report.lost, report.in_flight) == (10, 2, 7, 1)
+
+
+def test_stop_mid_run_leaves_in_flight_heartbeats_out_of_the_loss() -> None:
+    driver = Driver(count=10, interval=0.125, timeout=1.0)
+    driver.advance(100.05)
+    driver.reply(1)
+    driver.advance(100.3)  # 2 and 3 in flight
+    driver.session.stop(100.3)
+    driver.step()
+    assert driver.session.finished
+    report = driver.session.report()
+    assert (report.sent, report.received, report.lost, report.in_flight) == (3, 1, 0, 2)
+    assert report.loss == 0.0
+    assert report.duration == pytest.approx(0.3)
+    assert report.to_dict()["loss_percent"] == 0.0
+    assert driver.of_type(SessionFinished)[-1].at == 100.3
+    driver.advance(110.0)
+    assert driver.sent_seqs() == [1, 2, 3]
+
+
+def test_stop_before_anything_resolved_has_no_loss_figure() -> None:
+    driver = Driver(count=10, interval=1.0, timeout=1.0)
+    driver.session.stop(100.0)
+    report = driver.session.report()
+    assert (report.sent, report.in_flight) == (1, 1)
+    assert report.loss is None
+    summary = report.to_dict()
+    assert summary["loss_percent"] is None
+    assert summary["rtt_ms"] == {
+        "count": 0,
+        "min": None,
+        "avg": None,
+        "max": None,
+        "mdev": None,
+        "p50": None,
+        "p90": None,
+        "p99": None,
+    }
+    assert summary["jitter_ms"] is None
+
+
+# --- the report ------------------------------------------------------------------------------
+
+SUMMARY_KEYS = [
+    "type",
+    "target",
+    "sent",
+    "probes",
+    "received",
+    "lost",
+    "refused",
+    "late",
+    "duplicates",
+    "unknown",
+    "malformed",
+    "in_flight",
+    "loss_percent",
+    "rtt_ms",
+    "jitter_ms",
+    "time_difference_ms",
+    "state",
+    "detector",
+    "transitions",
+    "outages",
+    "duration_s",
+]
+
+
+def mixed_run() -> Driver:
+    """A run with a bit of everything: replies, a loss, a late and a duplicate reply."""
+    driver = Driver(count=4, interval=1.0, timeout=0.5, max_misses=3)
+    driver.advance(100.010)
+    driver.reply(1, time_difference=0.004)
+    driver.advance(101.030)
+    driver.reply(2, time_difference=0.006)
+    driver.reply(2)
+    driver.advance(102.7)  # 3 lost at 102.5
+    driver.reply(3)  # late
+    driver.advance(103.020)
+    driver.reply(4, time_difference=0.005)
+    driver.datagram(b"junk")
+    return driver
+
+
+def test_report_to_dict_has_stable_keys_and_milliseconds() -> None:
+    driver = mixed_run()
+    assert driver.session.finished
+    summary = driver.session.report().to_dict()
+    assert list(summary) == SUMMARY_KEYS
+    assert summary["type"] == "summary"
+    assert summary["target"] == "test"
+    assert (summary["sent"], summary["received"], summary["lost"]) == (4, 3, 1)
+    assert (summary["late"], summary["duplicates"], summary["unknown"]) == (1, 1, 0)
+    assert summary["malformed"] == {}  # the junk came after the end
+    assert summary["loss_percent"] == 25.0
+    rtt = summary["rtt_ms"]
+    assert isinstance(rtt, dict)
+    assert list(rtt) == ["count", "min", "avg", "max", "mdev", "p50", "p90", "p99"]
+    assert rtt["count"] == 3
+    assert rtt["min"] == pytest.approx(10.0)
+    assert rtt["max"] == pytest.approx(30.0)
+    assert rtt["avg"] == pytest.approx(20.0)
+    assert rtt["p50"] == pytest.approx(20.0)
+    # RTTs 10, 30, 20 ms in arrival order: J = (20/16), then += (10 - J)/16.
+    first = 20.0 / 16
+    assert summary["jitter_ms"] == pytest.approx(first + (10.0 - first) / 16)
+    difference = summary["time_difference_ms"]
+    assert isinstance(difference, dict)
+    assert (difference["min"], difference["max"]) == (pytest.approx(4.0), pytest.approx(6.0))
+    assert summary["state"] == "UP"
+    assert summary["detector"] == {"name": "consecutive", "timeout": 0.5, "max_misses": 3}
+    assert summary["duration_s"] == pytest.approx(3.02)
+    json.dumps(summary, allow_nan=False)
+
+
+def test_report_counts_malformed_replies_while_running() -> None:
+    driver = Driver(count=2, interval=1.0, timeout=0.5)
+    driver.datagram(b"junk")
+    assert driver.session.report().to_dict()["malformed"] == {"bad-keyword": 1}
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+def every_event_type() -> Iterable[Event]:
+    driver = Driver(count=None, interval=1.0, timeout=0.5, max_misses=2, watch=True)
+    driver.advance(100.1)
+    driver.reply(1)
+    driver.reply(1)
+    driver.reply(999)
+    driver.datagram(b"\xff")
+    driver.advance(101.7)
+    driver.reply(2)
+    driver.advance(102.01)
+    driver.refused()
+    driver.session.stop(102.5)
+    driver.step()
+    return driver.log
+
+
+def test_event_to_dict_of_every_event_type_is_json() -> None:
+    events = list(every_event_type())
+    kinds = {type(event) for event in events}
+    assert kinds == {
+        HeartbeatSent,
+        ReplyReceived,
+        LateReply,
+        DuplicateReply,
+        UnknownReply,
+        MalformedReply,
+        HeartbeatLost,
+        StateChanged,
+        SessionFinished,
+    }
+    types = set()
+    for event in events:
+        as_dict = event_to_dict(event)
+        types.add(as_dict["type"])
+        line = json.dumps(as_dict, allow_nan=False)
+        assert json.loads(line) == as_dict
+    assert types == {
+        "sent",
+        "reply",
+        "late",
+        "duplicate",
+        "unknown",
+        "malformed",
+        "lost",
+        "state",
+        "finished",
+    }
+
+
+def test_event_dicts_carry_their_fields() -> None:
+    events = list(every_event_type())
+    by_type = {}
+    for event in events:
+        by_type.setdefault(event_to_dict(event)["type"], event_to_dict(event))
+    assert by_type["sent"] == {
+        "type": "sent",
+        "seq": 1,
+        "at": 100.0,
+        "wall_time": 100.0 + EPOCH,
+        "probe": False,
+    }
+    assert by_type["reply"]["seq"] == 1
+    assert by_type["reply"]["rtt"] == pytest.approx(0.1)
+    assert by_type["reply"]["time_difference"] == 0.0005
+    assert by_type["lost"] == {
+        "type": "lost",
+        "seq": 2,
+        "at": 101.5,
+        "reason": "timeout",
+        "probe": False,
+    }
+    assert by_type["late"]["rtt"] == pytest.approx(0.7)
+    assert by_type["malformed"]["reason"] == "not-text"
+    assert by_type["state"] == {
+        "type": "state",
+        "at": pytest.approx(100.1),
+        "old": "UNKNOWN",
+        "new": "UP",
+        "reason": "reply",
+        "evidence": {"seq": 1, "rtt": pytest.approx(0.1)},
+    }
+    assert by_type["finished"] == {"type": "finished", "at": 102.5, "state": "DOWN"}
