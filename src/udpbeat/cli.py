@@ -19,6 +19,7 @@ import click
 from udpbeat.client import Prober, probe
 from udpbeat.detector import ConsecutiveDetector, Detector, State
 from udpbeat.errors import UdpbeatError
+from udpbeat.hooks import HookRunner
 from udpbeat.reflector import Counters, Reflected, ReflectorConfig
 from udpbeat.server import DEFAULT_PORT, Server, SocketCounters, display_address
 from udpbeat.session import (
@@ -202,6 +203,12 @@ def format_event(event: Event, target: str) -> str | None:
     return None
 
 
+def _clock(unix_time: float) -> str:
+    """Local time of day with milliseconds, e.g. ``14:03:07.250``."""
+    milliseconds = int(unix_time * 1000) % 1000  # truncated, so it never shows a second early
+    return time.strftime("%H:%M:%S", time.localtime(unix_time)) + f".{milliseconds:03d}"
+
+
 def _short(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -234,12 +241,15 @@ def format_report(report: ProbeReport) -> str:
     if report.malformed or report.unknown:
         bad = ", ".join(f"{k} {v}" for k, v in sorted(report.malformed.items()))
         lines.append(f"ignored: {report.unknown} unknown, malformed: {bad or 0}")
-    for outage in report.outages:
-        end = "still down" if outage.end is None else f"{outage.duration:.3f}s"
-        lines.append(
-            f"outage at +{outage.start - report.outages[0].start:.3f}s: {end}, "
-            f"{outage.heartbeats_lost} heartbeats lost"
-        )
+    # Outage times are on the monotonic clock (the event loop's); shown as wall-clock times.
+    wall_offset = time.time() - time.monotonic()
+    for number, outage in enumerate(report.outages, 1):
+        start = _clock(outage.start + wall_offset)
+        if outage.end is None:
+            span = f"DOWN since {start}, still down"
+        else:
+            span = f"DOWN {start} to {_clock(outage.end + wall_offset)} ({outage.duration:.3f}s)"
+        lines.append(f"outage {number}: {span}, {outage.heartbeats_lost} heartbeats lost")
     params = ", ".join(f"{k} {v}" for k, v in report.detector.items() if k != "name")
     lines.append(f"state: {report.state} (detector {report.detector.get('name')}: {params})")
     return "\n".join(lines)
@@ -273,6 +283,7 @@ async def _run_client(
     *,
     as_json: bool,
     quiet: bool,
+    on_change: str | None = None,
 ) -> ProbeReport:
     probers: list[Prober] = []
     loop = asyncio.get_running_loop()
@@ -290,14 +301,41 @@ async def _run_client(
             f"UDPBEAT {target}: {options.get('count') or 'unlimited'} heartbeats, "
             f"interval {options['interval']}s, timeout {options['timeout']}s",
         )
-    return await probe(
-        host,
-        port,
-        detector=detector,
-        on_event=_event_printer(as_json, quiet, target),
-        on_start=probers.append,
-        **options,
-    )
+    show = _event_printer(as_json, quiet, target)
+    hooks = None
+    if on_change:
+        # The hook's output goes to stderr, so that --json keeps stdout pure JSON Lines.
+        hooks = HookRunner(on_change, target, on_failure=_hook_failed, stdout=_stderr_fd())
+
+    def on_event(event: Event) -> None:
+        show(event)
+        if hooks is not None and isinstance(event, StateChanged):
+            hooks.notify(event.transition)
+
+    try:
+        return await probe(
+            host,
+            port,
+            detector=detector,
+            on_event=on_event,
+            on_start=probers.append,
+            **options,
+        )
+    finally:
+        if hooks is not None:
+            await hooks.close()
+
+
+def _hook_failed(message: str) -> None:
+    _emit(sys.stderr, f"udpbeat: {message}")
+
+
+def _stderr_fd() -> int | None:
+    """stderr's file descriptor, or ``None`` where it has none (e.g. click's CliRunner)."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -374,6 +412,18 @@ def server(host: str, port: int, loss: float, seed: int | None, as_json: bool, q
     help="Declare the server down after this many consecutive misses.",
 )
 @click.option(
+    "--watch",
+    is_flag=True,
+    help="Keep probing after DOWN and go back UP on the next reply; outages in the summary.",
+)
+@click.option(
+    "--on-change",
+    metavar="CMD",
+    default=None,
+    help="Shell command run on every state change, with UDPBEAT_TARGET, UDPBEAT_OLD_STATE, "
+    "UDPBEAT_NEW_STATE, UDPBEAT_REASON, UDPBEAT_EVIDENCE (JSON) and UDPBEAT_TIME set.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="JSON Lines: an object per event, then a summary."
 )
 @click.option("--quiet", "-q", is_flag=True, help="Only state changes and the summary.")
@@ -384,13 +434,19 @@ def client(
     interval: float,
     timeout: float,
     max_misses: int,
+    watch: bool,
+    on_change: str | None,
     as_json: bool,
     quiet: bool,
 ) -> int:
     """Send heartbeats to HOST and report how it answers."""
     detector = ConsecutiveDetector(max_misses, timeout)
-    options = {"count": count or None, "interval": interval, "timeout": timeout}
-    report = asyncio.run(_run_client(host, port, options, detector, as_json=as_json, quiet=quiet))
+    options = {"count": count or None, "interval": interval, "timeout": timeout, "watch": watch}
+    report = asyncio.run(
+        _run_client(
+            host, port, options, detector, as_json=as_json, quiet=quiet, on_change=on_change
+        )
+    )
     _print_report(report, as_json)
     return exit_status(report)
 
