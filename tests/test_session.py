@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from udpbeat import session as session_module
 from udpbeat.detector import ConsecutiveDetector, Detector, State
@@ -745,3 +747,68 @@ def test_event_dicts_carry_their_fields() -> None:
         "evidence": {"seq": 1, "rtt": pytest.approx(0.1)},
     }
     assert by_type["finished"] == {"type": "finished", "at": 102.5, "state": "DOWN"}
+
+
+# --- invariants under any order of events ----------------------------------------------------
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("wait"), st.floats(min_value=0.0, max_value=0.7)),
+        st.tuples(st.just("reply"), st.integers(min_value=-2, max_value=0)),
+        st.tuples(st.just("reply-to"), st.integers(min_value=0, max_value=12)),
+        st.tuples(st.just("refused"), st.just(0)),
+        st.tuples(st.just("junk"), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150)
+@given(
+    operations,
+    st.sampled_from([0.0, 0.25, 1.0]),
+    st.sampled_from([0.3, 1.0]),
+    st.booleans(),
+)
+def test_every_heartbeat_is_accounted_for_once(
+    ops: list[tuple[str, float]], interval: float, timeout: float, watch: bool
+) -> None:
+    driver = Driver(count=8, interval=interval, timeout=timeout, max_misses=3, watch=watch)
+    for op, value in ops:
+        if op == "wait":
+            driver.advance(driver.now + value)
+        elif op == "reply":  # the newest heartbeats, or a repeat of one
+            sent = driver.sent_seqs()
+            driver.reply(sent[max(len(sent) - 1 + int(value), 0)])
+        elif op == "reply-to":  # any number: old, in flight, unknown
+            driver.reply(int(value))
+        elif op == "refused":
+            driver.refused()
+        else:
+            driver.datagram(b"Seq: 1, Time Difference: 0.1 seconds")
+    report = driver.session.report(driver.now)
+    refused_misses = sum(e.reason == "refused" for e in driver.of_type(HeartbeatLost))
+    # Each heartbeat sent ends in exactly one place.
+    assert report.sent == len(driver.sent)
+    assert report.sent == report.received + report.lost + refused_misses + report.in_flight
+    assert report.lost == sum(e.reason == "timeout" for e in driver.of_type(HeartbeatLost))
+    received = [e.seq for e in driver.of_type(ReplyReceived)]
+    assert len(received) == len(set(received)) == report.received
+    # A reply is received only within its timeout; a late one never answers a newer heartbeat.
+    for event in driver.of_type(ReplyReceived):
+        assert event.rtt < timeout
+        assert event.at - driver.sent[event.seq][0] == event.rtt
+    late = [e.seq for e in driver.of_type(LateReply)]
+    assert len(late) == len(set(late)) == report.late
+    assert not set(late) & set(received)
+    lost = {e.seq for e in driver.of_type(HeartbeatLost)}
+    assert set(late) <= lost
+    assert report.rtt.count == report.received
+    # Unknown numbers are the ones not sent (yet) when their reply came.
+    for unknown in driver.of_type(UnknownReply):
+        assert unknown.seq not in driver.sent or driver.sent[unknown.seq][0] >= unknown.at
+    # Without watch, DOWN is the end; with it, the run goes on to its count.
+    if report.state is State.DOWN and not watch:
+        assert driver.session.finished
+    if interval == 0:
+        assert report.in_flight <= 1
