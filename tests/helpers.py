@@ -206,13 +206,16 @@ class Script:
 
     ``hold``: {k: m} keeps the reply to k and sends it just before the reply to m (so it is late
     by construction when m is sent only after k timed out); ``copies``: {k: n} sends the reply to
-    k n times; ``delay``: {k: seconds} sends the reply that much later; ``drop``: never answer.
+    k n times; ``delay``: {k: seconds} sends the reply that much later; ``drop``: never answer;
+    ``extra``: {k: [datagrams]} sends these right before the reply to k (or instead of it, if
+    k is dropped).
     """
 
     hold: dict[int, int] = field(default_factory=dict)
     copies: dict[int, int] = field(default_factory=dict)
     delay: dict[int, float] = field(default_factory=dict)
     drop: set[int] = field(default_factory=set)
+    extra: dict[int, list[bytes]] = field(default_factory=dict)
 
 
 def exercise_reply(request: bytes, receive_time: float) -> tuple[int, bytes]:
@@ -279,6 +282,8 @@ class ScriptedServer:
         for held in [k for k, m in script.hold.items() if m == seq]:
             for late_reply, late_address in self._held.pop(held, []):
                 self.sock.sendto(late_reply, late_address)
+        for datagram in script.extra.get(seq, []):
+            self.sock.sendto(datagram, address)
         if seq in script.drop:
             return
         if seq in script.hold:
