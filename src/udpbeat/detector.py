@@ -176,6 +176,11 @@ def _count(name: str, value: int, minimum: int) -> int:
     return value
 
 
+def _reply_evidence(seq: int, rtt: float) -> dict[str, float | int | str]:
+    # A late reply whose heartbeat was forgotten has no RTT; NaN has no place in JSON.
+    return {"seq": seq, "rtt": rtt} if math.isfinite(rtt) else {"seq": seq}
+
+
 class RttEstimator:
     """Smoothed round-trip time and its variation, as TCP keeps them (RFC 6298, section 2).
 
@@ -430,7 +435,7 @@ class AdaptiveDetector(Detector):
         if state is State.UP:
             self.history.add(False)
             return None
-        evidence: dict[str, float | int | str] = {"seq": seq, "rtt": rtt}
+        evidence = _reply_evidence(seq, rtt)
         if state is State.SUSPECT:
             misses = self._run_timeouts + self._run_refused
             evidence["misses"] = misses
@@ -615,7 +620,7 @@ class PhiDetector(Detector):
         self._replied = True
         self._down_at = None
         self._set_deadlines()
-        return self._move(State.UP, now, reason, {"seq": seq, "rtt": rtt})
+        return self._move(State.UP, now, reason, _reply_evidence(seq, rtt))
 
     def _learn(self, interval: float) -> None:
         intervals = self._intervals

@@ -1,0 +1,432 @@
+"""The adaptive detector on a fake clock: every transition, its estimates, and through a session."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+
+import pytest
+
+from udpbeat.detector import (
+    AdaptiveDetector,
+    LossHistory,
+    RttEstimator,
+    State,
+    Transition,
+    wilson_upper,
+)
+from udpbeat.errors import ConfigError
+from udpbeat.session import HeartbeatSent, ProbeConfig, ProbeSession, StateChanged
+from udpbeat.wire import text
+
+RTT = 0.001
+FALSE_ALARM = 1e-9
+
+
+def misses_needed(loss: float, false_alarm: float = FALSE_ALARM) -> int:
+    """The smallest k with loss**k < false_alarm."""
+    k = math.ceil(math.log(false_alarm) / math.log(loss))
+    return k if loss**k < false_alarm else k + 1
+
+
+class Driver:
+    """Feeds a detector heartbeats on a fake clock, as a session would, one outcome at a time."""
+
+    def __init__(self, detector: AdaptiveDetector) -> None:
+        self.detector = detector
+        self.now = 0.0
+        self.seq = 0
+        self.transitions: list[Transition] = []
+
+    def send(self, *, probe: bool = False) -> int:
+        self.seq += 1
+        self.detector.on_sent(self.seq, self.now, probe=probe)
+        return self.seq
+
+    def reply(self, rtt: float = RTT) -> Transition | None:
+        seq = self.send()
+        self.now += rtt
+        return self._keep(self.detector.on_reply(seq, rtt, self.now))
+
+    def miss(self, reason: str = "timeout") -> Transition | None:
+        seq = self.send()
+        self.now += self.detector.reply_timeout()
+        assert reason in ("timeout", "refused")
+        return self._keep(self.detector.on_miss(seq, self.now, reason))  # type: ignore[arg-type]
+
+    def healthy(self, count: int, rtt: float = RTT) -> None:
+        for _ in range(count):
+            self.reply(rtt)
+            self.now += 1.0
+
+    def _keep(self, transition: Transition | None) -> Transition | None:
+        if transition is not None:
+            self.transitions.append(transition)
+        return transition
+
+
+# --- the estimates ---------------------------------------------------------------------------
+
+
+def test_wilson_upper_bound_is_above_the_observed_rate_and_tightens_with_more_outcomes() -> None:
+    assert wilson_upper(0, 0) == 1.0
+    assert wilson_upper(10, 10) == 1.0
+    for count in (10, 100, 1000, 10_000):
+        assert wilson_upper(count * 3 // 10, count) > 0.3
+    bounds = [wilson_upper(n * 3 // 10, n) for n in (10, 100, 1000, 10_000)]
+    assert bounds == sorted(bounds, reverse=True)
+    assert 0.3 < wilson_upper(3000, 10_000) < 0.32
+    assert 0.0 < wilson_upper(0, 1000) < 0.01
+
+
+def test_loss_history_forgets_the_oldest_outcomes() -> None:
+    history = LossHistory(4)
+    history.add_many(True, 4)
+    assert (history.losses, history.count) == (4, 4)
+    history.add(False)
+    history.add(False)
+    assert (history.losses, history.count) == (2, 4)
+    history.add_many(False, 10)
+    assert (history.losses, history.count) == (0, 4)
+
+
+def test_rtt_estimator_follows_rfc_6298() -> None:
+    rtt = RttEstimator()
+    assert rtt.rto() is None
+    rtt.add(0.1)
+    assert rtt.srtt == pytest.approx(0.1) and rtt.rttvar == pytest.approx(0.05)
+    rtt.add(0.3)
+    assert rtt.rttvar == pytest.approx(0.75 * 0.05 + 0.25 * 0.2)
+    assert rtt.srtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.3)
+    rtt.add(math.nan)
+    assert rtt.samples == 2
+
+
+def test_no_history_assumes_high_loss() -> None:
+    detector = AdaptiveDetector()
+    assert detector.loss_bound() == detector.max_loss
+    assert detector.reply_timeout() == 1.0  # no RTT sample yet: the full timeout
+    assert detector.confirm_pace() == detector.confirm_interval
+
+
+def test_a_short_clean_history_is_not_trusted_like_a_long_one() -> None:
+    short, long = Driver(AdaptiveDetector()), Driver(AdaptiveDetector())
+    short.healthy(3)
+    long.healthy(1000)
+    assert short.detector.loss_bound() == short.detector.max_loss
+    assert long.detector.loss_bound() < 0.01
+
+
+# --- transitions -----------------------------------------------------------------------------
+
+
+def test_unknown_to_up_on_the_first_reply() -> None:
+    driver = Driver(AdaptiveDetector())
+    assert driver.detector.state is State.UNKNOWN
+    transition = driver.reply()
+    assert transition is not None
+    assert (transition.old, transition.new, transition.reason) == (State.UNKNOWN, State.UP, "reply")
+
+
+def test_never_answered_goes_down_only_after_the_no_history_number_of_misses() -> None:
+    driver = Driver(AdaptiveDetector())
+    needed = misses_needed(0.6)
+    assert needed == 41
+    first = driver.miss()
+    assert first is not None and (first.old, first.new) == (State.UNKNOWN, State.SUSPECT)
+    assert first.evidence["loss"] == 0.6
+    for _ in range(needed - 2):
+        assert driver.miss() is None
+        assert driver.detector.state is State.SUSPECT
+    down = driver.miss()
+    assert down is not None and (down.old, down.new) == (State.SUSPECT, State.DOWN)
+    assert down.evidence["misses"] == needed
+    assert down.evidence["probability"] < FALSE_ALARM
+
+
+def test_all_lost_history_is_capped_so_a_verdict_stays_reachable() -> None:
+    driver = Driver(AdaptiveDetector())
+    driver.detector.history.add_many(True, 500)
+    assert driver.detector.loss_bound() == driver.detector.max_loss
+    for _ in range(misses_needed(0.6)):
+        driver.miss()
+    assert driver.detector.state is State.DOWN
+
+
+def test_healthy_path_up_suspect_down_up_with_evidence_and_fast_probes() -> None:
+    driver = Driver(AdaptiveDetector())
+    driver.healthy(1000)
+    detector = driver.detector
+    assert detector.state is State.UP
+    assert detector.reply_timeout() == detector.min_timeout  # 1 ms RTT: the floor
+    assert detector.probe_at() is None
+    loss = detector.loss_bound()
+    needed = misses_needed(loss)
+
+    suspect = driver.miss()
+    assert suspect is not None and (suspect.old, suspect.new) == (State.UP, State.SUSPECT)
+    assert suspect.evidence["misses"] == 1
+    assert suspect.evidence["loss"] == pytest.approx(loss, abs=1e-6)
+    assert suspect.evidence["probability"] == pytest.approx(loss)
+    probe_at = detector.probe_at()
+    assert probe_at is not None and probe_at <= driver.now  # a probe is due at once
+    assert detector.confirm_pace() == detector.min_confirm_interval
+
+    for _ in range(needed - 2):
+        driver.now = max(driver.now, detector.probe_at() or driver.now)
+        assert driver.miss() is None
+    down = driver.miss()
+    assert down is not None and (down.old, down.new) == (State.SUSPECT, State.DOWN)
+    assert down.evidence["probability"] < FALSE_ALARM <= loss ** (needed - 1)
+    assert detector.probe_at() is None  # the verdict is reached: no more probes
+    assert driver.miss() is None and detector.state is State.DOWN
+
+    up = driver.reply()
+    assert up is not None and (up.old, up.new, up.reason) == (State.DOWN, State.UP, "reply")
+
+
+def test_reply_during_suspect_ends_the_run_and_counts_its_misses_as_path_loss() -> None:
+    driver = Driver(AdaptiveDetector())
+    driver.healthy(200)
+    before = driver.detector.history.losses
+    driver.miss()
+    driver.miss()
+    up = driver.reply()
+    assert up is not None and (up.old, up.new) == (State.SUSPECT, State.UP)
+    assert up.evidence["misses"] == 2
+    assert driver.detector.history.losses == before + 2
+
+
+def test_a_run_that_ends_down_is_not_counted_as_path_loss() -> None:
+    driver = Driver(AdaptiveDetector())
+    driver.healthy(200)
+    bound = driver.detector.loss_bound()
+    while driver.detector.state is not State.DOWN:
+        driver.miss()
+    driver.reply()
+    assert driver.detector.history.losses == 0
+    assert driver.detector.loss_bound() <= bound
+
+
+def test_burst_of_loss_on_a_healthy_path_recovers_and_makes_the_detector_warier() -> None:
+    driver = Driver(AdaptiveDetector())
+    driver.healthy(200)
+    detector = driver.detector
+    needed_before = misses_needed(detector.loss_bound())
+    burst = needed_before - 1
+    for _ in range(burst):
+        driver.miss()
+    assert detector.state is State.SUSPECT  # a burst shorter than the evidence needed
+    driver.reply()
+    assert detector.state is State.UP
+    assert misses_needed(detector.loss_bound()) > needed_before
+    # The same burst again is still not enough.
+    for _ in range(burst):
+        driver.miss()
+    assert detector.state is State.SUSPECT
+
+
+def test_late_reply_during_suspect_is_evidence_of_life() -> None:
+    driver = Driver(AdaptiveDetector())
+    driver.healthy(100)
+    detector = driver.detector
+    seq = driver.send()
+    driver.now += detector.reply_timeout()
+    detector.on_miss(seq, driver.now, "timeout")
+    assert detector.state is State.SUSPECT
+    driver.now += 0.2
+    late = detector.on_late(seq, 0.25, driver.now)
+    assert late is not None and (late.old, late.new, late.reason) == (
+        State.SUSPECT,
+        State.UP,
+        "late reply",
+    )
+    assert late.evidence["misses"] == 1
+    assert detector.reply_timeout() > 0.25  # the late sample raised the timeout
+
+
+def test_late_reply_while_down_counts_only_if_sent_after_the_verdict() -> None:
+    driver = Driver(AdaptiveDetector())
+    driver.healthy(100)
+    detector = driver.detector
+    while detector.state is not State.DOWN:
+        driver.miss()
+    down_at = driver.now
+    driver.now += 0.5
+    assert detector.on_late(1, 0.6, driver.now) is None  # sent before the verdict: old news
+    assert detector.on_late(2, math.nan, driver.now) is None  # age unknown
+    assert detector.state is State.DOWN
+    up = detector.on_late(3, 0.4, driver.now)  # sent at down_at + 0.1: alive after the verdict
+    assert driver.now - 0.4 > down_at
+    assert up is not None and (up.old, up.new) == (State.DOWN, State.UP)
+
+
+def test_late_reply_before_any_answer_means_up() -> None:
+    detector = AdaptiveDetector()
+    detector.on_sent(1, 0.0, probe=False)
+    detector.on_miss(1, 1.0, "timeout")
+    up = detector.on_late(1, math.nan, 1.5)
+    assert up is not None and up.new is State.UP and "rtt" not in up.evidence
+
+
+def test_rtt_jump_raises_the_timeout_within_the_bound() -> None:
+    driver = Driver(AdaptiveDetector(timeout=1.0))
+    driver.healthy(100, rtt=0.001)
+    detector = driver.detector
+    assert detector.reply_timeout() == detector.min_timeout
+    driver.healthy(20, rtt=0.2)
+    assert 0.2 <= detector.reply_timeout() <= 1.0
+    assert detector.confirm_pace() == detector.confirm_interval  # slow path: the pace bound
+    driver.healthy(5, rtt=3.0)
+    assert detector.reply_timeout() == 1.0
+    driver.healthy(200, rtt=0.001)
+    assert detector.reply_timeout() == detector.min_timeout
+
+
+def test_a_lost_heartbeat_older_than_an_answered_one_does_not_raise_suspicion() -> None:
+    driver = Driver(AdaptiveDetector())
+    driver.healthy(50)
+    detector = driver.detector
+    old = driver.send(probe=True)
+    driver.reply()
+    driver.now += 0.05
+    losses = detector.history.losses
+    assert detector.on_miss(old, driver.now, "timeout") is None
+    assert detector.state is State.UP
+    assert detector.history.losses == losses + 1
+
+
+def test_one_refusal_counts_as_an_ordinary_miss_several_are_strong_evidence() -> None:
+    driver = Driver(AdaptiveDetector())
+    driver.healthy(1000)
+    detector = driver.detector
+    loss = detector.loss_bound()
+    first = driver.miss("refused")
+    assert first is not None and first.new is State.SUSPECT
+    assert first.evidence["probability"] == pytest.approx(loss)
+    assert first.evidence["refused"] == 1
+    assert driver.miss("refused") is None  # 1e-8: not yet below 1e-9
+    third = driver.miss("refused")
+    assert third is not None and third.new is State.DOWN
+    assert third.evidence["misses"] == 3 < misses_needed(loss)
+
+
+def test_a_single_refusal_is_never_a_verdict_even_with_a_loose_false_alarm_budget() -> None:
+    detector = AdaptiveDetector(false_alarm=0.5, max_loss=0.6)
+    detector.on_sent(1, 0.0, probe=False)
+    transition = detector.on_miss(1, 0.1, "refused")
+    assert transition is not None and transition.new is State.SUSPECT
+
+
+def test_probes_stop_once_enough_are_in_flight() -> None:
+    detector = AdaptiveDetector()
+    detector.on_sent(1, 0.0, probe=False)
+    detector.on_miss(1, 1.0, "timeout")  # no history: 40 more misses wanted
+    assert detector.probe_at() == pytest.approx(0.0 + detector.confirm_interval)
+    for seq in range(2, 42):
+        detector.on_sent(seq, 1.0 + seq * 0.05, probe=True)
+    assert detector.probe_at() is None  # 40 in flight: their misses would settle it
+
+
+def test_describe_names_the_parameters() -> None:
+    described = AdaptiveDetector(0.5, false_alarm=1e-6).describe()
+    assert described["name"] == "adaptive"
+    assert described["timeout"] == 0.5 and described["false_alarm"] == 1e-6
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"false_alarm": 0.0}, "false-alarm"),
+        ({"false_alarm": 1.0}, "false-alarm"),
+        ({"false_alarm": math.nan}, "false-alarm"),
+        ({"false_alarm": "tiny"}, "false-alarm"),
+        ({"confirm_interval": 0.0}, "confirm-interval"),
+        ({"confirm_interval": math.inf}, "confirm-interval"),
+        ({"min_confirm_interval": -1.0}, "min-confirm-interval"),
+        ({"min_confirm_interval": 0.1, "confirm_interval": 0.05}, "must not exceed"),
+        ({"max_loss": 1.0}, "max-loss"),
+        ({"history": 0}, "history"),
+        ({"history": True}, "history"),
+        ({"min_timeout": 0}, "min-timeout"),
+    ],
+)
+def test_bad_parameters_raise_config_error(params: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        AdaptiveDetector(1.0, **params)  # type: ignore[arg-type]
+
+
+# --- through a ProbeSession on a fake clock ---------------------------------------------------
+
+
+def drive(
+    session: ProbeSession,
+    rng: random.Random,
+    *,
+    loss: float,
+    until: float,
+    stop_at: float = math.inf,
+) -> list[object]:
+    """Run ``session`` against a simulated server until ``until``; returns every event.
+
+    Each request is lost with probability ``loss``; the server answers after ``RTT`` unless it
+    was stopped (``stop_at``) before the request reached it.
+    """
+    arrivals: list[tuple[float, int, bytes]] = []
+    events: list[object] = []
+    now = 0.0
+    order = 0
+    while not session.finished:
+        timer = session.get_timer()
+        next_arrival = arrivals[0][0] if arrivals else math.inf
+        at = min(math.inf if timer is None else timer, next_arrival)
+        if at > until:
+            break
+        now = max(now, at)
+        if next_arrival <= now:
+            _, _, data = heapq.heappop(arrivals)
+            session.receive_datagram(data, now)
+        else:
+            session.handle_timer(now, 1_700_000_000.0 + now)
+        for datagram in session.datagrams_to_send():
+            if now + RTT / 2 >= stop_at or rng.random() < loss:
+                continue
+            request = text.decode_request(datagram)
+            reply = text.encode_reply(text.HeartbeatReply(request.seq, RTT / 2))
+            order += 1
+            heapq.heappush(arrivals, (now + RTT, order, reply))
+        events.extend(session.events())
+    return events
+
+
+def test_session_confirms_a_stop_with_fast_probes_and_stops_probing_once_down() -> None:
+    config = ProbeConfig(count=None, interval=1.0, timeout=1.0, watch=True)
+    session = ProbeSession(config, AdaptiveDetector(1.0), 0.0)
+    stop_at = 300.5
+    events = drive(session, random.Random(7), loss=0.0, until=320.0, stop_at=stop_at)
+    changes = [e.transition for e in events if isinstance(e, StateChanged)]
+    assert [t.new for t in changes] == [State.UP, State.SUSPECT, State.DOWN]
+    suspect_at, down_at = changes[1].at, changes[2].at
+    assert stop_at < suspect_at < down_at <= stop_at + 1.5
+    probes = [e for e in events if isinstance(e, HeartbeatSent) and e.probe]
+    assert probes and all(suspect_at <= p.at < down_at for p in probes)
+    assert len(probes) >= 2
+    regular_after_down = [
+        e for e in events if isinstance(e, HeartbeatSent) and e.at > down_at and not e.probe
+    ]
+    assert len(regular_after_down) >= 15  # watching goes on at the regular pace only
+
+
+def test_session_stays_up_through_random_30_percent_loss() -> None:
+    heartbeats = 20_000
+    config = ProbeConfig(count=heartbeats, interval=1.0, timeout=1.0, watch=True)
+    session = ProbeSession(config, AdaptiveDetector(1.0), 0.0)
+    drive(session, random.Random(2026), loss=0.3, until=math.inf)
+    report = session.report()
+    assert session.finished
+    assert report.sent - report.probes == heartbeats
+    news = [t.new for t in report.transitions]
+    assert State.DOWN not in news
+    assert news.count(State.SUSPECT) > 0.25 * heartbeats  # it did suspect, and recovered
+    assert report.probes / heartbeats <= 0.5
