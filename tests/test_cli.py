@@ -1,0 +1,272 @@
+"""``udpbeat client`` as a real process: output, JSON Lines, exit codes and interruption.
+
+Exit status: 0 the run ended with the server up, 1 it was declared down (or never answered),
+2 bad usage or an error that stopped the run, always with one line on stderr and no traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Iterator
+
+import pytest
+from helpers import (
+    Process,
+    Script,
+    ScriptedServer,
+    free_udp_port,
+    json_lines,
+    run_udpbeat,
+)
+
+from udpbeat import BackgroundServer
+
+#: The keys of the last JSON object, documented by ProbeReport.to_dict.
+SUMMARY_KEYS = {
+    "type",
+    "target",
+    "sent",
+    "probes",
+    "received",
+    "lost",
+    "refused",
+    "late",
+    "duplicates",
+    "unknown",
+    "malformed",
+    "in_flight",
+    "loss_percent",
+    "rtt_ms",
+    "jitter_ms",
+    "time_difference_ms",
+    "state",
+    "detector",
+    "transitions",
+    "outages",
+    "duration_s",
+}
+STATISTIC_KEYS = {"count", "min", "avg", "max", "mdev", "p50", "p90", "p99"}
+EVENT_FIELDS = {
+    "sent": {"type", "seq", "at", "wall_time", "probe"},
+    "reply": {"type", "seq", "at", "rtt", "time_difference", "probe"},
+    "late": {"type", "seq", "at", "rtt", "time_difference"},
+    "duplicate": {"type", "seq", "at"},
+    "unknown": {"type", "seq", "at"},
+    "malformed": {"type", "reason", "at", "size", "detail"},
+    "lost": {"type", "seq", "at", "reason", "probe"},
+    "state": {"type", "at", "old", "new", "reason", "evidence"},
+    "finished": {"type", "at", "state"},
+}
+
+
+@pytest.fixture(scope="module")
+def server_port() -> Iterator[int]:
+    with BackgroundServer("127.0.0.1", 0) as server:
+        yield server.address[1]
+
+
+def client(*args: str) -> tuple[int, list[str], list[str]]:
+    return run_udpbeat("client", *args)
+
+
+def assert_clean(stderr: list[str]) -> None:
+    assert not any("Traceback" in line for line in stderr), stderr
+
+
+def test_up_run_prints_ping_style_lines_and_exits_0(server_port: int) -> None:
+    status, stdout, stderr = client(
+        "127.0.0.1", "--port", str(server_port), "-c", "5", "-i", "0", "-W", "0.5"
+    )
+    assert (status, stderr) == (0, [])
+    target = f"127.0.0.1:{server_port}"
+    assert stdout[0] == f"UDPBEAT {target}: 5 heartbeats, interval 0.0s, timeout 0.5s"
+    replies = [line for line in stdout if line.startswith(f"Reply from {target}: heartbeat ")]
+    assert len(replies) == 5
+    assert re.fullmatch(
+        rf"Reply from {target}: heartbeat 1 rtt=\d+\.\d{{3}} ms time diff=-?\d+\.\d{{6}} s",
+        replies[0],
+    )
+    assert f"--- {target} udpbeat statistics ---" in stdout
+    assert any(
+        line.startswith("5 heartbeats sent (0 probes), 5 received, 0.0% loss") for line in stdout
+    )
+    assert any(line.startswith("rtt min/avg/max/mdev = ") for line in stdout)
+    assert any(line.startswith("rtt p50/p90/p99 = ") for line in stdout)
+    assert any(line.startswith("jitter (RFC 3550) = ") for line in stdout)
+    assert any(line.startswith("time difference min/avg/max = ") for line in stdout)
+    assert stdout[-1].startswith("state: UP")
+
+
+def test_json_is_one_object_per_event_then_the_summary(server_port: int) -> None:
+    status, stdout, stderr = client(
+        "127.0.0.1", "--port", str(server_port), "-c", "4", "-i", "0", "-W", "0.5", "--json"
+    )
+    assert (status, stderr) == (0, [])
+    objects = json_lines(stdout)
+    summary = objects[-1]
+    assert summary["type"] == "summary"
+    assert set(summary) == SUMMARY_KEYS
+    assert set(summary["rtt_ms"]) == set(summary["time_difference_ms"]) == STATISTIC_KEYS  # type: ignore[arg-type]
+    for event in objects[:-1]:
+        assert event["type"] in EVENT_FIELDS, event
+        assert set(event) == EVENT_FIELDS[str(event["type"])], event
+    kinds = [str(o["type"]) for o in objects[:-1]]
+    assert kinds.count("sent") == summary["sent"] == 4
+    assert kinds.count("reply") == summary["received"] == 4
+    assert summary["rtt_ms"]["count"] == 4  # type: ignore[index]
+    assert summary["loss_percent"] == 0.0 and summary["state"] == "UP"
+    assert kinds[-1] == "finished"
+    assert [o["seq"] for o in objects if o["type"] == "reply"] == [1, 2, 3, 4]
+
+
+def test_json_counts_late_and_duplicate_replies() -> None:
+    with ScriptedServer(Script(hold={2: 4}, copies={3: 3})) as server:
+        status, stdout, _ = client(
+            "127.0.0.1", "--port", str(server.port), "-c", "5", "-i", "0", "-W", "0.2", "--json"
+        )
+    objects = json_lines(stdout)
+    summary = objects[-1]
+    assert status == 0
+    assert [o["seq"] for o in objects if o["type"] == "late"] == [2]
+    assert [o["seq"] for o in objects if o["type"] == "duplicate"] == [3, 3]
+    assert [o["seq"] for o in objects if o["type"] == "reply"] == [1, 3, 4, 5]
+    assert (summary["sent"], summary["received"], summary["lost"]) == (5, 4, 1)
+    assert (summary["late"], summary["duplicates"]) == (1, 2)
+    assert summary["loss_percent"] == 20.0
+
+
+def test_text_mode_shows_late_and_duplicate_lines() -> None:
+    with ScriptedServer(Script(hold={2: 4}, copies={3: 2})) as server:
+        status, stdout, _ = client(
+            "127.0.0.1", "--port", str(server.port), "-c", "5", "-i", "0", "-W", "0.2"
+        )
+    assert status == 0
+    assert "Heartbeat 2: request timed out" in stdout
+    assert any(line.startswith("Late reply for heartbeat 2 ") for line in stdout)
+    assert "Duplicate reply for heartbeat 3: not counted" in stdout
+    assert any(", 1 late, 1 duplicates, 0 refused" in line for line in stdout)
+
+
+def test_closed_port_is_refused_down_and_exit_1() -> None:
+    port = free_udp_port()
+    status, stdout, stderr = client(
+        "127.0.0.1", "--port", str(port), "-c", "10", "-i", "0", "-W", "0.5", "--json"
+    )
+    assert status == 1
+    assert_clean(stderr)
+    summary = json_lines(stdout)[-1]
+    assert summary["refused"] == 3 and summary["received"] == 0
+    assert summary["state"] == "DOWN"
+    status, stdout, _ = client("127.0.0.1", "--port", str(port), "-c", "10", "-i", "0", "-W", "0.5")
+    assert status == 1
+    assert f"Heartbeat 1: refused (ICMP: nothing listens on 127.0.0.1:{port})" in stdout
+    assert "Server is assumed to have stopped." in stdout
+    assert stdout[-1].startswith("state: DOWN")
+
+
+def test_never_answered_is_exit_1_even_before_down() -> None:
+    with ScriptedServer(Script(drop={1, 2})) as server:
+        status, stdout, _ = client(
+            "127.0.0.1", "--port", str(server.port), "-c", "2", "-i", "0", "-W", "0.1", "--json"
+        )
+    summary = json_lines(stdout)[-1]
+    assert summary["received"] == 0 and summary["state"] != "DOWN"
+    assert status == 1
+
+
+def test_max_misses_sets_the_rule() -> None:
+    with ScriptedServer(Script(drop={2, 3})) as server:
+        status, stdout, _ = client(
+            "127.0.0.1",
+            "--port",
+            str(server.port),
+            "-c",
+            "6",
+            "-i",
+            "0",
+            "-W",
+            "0.1",
+            "--max-misses",
+            "2",
+            "--json",
+        )
+    summary = json_lines(stdout)[-1]
+    assert status == 1
+    assert summary["state"] == "DOWN" and summary["sent"] == 3
+    assert summary["detector"]["max_misses"] == 2  # type: ignore[index]
+
+
+def test_quiet_prints_state_changes_and_the_summary_only(server_port: int) -> None:
+    status, stdout, _ = client("127.0.0.1", "--port", str(server_port), "-c", "3", "-i", "0", "-q")
+    assert status == 0
+    assert not any(line.startswith(("UDPBEAT", "Reply from")) for line in stdout)
+    assert stdout[0].startswith("State UNKNOWN -> UP: reply")
+    assert any(line.startswith("3 heartbeats sent") for line in stdout)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["127.0.0.1", "--count", "-1"],
+        ["127.0.0.1", "--interval", "-1"],
+        ["127.0.0.1", "--interval", "soon"],
+        ["127.0.0.1", "--timeout", "0"],
+        ["127.0.0.1", "--max-misses", "0"],
+        ["127.0.0.1", "--port", "0"],
+        ["127.0.0.1", "--port", "70000"],
+        ["127.0.0.1", "--port", "abc"],
+        ["127.0.0.1", "--no-such-flag"],
+        [],
+        ["no-such-host.invalid", "--count", "1"],
+    ],
+    ids=lambda args: " ".join(args) or "no host",
+)
+def test_errors_are_one_line_and_exit_2(args: list[str]) -> None:
+    status, _, stderr = client(*args)
+    assert status == 2
+    assert len(stderr) == 1, stderr
+    assert stderr[0].startswith("udpbeat: error: ")
+
+
+def test_unknown_command_is_exit_2() -> None:
+    status, _, stderr = run_udpbeat("serve")
+    assert status == 2 and len(stderr) == 1
+
+
+def test_help_and_version_exit_0() -> None:
+    status, stdout, _ = run_udpbeat("--help")
+    assert status == 0 and any("client" in line for line in stdout)
+    status, stdout, _ = run_udpbeat("--version")
+    assert status == 0 and re.search(r"\d+\.\d+\.\d+", stdout[0])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_prints_the_summary_so_far(server_port: int, signum: signal.Signals) -> None:
+    args = ["-m", "udpbeat", "client", "127.0.0.1", "--port", str(server_port)]
+    with Process([*args, "--count", "0", "--interval", "0.02", "--json"]) as run:
+        for _ in range(3):
+            run.wait_for(lambda line: '"type": "reply"' in line)
+        run.send_signal(signum)
+        status, stdout, stderr = run.finish()
+    assert status == 0
+    assert_clean(stderr)
+    assert stderr == []
+    objects = json_lines(stdout)
+    summary = objects[-1]
+    assert summary["type"] == "summary"
+    assert summary["received"] >= 3  # type: ignore[operator]
+    assert summary["received"] == sum(o["type"] == "reply" for o in objects)
+    assert summary["sent"] == sum(o["type"] == "sent" for o in objects)
+    assert summary["state"] == "UP"
+
+
+def test_interrupt_in_text_mode_prints_the_statistics(server_port: int) -> None:
+    args = ["-m", "udpbeat", "client", "127.0.0.1", "--port", str(server_port)]
+    with Process([*args, "--count", "0", "--interval", "0.02"]) as run:
+        run.wait_for(lambda line: line.startswith("Reply from") and " heartbeat 2 " in line)
+        run.send_signal(signal.SIGINT)
+        status, stdout, stderr = run.finish()
+    assert (status, stderr) == (0, [])
+    assert any(line.endswith("udpbeat statistics ---") for line in stdout)
+    assert stdout[-1].startswith("state: UP")
