@@ -485,8 +485,9 @@ class PhiDetector(Detector):
     evidence to it): SUSPECT once phi reaches ``suspect_threshold`` (default half of
     ``threshold``), DOWN once it reaches ``threshold``; any reply means UP. Before the first
     reply the history holds ``first_heartbeat_estimate`` ± a quarter of it, as in Akka, and the
-    silence is counted from the first heartbeat sent. The interval that spans a DOWN period is
-    not learnt: an outage is not the path's normal rhythm.
+    silence is counted from the first heartbeat sent. Every interval is learnt, as in Akka, even
+    one that spans a DOWN verdict: on a lossy path most DOWN verdicts are wrong, and only by
+    learning those long gaps does the detector widen its distribution and stop raising them.
     """
 
     name = "phi"
@@ -613,7 +614,7 @@ class PhiDetector(Detector):
 
     def _arrival(self, seq: int, rtt: float, now: float, reason: str) -> Transition | None:
         last = self._last_arrival
-        if self._replied and last is not None and self.state is not State.DOWN and now >= last:
+        if self._replied and last is not None and now >= last:
             self._learn(now - last)
         if last is None or now >= last:
             self._last_arrival = now
