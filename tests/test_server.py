@@ -120,9 +120,8 @@ def test_signal_stops_cleanly_with_counters(signum: signal.Signals) -> None:
     assert status == 0, server.output()
     assert not any("Traceback" in line for line in stderr), server.output()
     assert "--- udpbeat server statistics ---" in stdout
-    assert stdout[-1] == (
-        "3 received, 2 replied, 0 dropped by simulated loss, 1 malformed (bad-sequence 1)"
-    )
+    assert stdout[-1].startswith("3 received, 2 replied, 0 dropped by simulated loss, ")
+    assert "1 malformed (bad-sequence 1)" in stdout[-1]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -206,11 +205,10 @@ def test_quiet_text_mode_prints_only_the_listening_line_and_counters() -> None:
         server.send_signal(signal.SIGTERM)
         status, stdout, _ = server.finish()
     assert status == 0
-    assert stdout == [
-        listening,
-        "--- udpbeat server statistics ---",
-        "3 received, 3 replied, 0 dropped by simulated loss, 0 malformed",
-    ]
+    assert stdout[:2] == [listening, "--- udpbeat server statistics ---"]
+    assert len(stdout) == 3
+    assert stdout[2].startswith("3 received, 3 replied, 0 dropped by simulated loss, ")
+    assert "0 malformed" in stdout[2]
 
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback")
