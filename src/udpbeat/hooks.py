@@ -78,13 +78,13 @@ class HookRunner:
         self.target = target
         self._on_failure = on_failure
         self._slots = asyncio.Semaphore(max_running)
+        self._max_running = max_running
         self._max_waiting = max_waiting
         self._stdout = stdout
         self._base = dict(os.environ if base_environment is None else base_environment)
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         self._processes: set[asyncio.subprocess.Process] = set()
-        self._waiting = 0
         self._closing = False
         self.started = 0
         self.failed = 0
@@ -98,16 +98,16 @@ class HookRunner:
     def notify(self, transition: Transition) -> None:
         """Schedule the hook for ``transition``; returns at once."""
         change = f"{transition.old} -> {transition.new}"
-        if self._waiting >= self._max_waiting:
+        if self._closing or len(self._tasks) >= self._max_running + self._max_waiting:
             self.skipped += 1
             self._on_failure(
-                f"on-change hook not run for {change}: {self._waiting} hooks already waiting"
+                f"on-change hook not run for {change}: "
+                f"{len(self._tasks)} hooks already running or waiting"
             )
             return
         # ``transition.at`` is on the loop's monotonic clock; the hook gets Unix time.
         wall_time = time.time() - (self._loop.time() - transition.at)
         environment = {**self._base, **hook_environment(transition, self.target, wall_time)}
-        self._waiting += 1
         task = self._loop.create_task(self._run(environment, change))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -129,7 +129,6 @@ class HookRunner:
 
     async def _run(self, environment: dict[str, str], change: str) -> None:
         async with self._slots:
-            self._waiting -= 1
             if self._closing:
                 self.skipped += 1
                 self._on_failure(f"on-change hook for {change} not run: udpbeat is exiting")

@@ -1,0 +1,295 @@
+"""``udpbeat client --watch`` and ``--on-change`` on real sockets (127.0.0.1, ephemeral ports).
+
+Servers run in this process (``Server`` on the test's loop, or ``BackgroundServer`` on a thread)
+so that a test can stop one and restart it on the same port. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import shlex
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import Process, json_lines, run_udpbeat
+
+from udpbeat import BackgroundServer, ReflectorConfig, Server, State, Transition, probe
+from udpbeat.cli import format_report
+from udpbeat.detector import DETECTORS, make_detector
+from udpbeat.hooks import HookRunner, hook_environment
+from udpbeat.session import Event, HeartbeatSent, ProbeReport, StateChanged
+
+#: The deadline of every wait in these tests; none is expected to come near it.
+WAIT = 20.0
+
+
+def _lossy(loss: float) -> ReflectorConfig:
+    # No rate limit: a client probing every 10 ms, plus its probes, exceeds the default one.
+    return ReflectorConfig(loss=loss, seed=11, rate_limit=0, log_events=False)
+
+
+# --- watch mode with every detector, in process ------------------------------------------------
+
+
+async def _stop_and_restart(name: str) -> tuple[ProbeReport, list[Transition], float, float]:
+    """Probe every 10 ms; stop the server after 50 heartbeats; restart it 10 heartbeats after
+    the DOWN verdict; end at UP."""
+    loop = asyncio.get_running_loop()
+    server = Server("127.0.0.1", 0, _lossy(0.0))
+    await server.start()
+    port = server.address[1]
+    params: dict[str, Any] = {"first_heartbeat_estimate": 0.01} if name == "phi" else {}
+    detector = make_detector(name, 0.2, **params)
+    transitions: list[Transition] = []
+    warmed_up, down, up_again = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    down_a_while = asyncio.Event()
+    regular = 0
+    regular_at_down = 0
+
+    def on_event(event: Event) -> None:
+        nonlocal regular, regular_at_down
+        if isinstance(event, HeartbeatSent) and not event.probe:
+            regular += 1
+            if regular == 50:
+                warmed_up.set()
+            if down.is_set() and regular == regular_at_down + 10:
+                down_a_while.set()
+        elif isinstance(event, StateChanged):
+            transitions.append(event.transition)
+            if event.transition.new is State.DOWN:
+                regular_at_down = regular
+                down.set()
+            elif event.transition.new is State.UP and down.is_set():
+                up_again.set()
+
+    probers: list[Any] = []
+    run = loop.create_task(
+        probe(
+            "127.0.0.1",
+            port,
+            count=None,
+            interval=0.01,
+            timeout=0.2,
+            watch=True,
+            detector=detector,
+            on_event=on_event,
+            on_start=probers.append,
+        )
+    )
+    restarted = None
+    try:
+        async with asyncio.timeout(WAIT):
+            await warmed_up.wait()
+            stopped_at = loop.time()
+            await server.stop()
+            await down_a_while.wait()
+            restarted = Server("127.0.0.1", port, _lossy(0.0))
+            await restarted.start()
+            restarted_at = loop.time()
+            await up_again.wait()
+            probers[0].stop()
+            report = await run
+    finally:
+        run.cancel()
+        await server.stop()
+        if restarted is not None:
+            await restarted.stop()
+    return report, transitions, stopped_at, restarted_at
+
+
+@pytest.mark.parametrize("name", sorted(DETECTORS))
+def test_watch_goes_down_on_a_stop_and_back_up_on_a_restart(name: str) -> None:
+    report, transitions, stopped_at, restarted_at = asyncio.run(_stop_and_restart(name))
+    downs = [t for t in transitions if t.new is State.DOWN]
+    assert len(downs) == 1 and downs[0].at >= stopped_at
+    assert transitions[-1].old is State.DOWN and transitions[-1].new is State.UP
+    assert report.state is State.UP
+    assert len(report.outages) == 1
+    outage = report.outages[0]
+    assert outage.start == downs[0].at
+    assert outage.end is not None and outage.end >= restarted_at
+    assert outage.heartbeats_lost > 0
+    summary = report.to_dict()
+    assert summary["state"] == "UP"
+    assert summary["detector"] == report.detector and report.detector["name"] == name
+    outages = summary["outages"]
+    assert isinstance(outages, list) and len(outages) == 1
+    assert outages[0]["heartbeats_lost"] == outage.heartbeats_lost
+    assert math.isclose(outages[0]["duration_s"], outage.end - outage.start)
+    text = format_report(report)
+    assert "outage 1: DOWN " in text and f"{outage.heartbeats_lost} heartbeats lost" in text
+
+
+# --- the issue's acceptance test: the CLI, adaptive, 30 % loss ---------------------------------
+
+
+def _events(process: Process) -> list[dict[str, object]]:
+    return json_lines([line for line in process.stdout_lines if line.startswith("{")])
+
+
+def test_adaptive_watch_survives_30_percent_loss_and_sees_a_stop_and_a_restart() -> None:
+    server = BackgroundServer("127.0.0.1", 0, _lossy(0.3)).start()
+    port = server.address[1]
+    restarted: BackgroundServer | None = None
+    args = ["client", "127.0.0.1", "--port", str(port), "--detector", "adaptive"]
+    args += ["--interval", "0.01", "--count", "0", "--watch", "--json"]
+    try:
+        with Process(["-m", "udpbeat", *args]) as client:
+            regular = 0
+
+            def three_thousandth_heartbeat(line: str) -> bool:
+                nonlocal regular
+                event = json.loads(line)
+                if event["type"] == "sent" and not event["probe"]:
+                    regular += 1
+                return regular == 3000
+
+            client.wait_for(three_thousandth_heartbeat, timeout=120.0)
+            # The client's event times are its event loop's clock, time.monotonic(): the same
+            # system-wide CLOCK_MONOTONIC as this process's.
+            stopped_at = time.monotonic()
+            server.stop()
+            states = [e for e in _events(client) if e["type"] == "state"]
+            assert all(e["new"] != "DOWN" for e in states), states
+            assert sum(e["type"] == "lost" for e in _events(client)) > 300  # the loss was real
+
+            down = json.loads(client.wait_for(lambda line: '"new": "DOWN"' in line, WAIT))
+            assert isinstance(down["at"], float)
+            assert down["at"] - stopped_at <= 1.0, down
+
+            restarted = BackgroundServer("127.0.0.1", port, _lossy(0.3)).start()
+            client.wait_for(lambda line: '"old": "DOWN", "new": "UP"' in line, WAIT)
+            client.send_signal(signal.SIGINT)
+            status, stdout, stderr = client.finish(WAIT)
+    finally:
+        server.stop()
+        if restarted is not None:
+            restarted.stop()
+    assert status == 0, stderr
+    summary = json.loads(stdout[-1])
+    assert summary["type"] == "summary"
+    assert summary["state"] == "UP"
+    assert summary["detector"]["name"] == "adaptive"
+    assert len(summary["outages"]) == 1
+    outage = summary["outages"][0]
+    assert outage["start"] == down["at"] and outage["end"] is not None
+    assert outage["heartbeats_lost"] > 0
+
+
+# --- on-change hooks ---------------------------------------------------------------------------
+
+
+def test_hook_environment_carries_the_change() -> None:
+    transition = Transition(
+        5.0, State.SUSPECT, State.DOWN, "3 consecutive misses", {"misses": 3, "p": math.nan}
+    )
+    env = hook_environment(transition, "[::1]:12000", 1764064863.25)
+    assert env == {
+        "UDPBEAT_TARGET": "[::1]:12000",
+        "UDPBEAT_OLD_STATE": "SUSPECT",
+        "UDPBEAT_NEW_STATE": "DOWN",
+        "UDPBEAT_REASON": "3 consecutive misses",
+        "UDPBEAT_EVIDENCE": '{"misses": 3, "p": null}',
+        "UDPBEAT_TIME": "1764064863.250000",
+    }
+
+
+def test_on_change_runs_the_hook_with_its_environment_and_keeps_json_clean(
+    tmp_path: Path,
+) -> None:
+    hook = f"env > {shlex.quote(str(tmp_path))}/$UDPBEAT_NEW_STATE.env; echo from-the-hook"
+    with BackgroundServer("127.0.0.1", 0, _lossy(0.0)) as server:
+        port = server.address[1]
+        before = time.time()
+        status, stdout, stderr = run_udpbeat(
+            "client", "127.0.0.1", "--port", str(port), "--count", "5", "--interval", "0.01",
+            "--json", "--on-change", hook,
+        )  # fmt: skip
+        after = time.time()
+    assert status == 0, stderr
+    json_lines(stdout)  # the hook's output went to stderr, not into the JSON Lines
+    assert "from-the-hook" in stderr
+    # One change (UNKNOWN -> UP), so one hook, finished before the client exited.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["UP.env"]
+    env = dict(
+        line.split("=", 1)
+        for line in (tmp_path / "UP.env").read_text().splitlines()
+        if line.startswith("UDPBEAT_")
+    )
+    assert env["UDPBEAT_TARGET"] == f"127.0.0.1:{port}"
+    assert (env["UDPBEAT_OLD_STATE"], env["UDPBEAT_NEW_STATE"]) == ("UNKNOWN", "UP")
+    assert env["UDPBEAT_REASON"] == "reply"
+    assert json.loads(env["UDPBEAT_EVIDENCE"])["seq"] == 1
+    assert before <= float(env["UDPBEAT_TIME"]) <= after
+
+
+def _transition(old: State, new: State) -> Transition:
+    return Transition(asyncio.get_running_loop().time(), old, new, "test", {})
+
+
+async def _probing_while_a_hook_blocks(release: Path) -> tuple[ProbeReport, int, HookRunner]:
+    failures: list[str] = []
+    hook = f"while [ ! -e {shlex.quote(str(release))} ]; do sleep 0.02; done"
+    async with Server("127.0.0.1", 0, _lossy(0.0)) as server:
+        runner = HookRunner(hook, "test", on_failure=failures.append)
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, StateChanged):
+                runner.notify(event.transition)
+
+        async with asyncio.timeout(WAIT):
+            report = await probe(
+                "127.0.0.1", server.address[1], count=30, interval=0.01, on_event=on_event
+            )
+        running_when_probing_ended = runner.running
+        release.touch()
+        await runner.close(timeout=WAIT)
+    assert failures == []
+    return report, running_when_probing_ended, runner
+
+
+def test_a_hook_that_blocks_does_not_delay_probing(tmp_path: Path) -> None:
+    report, running, runner = asyncio.run(_probing_while_a_hook_blocks(tmp_path / "release"))
+    # Every heartbeat was sent and answered while the UNKNOWN -> UP hook was still blocked.
+    assert (report.sent, report.received) == (30, 30)
+    assert running == 1
+    assert (runner.started, runner.running, runner.failed) == (1, 0, 0)
+
+
+async def _run_hooks(
+    command: str, changes: int, close_timeout: float, **limits: int
+) -> tuple[HookRunner, list[str]]:
+    failures: list[str] = []
+    runner = HookRunner(command, "test", on_failure=failures.append, **limits)
+    for _ in range(changes):
+        runner.notify(_transition(State.UP, State.DOWN))
+    await runner.close(timeout=close_timeout)
+    return runner, failures
+
+
+def test_a_failing_hook_is_reported_in_one_line() -> None:
+    runner, failures = asyncio.run(_run_hooks("exit 3", 1, WAIT))
+    assert failures == ["on-change hook for UP -> DOWN exited with status 3"]
+    assert (runner.started, runner.failed) == (1, 1)
+
+
+def test_hooks_still_running_at_exit_are_killed_and_reaped() -> None:
+    runner, failures = asyncio.run(_run_hooks("sleep 60", 2, 0.2))
+    assert failures == ["on-change hook for UP -> DOWN still running at exit: killed"] * 2
+    assert (runner.started, runner.running) == (2, 0)
+
+
+def test_hooks_beyond_the_bounds_wait_or_are_skipped() -> None:
+    # One runs, one waits, the third finds the queue full; at exit the waiting one is dropped.
+    runner, failures = asyncio.run(_run_hooks("sleep 60", 3, 0.2, max_running=1, max_waiting=1))
+    assert failures == [
+        "on-change hook not run for UP -> DOWN: 2 hooks already running or waiting",
+        "on-change hook for UP -> DOWN still running at exit: killed",
+        "on-change hook for UP -> DOWN not run: udpbeat is exiting",
+    ]
+    assert (runner.started, runner.skipped, runner.running) == (1, 2, 0)
