@@ -219,6 +219,8 @@ class BackgroundServer:
         return self.server.counters
 
     def start(self, timeout: float = 10.0) -> BackgroundServer:
+        if self._thread.is_alive():
+            return self  # started already, e.g. by start_background_server() before a `with`
         self._thread.start()
         try:
             asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(timeout)
