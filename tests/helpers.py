@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import pytest
+
+from udpbeat.cli import main
+
 ROOT = Path(__file__).resolve().parent.parent
 EXERCISE = Path(__file__).resolve().parent / "exercise"
 #: The longest any helper waits for a line, a datagram or a process to exit.
@@ -176,6 +180,18 @@ def run_udpbeat(*args: str, timeout: float = 30.0) -> tuple[int, list[str], list
         timeout=timeout,
     )
     return result.returncode, result.stdout.splitlines(), result.stderr.splitlines()
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], list[str]]:
+    """``udpbeat ARGS`` in this process, for the cases that end before any I/O (bad flags).
+
+    Returns (status, stdout lines, stderr lines); an exception escaping ``main`` fails the test.
+    """
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    out, err = capsys.readouterr()
+    code = exited.value.code
+    return (code if isinstance(code, int) else 1), out.splitlines(), err.splitlines()
 
 
 def json_lines(lines: Sequence[str]) -> list[dict[str, object]]:

@@ -17,6 +17,7 @@ from helpers import (
     ScriptedServer,
     free_udp_port,
     json_lines,
+    run_main,
     run_udpbeat,
 )
 
@@ -222,11 +223,20 @@ def test_quiet_prints_state_changes_and_the_summary_only(server_port: int) -> No
     ],
     ids=lambda args: " ".join(args) or "no host",
 )
-def test_errors_are_one_line_and_exit_2(args: list[str]) -> None:
-    status, _, stderr = client(*args)
+def test_errors_are_one_line_and_exit_2(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, stderr = run_main(capsys, "client", *args)
     assert status == 2
     assert len(stderr) == 1, stderr
     assert stderr[0].startswith("udpbeat: error: ")
+
+
+def test_unresolvable_host_in_a_real_process() -> None:
+    status, _, stderr = client("no-such-host.invalid", "--count", "1")
+    assert status == 2
+    assert len(stderr) == 1
+    assert stderr[0].startswith("udpbeat: error: cannot resolve host 'no-such-host.invalid'")
 
 
 def test_unknown_command_is_exit_2() -> None:

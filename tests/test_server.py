@@ -14,6 +14,7 @@ from helpers import (
     exchange,
     has_ipv6_loopback,
     json_lines,
+    run_main,
     run_udpbeat,
     udp_socket,
     udpbeat_server,
@@ -236,12 +237,22 @@ def test_ipv6_loopback() -> None:
     ],
     ids=lambda flags: " ".join(flags),
 )
-def test_bad_flags_give_one_line_and_exit_2(flags: list[str]) -> None:
-    status, stdout, stderr = run_udpbeat("server", *flags)
+def test_bad_flags_give_one_line_and_exit_2(
+    flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, stdout, stderr = run_main(capsys, "server", *flags)
     assert status == 2
     assert len(stderr) == 1, stderr
     assert stderr[0].startswith("udpbeat: error: ")
     assert not any("listening" in line for line in stdout)
+
+
+def test_bad_flag_in_a_real_process() -> None:
+    status, stdout, stderr = run_udpbeat("server", "--port", "abc")
+    assert (status, stdout) == (2, [])
+    assert stderr == [
+        "udpbeat: error: Invalid value for '--port': 'abc' is not a valid integer range."
+    ]
 
 
 def test_port_in_use_is_one_line_and_exit_2() -> None:
