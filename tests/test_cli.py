@@ -16,6 +16,7 @@ from helpers import (
     Script,
     ScriptedServer,
     free_udp_port,
+    has_ipv6_loopback,
     json_lines,
     run_main,
     run_udpbeat,
@@ -280,3 +281,12 @@ def test_interrupt_in_text_mode_prints_the_statistics(server_port: int) -> None:
     assert (status, stderr) == (0, [])
     assert any(line.endswith("udpbeat statistics ---") for line in stdout)
     assert stdout[-1].startswith("state: UP")
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_ipv6_target() -> None:
+    with BackgroundServer("::1", 0) as server:
+        port = server.address[1]
+        status, stdout, stderr = client("::1", "--port", str(port), "-c", "2", "-i", "0")
+    assert (status, stderr) == (0, [])
+    assert sum(line.startswith(f"Reply from [::1]:{port}: heartbeat ") for line in stdout) == 2
