@@ -240,15 +240,15 @@ def test_unresolvable_host_in_a_real_process() -> None:
     assert stderr[0].startswith("udpbeat: error: cannot resolve host 'no-such-host.invalid'")
 
 
-def test_unknown_command_is_exit_2() -> None:
-    status, _, stderr = run_udpbeat("serve")
-    assert status == 2 and len(stderr) == 1
+def test_unknown_command_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, stderr = run_main(capsys, "serve")
+    assert status == 2 and len(stderr) == 1 and "serve" in stderr[0]
 
 
-def test_help_and_version_exit_0() -> None:
-    status, stdout, _ = run_udpbeat("--help")
+def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
+    status, stdout, _ = run_main(capsys, "--help")
     assert status == 0 and any("client" in line for line in stdout)
-    status, stdout, _ = run_udpbeat("--version")
+    status, stdout, _ = run_main(capsys, "--version")
     assert status == 0 and re.search(r"\d+\.\d+\.\d+", stdout[0])
 
 
