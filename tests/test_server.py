@@ -86,7 +86,10 @@ def test_reply_is_the_exercise_format_byte_for_byte() -> None:
     assert summary["received"] == summary["replied"] == 5
 
 
-def test_malformed_datagrams_are_never_answered_and_counted_by_reason() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_malformed_datagrams_are_never_answered_and_counted_by_reason(
+    signum: signal.Signals,
+) -> None:
     with udpbeat_server() as (server, port), udp_socket() as sock:
         address = ("127.0.0.1", port)
         for index, (datagram, _) in enumerate(MALFORMED):
@@ -95,7 +98,7 @@ def test_malformed_datagrams_are_never_answered_and_counted_by_reason() -> None:
             # heartbeat only if nothing was sent back for the malformed one before it.
             reply = exchange(sock, heartbeat(1000 + index, time.time()), address)
             assert reply.startswith(f"Seq: {1000 + index}, ".encode()), (datagram, reply)
-        summary = stop_and_summary(server, signal.SIGTERM)
+        summary = stop_and_summary(server, signum)
     expected: dict[str, int] = {}
     for _, reason in MALFORMED:
         expected[reason] = expected.get(reason, 0) + 1
