@@ -345,7 +345,7 @@ def test_describe_names_the_parameters() -> None:
         ({"confirm_interval": 0.0}, "confirm-interval"),
         ({"confirm_interval": math.inf}, "confirm-interval"),
         ({"min_confirm_interval": -1.0}, "min-confirm-interval"),
-        ({"min_confirm_interval": 0.1, "confirm_interval": 0.05}, "must not exceed"),
+        ({"min_confirm_interval": 0.1, "confirm_interval": 0.05}, "at least min-confirm-interval"),
         ({"max_loss": 1.0}, "max-loss"),
         ({"history": 0}, "history"),
         ({"history": True}, "history"),

@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TextIO
 import click
 
 from udpbeat.client import Prober, probe
-from udpbeat.detector import ConsecutiveDetector, Detector, State
+from udpbeat.detector import DETECTORS, AdaptiveDetector, Detector, State, make_detector
 from udpbeat.errors import UdpbeatError
 from udpbeat.hooks import HookRunner
 from udpbeat.reflector import Counters, Reflected, ReflectorConfig
@@ -405,11 +405,49 @@ def server(host: str, port: int, loss: float, seed: int | None, as_json: bool, q
     help="Longest wait for a reply, in seconds.",
 )
 @click.option(
+    "--detector",
+    "detector_name",
+    type=click.Choice(sorted(DETECTORS)),
+    default=None,
+    help="How the server is judged down [default: adaptive; consecutive if only --max-misses "
+    "is given].",
+)
+@click.option(
     "--max-misses",
     type=click.IntRange(min=1),
-    default=3,
-    show_default=True,
-    help="Declare the server down after this many consecutive misses.",
+    default=None,
+    help="consecutive: down after this many consecutive misses [default: 3].",
+)
+@click.option(
+    "--false-alarm",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=None,
+    help="adaptive: highest accepted chance that a live server is declared down [default: 1e-9].",
+)
+@click.option(
+    "--confirm-interval",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="adaptive: slowest pace of confirmation probes after a miss, in seconds; the pace "
+    "follows the RTT, never below 0.01 s [default: 0.05].",
+)
+@click.option(
+    "--phi-threshold",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="phi: suspicion level that means down; half of it means suspect [default: 8].",
+)
+@click.option(
+    "--min-std-deviation",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="phi: floor of the reply intervals' standard deviation, in seconds [default: 0.1].",
+)
+@click.option(
+    "--acceptable-pause",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="phi: silence tolerated on top of the usual interval, in seconds [default: 0].",
 )
 @click.option(
     "--watch",
@@ -433,14 +471,30 @@ def client(
     count: int,
     interval: float,
     timeout: float,
-    max_misses: int,
+    detector_name: str | None,
+    max_misses: int | None,
+    false_alarm: float | None,
+    confirm_interval: float | None,
+    phi_threshold: float | None,
+    min_std_deviation: float | None,
+    acceptable_pause: float | None,
     watch: bool,
     on_change: str | None,
     as_json: bool,
     quiet: bool,
 ) -> int:
     """Send heartbeats to HOST and report how it answers."""
-    detector = ConsecutiveDetector(max_misses, timeout)
+    detector = choose_detector(
+        detector_name,
+        timeout,
+        interval,
+        max_misses=max_misses,
+        false_alarm=false_alarm,
+        confirm_interval=confirm_interval,
+        threshold=phi_threshold,
+        min_std_deviation=min_std_deviation,
+        acceptable_pause=acceptable_pause,
+    )
     options = {"count": count or None, "interval": interval, "timeout": timeout, "watch": watch}
     report = asyncio.run(
         _run_client(
@@ -449,6 +503,43 @@ def client(
     )
     _print_report(report, as_json)
     return exit_status(report)
+
+
+#: Each detector's own options: the parameter name and the flag that sets it.
+_DETECTOR_OPTIONS: dict[str, dict[str, str]] = {
+    "consecutive": {"max_misses": "--max-misses"},
+    "adaptive": {"false_alarm": "--false-alarm", "confirm_interval": "--confirm-interval"},
+    "phi": {
+        "threshold": "--phi-threshold",
+        "min_std_deviation": "--min-std-deviation",
+        "acceptable_pause": "--acceptable-pause",
+    },
+}
+
+
+def choose_detector(
+    name: str | None, timeout: float, interval: float, **options: float | None
+) -> Detector:
+    """The detector the client's flags ask for; a flag of another detector is a usage error.
+
+    Raises:
+        click.UsageError: a flag that belongs to another detector.
+        ConfigError: a value the detector rejects.
+    """
+    given = {key: value for key, value in options.items() if value is not None}
+    chosen = name
+    if name is None:
+        name = "consecutive" if set(given) == {"max_misses"} else "adaptive"
+    own = _DETECTOR_OPTIONS[name]
+    for key in given:
+        if key not in own:
+            owner = next(n for n, flags in _DETECTOR_OPTIONS.items() if key in flags)
+            flag = _DETECTOR_OPTIONS[owner][key]
+            current = f"--detector {name}" if chosen else f"{name} (the default detector)"
+            raise click.UsageError(f"{flag} applies to --detector {owner}, not to {current}")
+    if name == "phi" and interval > 0:
+        given["first_heartbeat_estimate"] = interval
+    return make_detector(name, timeout, **given)
 
 
 def _print_report(report: ProbeReport, as_json: bool) -> None:
@@ -486,7 +577,7 @@ async def _demo(loss: float, seed: int | None, count: int, interval: float) -> i
         f"demo: client sends one heartbeat every {interval}s, timeout {timeout}s; "
         f"after {count} heartbeats the server is stopped\n",
     )
-    detector = ConsecutiveDetector(3, timeout)
+    detector = AdaptiveDetector(timeout)
     printer = _event_printer(False, False, target, prefix="client | ")
     stopped_at: list[float] = []
     stopping: list[asyncio.Task[None]] = []

@@ -302,8 +302,8 @@ class AdaptiveDetector(Detector):
         self.min_confirm_interval = _positive("min-confirm-interval", min_confirm_interval)
         if self.min_confirm_interval > self.confirm_interval:
             raise ConfigError(
-                f"min-confirm-interval ({min_confirm_interval}) must not exceed "
-                f"confirm-interval ({confirm_interval})"
+                f"confirm-interval must be at least min-confirm-interval "
+                f"({min_confirm_interval} s, the fastest safe pace), got {confirm_interval}"
             )
         self.min_timeout = _positive("min-timeout", min_timeout)
         self.max_loss = _open_unit("max-loss", max_loss)
