@@ -7,12 +7,15 @@ from importlib.metadata import version
 import udpbeat
 
 PUBLIC = [
+    "AdaptiveDetector",
     "BackgroundServer",
     "ConfigError",
     "ConsecutiveDetector",
     "Counters",
+    "DETECTORS",
     "Detector",
     "Outage",
+    "PhiDetector",
     "ProbeConfig",
     "ProbeReport",
     "ProbeSession",
@@ -26,6 +29,7 @@ PUBLIC = [
     "WireError",
     "__version__",
     "event_to_dict",
+    "make_detector",
     "probe",
     "probe_sync",
     "run_sync",

@@ -4,7 +4,16 @@ The public API; everything not listed in ``__all__`` is private.
 """
 
 from udpbeat.client import Prober, probe, probe_sync, run_sync
-from udpbeat.detector import ConsecutiveDetector, Detector, State, Transition
+from udpbeat.detector import (
+    DETECTORS,
+    AdaptiveDetector,
+    ConsecutiveDetector,
+    Detector,
+    PhiDetector,
+    State,
+    Transition,
+    make_detector,
+)
 from udpbeat.errors import ConfigError, UdpbeatError, WireError
 from udpbeat.reflector import Counters, Reflector, ReflectorConfig
 from udpbeat.server import BackgroundServer, Server, start_background_server
@@ -13,12 +22,15 @@ from udpbeat.session import Outage, ProbeConfig, ProbeReport, ProbeSession, even
 __version__ = "0.1.0"
 
 __all__ = [
+    "DETECTORS",
+    "AdaptiveDetector",
     "BackgroundServer",
     "ConfigError",
     "ConsecutiveDetector",
     "Counters",
     "Detector",
     "Outage",
+    "PhiDetector",
     "ProbeConfig",
     "ProbeReport",
     "ProbeSession",
@@ -32,6 +44,7 @@ __all__ = [
     "WireError",
     "__version__",
     "event_to_dict",
+    "make_detector",
     "probe",
     "probe_sync",
     "run_sync",
