@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import signal
 import sys
 import time
@@ -20,8 +21,8 @@ from udpbeat.client import Prober, probe
 from udpbeat.detector import DETECTORS, AdaptiveDetector, Detector, State, make_detector
 from udpbeat.errors import UdpbeatError
 from udpbeat.hooks import HookRunner
-from udpbeat.reflector import Counters, Reflected, ReflectorConfig
-from udpbeat.server import DEFAULT_PORT, Server, SocketCounters, display_address
+from udpbeat.reflector import MAX_DATAGRAM_SIZE, Reflected, ReflectorConfig
+from udpbeat.server import DEFAULT_PORT, Server, display_address
 from udpbeat.session import (
     DuplicateReply,
     Event,
@@ -57,8 +58,26 @@ def _json_line(obj: dict[str, object]) -> str:
 # --- server ----------------------------------------------------------------------------------
 
 
+_SERVER_DEFAULTS = ReflectorConfig()
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A click callback: ``FloatRange`` lets ``nan`` through."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number")
+    return value
+
+
+#: Records of datagrams refused; shown at most MALFORMED_LOG_PER_SECOND a second, on stderr.
+_REFUSED = {
+    "malformed": "Ignored malformed datagram",
+    "rate-limited": "Rate-limited datagram",
+    "denied": "Denied datagram",
+}
+
+
 class _RecordPrinter:
-    """Prints the reflector's records in batches; malformed ones rate-limited, on stderr."""
+    """Prints the reflector's records in batches; refused ones rate-limited, on stderr."""
 
     def __init__(self, *, as_json: bool, quiet: bool) -> None:
         self.as_json = as_json
@@ -70,7 +89,7 @@ class _RecordPrinter:
     def __call__(self, records: list[Reflected]) -> None:
         lines: list[str] = []
         for record in records:
-            if record.outcome == "malformed":
+            if record.outcome in _REFUSED:
                 self._malformed(record)
             elif not self.quiet:
                 lines.append(self._format(record))
@@ -82,7 +101,10 @@ class _RecordPrinter:
         now = time.monotonic()
         if now - self._window_start >= 1.0:
             if self._suppressed:
-                _emit(sys.stderr, f"udpbeat: {self._suppressed} more malformed datagrams not shown")
+                _emit(
+                    sys.stderr,
+                    f"udpbeat: {self._suppressed} more malformed or refused datagrams not shown",
+                )
             self._window_start, self._in_window, self._suppressed = now, 0, 0
         if self._in_window >= MALFORMED_LOG_PER_SECOND:
             self._suppressed += 1
@@ -93,7 +115,7 @@ class _RecordPrinter:
         else:
             _emit(
                 sys.stderr,
-                f"Ignored malformed datagram from {display_address(record.source)}: "
+                f"{_REFUSED[record.outcome]} from {display_address(record.source)}: "
                 f"{record.detail}",
             )
 
@@ -108,27 +130,89 @@ class _RecordPrinter:
         return f"Simulating packet loss for heartbeat {record.detail} from {source}"
 
 
-def _server_summary(counters: Counters, sockets: SocketCounters) -> dict[str, object]:
-    return {"type": "summary", **counters.to_dict(), **sockets.to_dict()}
+def _server_summary(server: Server, kind: str = "summary") -> dict[str, object]:
+    """The counters as one object: ``kind`` is "summary" at the end, "stats" on the way."""
+    return {"type": kind, **server.reflector.stats(), **server.socket_counters.to_dict()}
+
+
+def _counters_line(summary: dict[str, object]) -> str:
+    """``received`` and, in the order they add up to it, where every datagram went."""
+
+    def by(total: str, parts: str) -> str:
+        reasons = summary[parts]
+        assert isinstance(reasons, dict)
+        detail = ", ".join(f"{k} {v}" for k, v in reasons.items())
+        return f"{summary[total]} {total.replace('_', '-')}" + (f" ({detail})" if detail else "")
+
+    return (
+        f"{summary['received']} received, {summary['replied']} replied, "
+        f"{summary['dropped_loss']} dropped by simulated loss, "
+        f"{by('rate_limited', 'rate_limited_by_scope')}, {by('malformed', 'malformed_by_reason')}, "
+        f"{by('denied', 'denied_by_reason')}"
+    )
 
 
 def _print_server_summary(summary: dict[str, object], as_json: bool) -> None:
     if as_json:
         _emit(sys.stdout, _json_line(summary))
         return
-    reasons = summary["malformed_by_reason"]
-    assert isinstance(reasons, dict)
-    detail = ", ".join(f"{k} {v}" for k, v in reasons.items())
-    _emit(
-        sys.stdout,
-        f"--- udpbeat server statistics ---\n"
-        f"{summary['received']} received, {summary['replied']} replied, "
-        f"{summary['dropped_loss']} dropped by simulated loss, "
-        f"{summary['malformed']} malformed" + (f" ({detail})" if detail else ""),
-    )
+    _emit(sys.stdout, "--- udpbeat server statistics ---\n" + _counters_line(summary))
 
 
-async def _serve(host: str, port: int, config: ReflectorConfig, printer: _RecordPrinter) -> None:
+def _limits(config: ReflectorConfig) -> dict[str, object]:
+    return {
+        "max_size": config.max_size,
+        "rate_limit": config.rate_limit,
+        "burst": config.burst,
+        "max_sources": config.max_sources,
+        "global_rate_limit": config.global_rate_limit,
+        "allow": list(config.allow),
+        "allow_privileged_ports": config.allow_privileged_ports,
+    }
+
+
+def _limits_text(config: ReflectorConfig) -> str:
+    parts = [
+        f"rate limit {config.rate_limit:g}/s per source, burst {config.burst}"
+        if config.rate_limit
+        else "no rate limit per source"
+    ]
+    if config.global_rate_limit:
+        parts.append(f"{config.global_rate_limit:g}/s in all")
+    if config.allow:
+        parts.append("allow " + " ".join(config.allow))
+    if config.allow_privileged_ports:
+        parts.append("privileged source ports answered")
+    return ", ".join(parts)
+
+
+async def _wait_reporting(
+    stopping: asyncio.Event, interval: float | None, report: Callable[[], None]
+) -> None:
+    """Wait for ``stopping``, calling ``report`` every ``interval`` seconds meanwhile."""
+    if interval is None:
+        await stopping.wait()
+        return
+    loop = asyncio.get_running_loop()
+    next_report = loop.time() + interval
+    while True:
+        try:
+            async with asyncio.timeout_at(next_report):
+                await stopping.wait()
+            return
+        except TimeoutError:
+            report()
+            # On schedule, not drifting; after a stall, skip the reports missed.
+            next_report = max(next_report + interval, loop.time())
+
+
+async def _serve(
+    host: str,
+    port: int,
+    config: ReflectorConfig,
+    printer: _RecordPrinter,
+    stats_interval: float | None = None,
+) -> None:
     server = Server(host, port, config, on_records=printer)
     await server.start()
     # Before the listening line: whoever waits for it may stop the server at once.
@@ -150,6 +234,7 @@ async def _serve(host: str, port: int, config: ReflectorConfig, printer: _Record
                     "port": bound_port,
                     "loss": config.loss,
                     "seed": config.seed,
+                    **_limits(config),
                 }
             ),
         )
@@ -157,13 +242,23 @@ async def _serve(host: str, port: int, config: ReflectorConfig, printer: _Record
         _emit(
             sys.stdout,
             f"udpbeat server listening on {display_address((bound_host, bound_port))}"
-            f" ({loss}); Ctrl-C to stop",
+            f" ({loss}; {_limits_text(config)}); Ctrl-C to stop",
         )
+    started = time.monotonic()
+
+    def report() -> None:
+        stats = _server_summary(server, "stats")
+        elapsed = time.monotonic() - started
+        if printer.as_json:
+            _emit(sys.stdout, _json_line({**stats, "at": time.time(), "uptime": elapsed}))
+        else:
+            _emit(sys.stdout, f"stats +{elapsed:.1f}s: " + _counters_line(stats))
+
     try:
-        await stopping.wait()
+        await _wait_reporting(stopping, stats_interval, report)
     finally:
-        counters = await server.stop()
-        _print_server_summary(_server_summary(counters, server.socket_counters), printer.as_json)
+        await server.stop()
+        _print_server_summary(_server_summary(server), printer.as_json)
 
 
 # --- client ----------------------------------------------------------------------------------
@@ -370,10 +465,94 @@ def cli() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines output.")
 @click.option("--quiet", "-q", is_flag=True, help="No line per packet; counters at the end.")
-def server(host: str, port: int, loss: float, seed: int | None, as_json: bool, quiet: bool) -> int:
-    """Answer heartbeats (the reflector)."""
-    config = ReflectorConfig(loss=loss, seed=seed, log_events=not quiet)
-    asyncio.run(_serve(host, port, config, _RecordPrinter(as_json=as_json, quiet=quiet)))
+@click.option(
+    "--stats-interval",
+    type=click.FloatRange(0.1, 86400.0),
+    callback=_finite,
+    default=None,
+    metavar="SECONDS",
+    help="Print the counters every SECONDS (a 'stats' object with --json).",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0.0),
+    default=_SERVER_DEFAULTS.rate_limit,
+    show_default=True,
+    metavar="PER_SECOND",
+    help="Requests a second answered per source address (0: no limit).",
+)
+@click.option(
+    "--burst",
+    type=click.IntRange(min=1),
+    default=_SERVER_DEFAULTS.burst,
+    show_default=True,
+    help="Requests a source may send at once before --rate-limit applies.",
+)
+@click.option(
+    "--max-sources",
+    type=click.IntRange(min=1),
+    default=_SERVER_DEFAULTS.max_sources,
+    show_default=True,
+    help="Source addresses remembered by the rate limit (least recently seen forgotten first).",
+)
+@click.option(
+    "--global-rate-limit",
+    type=click.FloatRange(min=0.0),
+    default=_SERVER_DEFAULTS.global_rate_limit,
+    show_default=True,
+    metavar="PER_SECOND",
+    help="Requests a second answered over all sources (0: no limit).",
+)
+@click.option(
+    "--allow",
+    multiple=True,
+    metavar="CIDR",
+    help="Answer only sources in this network (repeatable; default: any source).",
+)
+@click.option(
+    "--allow-privileged-ports",
+    is_flag=True,
+    help="Also answer source ports below 1024 (refused by default: likely spoofed).",
+)
+@click.option(
+    "--max-size",
+    type=click.IntRange(1, MAX_DATAGRAM_SIZE),
+    default=_SERVER_DEFAULTS.max_size,
+    show_default=True,
+    metavar="BYTES",
+    help="Longest datagram accepted; longer ones are counted as malformed (oversize).",
+)
+def server(
+    host: str,
+    port: int,
+    loss: float,
+    seed: int | None,
+    as_json: bool,
+    quiet: bool,
+    stats_interval: float | None,
+    rate_limit: float,
+    burst: int,
+    max_sources: int,
+    global_rate_limit: float,
+    allow: tuple[str, ...],
+    allow_privileged_ports: bool,
+    max_size: int,
+) -> int:
+    """Answer heartbeats (the reflector). Limits and counters: docs/reflector.md."""
+    config = ReflectorConfig(
+        loss=loss,
+        seed=seed,
+        log_events=not quiet,
+        max_size=max_size,
+        rate_limit=rate_limit,
+        burst=burst,
+        max_sources=max_sources,
+        global_rate_limit=global_rate_limit,
+        allow=allow,
+        allow_privileged_ports=allow_privileged_ports,
+    )
+    printer = _RecordPrinter(as_json=as_json, quiet=quiet)
+    asyncio.run(_serve(host, port, config, printer, stats_interval))
     return 0
 
 

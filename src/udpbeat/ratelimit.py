@@ -28,6 +28,9 @@ from collections.abc import Hashable
 
 from udpbeat.errors import ConfigError
 
+#: Slack on the last token, so that sums of ``1 / rate`` rounded in binary still let exactly
+#: ``burst`` requests through at once (199 * 0.01 added one by one exceeds 1.99).
+_ROUNDING = 1e-6
 #: Highest rate accepted, in requests per second: far above what one Python process can reflect.
 MAX_RATE = 1e7
 
@@ -35,7 +38,9 @@ MAX_RATE = 1e7
 def check_rate(rate: float, what: str) -> None:
     """Raises: ConfigError unless ``0 < rate <= MAX_RATE``."""
     if not (math.isfinite(rate) and 0.0 < rate <= MAX_RATE):
-        raise ConfigError(f"{what} must be a number of requests per second in (0, {MAX_RATE:.0e}]")
+        raise ConfigError(
+            f"{what} must be a number of requests per second in (0, {MAX_RATE:.0e}], got {rate!r}"
+        )
 
 
 def check_burst(burst: int, what: str) -> None:
@@ -59,7 +64,7 @@ class TokenBucket:
         self.rate = float(rate)
         self.burst = burst
         self._interval = 1.0 / self.rate
-        self._tolerance = (burst - 1) * self._interval
+        self._tolerance = (burst - 1 + _ROUNDING) * self._interval
         self._backstep = self._tolerance + 2 * self._interval
         self._origin: float | None = None
         self._tat = 0.0
@@ -87,7 +92,7 @@ class TokenBucket:
         ahead = self._tat - (now - self._origin)
         if ahead > self._backstep:
             return float(self.burst)
-        return self.burst - max(0.0, ahead) * self.rate
+        return max(0.0, self.burst - max(0.0, ahead) * self.rate)
 
 
 class SourceLimiter:
@@ -115,7 +120,7 @@ class SourceLimiter:
         self.sources_evicted = 0
         self.sources_evicted_active = 0
         self._interval = 1.0 / self.rate
-        self._tolerance = (burst - 1) * self._interval
+        self._tolerance = (burst - 1 + _ROUNDING) * self._interval
         self._backstep = self._tolerance + 2 * self._interval
         self._origin: float | None = None
         self._table: OrderedDict[Hashable, float] = OrderedDict()
@@ -157,7 +162,7 @@ class SourceLimiter:
         ahead = tat - (now - self._origin)
         if ahead > self._backstep:
             return float(self.burst)
-        return self.burst - max(0.0, ahead) * self.rate
+        return max(0.0, self.burst - max(0.0, ahead) * self.rate)
 
     def _evict(self, now: float) -> None:
         _, tat = self._table.popitem(last=False)

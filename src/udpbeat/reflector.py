@@ -87,7 +87,7 @@ class ReflectorConfig:
                 f"got {self.max_size!r} (a text request needs at most {text.MAX_REQUEST_SIZE})"
             )
         if self.rate_limit != 0:
-            check_rate(self.rate_limit, "rate limit (0 turns it off)")
+            check_rate(self.rate_limit, "rate limit (0: off)")
         check_burst(self.burst, "burst")
         if (
             isinstance(self.max_sources, bool)
@@ -98,7 +98,7 @@ class ReflectorConfig:
                 f"max sources must be a whole number, at least 1, got {self.max_sources!r}"
             )
         if self.global_rate_limit != 0:
-            check_rate(self.global_rate_limit, "global rate limit (0 turns it off)")
+            check_rate(self.global_rate_limit, "global rate limit (0: off)")
         if isinstance(self.allow, str):
             raise ConfigError("allow must be a list of CIDR networks, not one string")
         parse_networks(self.allow)
