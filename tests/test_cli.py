@@ -48,6 +48,8 @@ SUMMARY_KEYS = {
     "outages",
     "duration_s",
 }
+#: The exercise's rule (down after 3 consecutive misses), for tests that count on its verdicts.
+EXERCISE_RULE = ("--detector", "consecutive")
 STATISTIC_KEYS = {"count", "min", "avg", "max", "mdev", "p50", "p90", "p99"}
 EVENT_FIELDS = {
     "sent": {"type", "seq", "at", "wall_time", "probe"},
@@ -125,7 +127,17 @@ def test_json_is_one_object_per_event_then_the_summary(server_port: int) -> None
 def test_json_counts_late_and_duplicate_replies() -> None:
     with ScriptedServer(Script(hold={2: 4}, copies={3: 3})) as server:
         status, stdout, _ = client(
-            "127.0.0.1", "--port", str(server.port), "-c", "5", "-i", "0", "-W", "0.2", "--json"
+            "127.0.0.1",
+            "--port",
+            str(server.port),
+            "-c",
+            "5",
+            "-i",
+            "0",
+            "-W",
+            "0.2",
+            "--json",
+            *EXERCISE_RULE,
         )
     objects = json_lines(stdout)
     summary = objects[-1]
@@ -141,7 +153,16 @@ def test_json_counts_late_and_duplicate_replies() -> None:
 def test_text_mode_shows_late_and_duplicate_lines() -> None:
     with ScriptedServer(Script(hold={2: 4}, copies={3: 2})) as server:
         status, stdout, _ = client(
-            "127.0.0.1", "--port", str(server.port), "-c", "5", "-i", "0", "-W", "0.2"
+            "127.0.0.1",
+            "--port",
+            str(server.port),
+            "-c",
+            "5",
+            "-i",
+            "0",
+            "-W",
+            "0.2",
+            *EXERCISE_RULE,
         )
     assert status == 0
     assert "Heartbeat 2: request timed out" in stdout
@@ -150,18 +171,22 @@ def test_text_mode_shows_late_and_duplicate_lines() -> None:
     assert any(", 1 late, 1 duplicates, 0 refused" in line for line in stdout)
 
 
-def test_closed_port_is_refused_down_and_exit_1() -> None:
+@pytest.mark.parametrize("detector", [(), EXERCISE_RULE], ids=["default", "consecutive"])
+def test_closed_port_is_refused_down_and_exit_1(detector: tuple[str, ...]) -> None:
     port = free_udp_port()
-    status, stdout, stderr = client(
-        "127.0.0.1", "--port", str(port), "-c", "10", "-i", "0", "-W", "0.5", "--json"
-    )
+    args = ("127.0.0.1", "--port", str(port), "-c", "10", "-i", "0", "-W", "0.5", *detector)
+    status, stdout, stderr = client(*args, "--json")
     assert status == 1
     assert_clean(stderr)
     summary = json_lines(stdout)[-1]
-    assert summary["refused"] == 3 and summary["received"] == 0
+    assert summary["received"] == 0 and summary["lost"] == 0
+    assert summary["refused"] == summary["sent"] >= 1  # type: ignore[operator]
+    if detector == EXERCISE_RULE:
+        assert summary["refused"] == 3
     assert summary["state"] == "DOWN"
-    status, stdout, _ = client("127.0.0.1", "--port", str(port), "-c", "10", "-i", "0", "-W", "0.5")
+    status, stdout, stderr = client(*args)
     assert status == 1
+    assert_clean(stderr)
     assert f"Heartbeat 1: refused (ICMP: nothing listens on 127.0.0.1:{port})" in stdout
     assert "Server is assumed to have stopped." in stdout
     assert stdout[-1].startswith("state: DOWN")
@@ -170,7 +195,17 @@ def test_closed_port_is_refused_down_and_exit_1() -> None:
 def test_never_answered_is_exit_1_even_before_down() -> None:
     with ScriptedServer(Script(drop={1, 2})) as server:
         status, stdout, _ = client(
-            "127.0.0.1", "--port", str(server.port), "-c", "2", "-i", "0", "-W", "0.1", "--json"
+            "127.0.0.1",
+            "--port",
+            str(server.port),
+            "-c",
+            "2",
+            "-i",
+            "0",
+            "-W",
+            "0.1",
+            "--json",
+            *EXERCISE_RULE,
         )
     summary = json_lines(stdout)[-1]
     assert summary["received"] == 0 and summary["state"] != "DOWN"

@@ -91,6 +91,8 @@ def test_our_client_against_the_exercise_server() -> None:
                 "0",
                 "--timeout",
                 "0.2",
+                "--detector",
+                "consecutive",
                 "--max-misses",
                 str(max_misses),
                 "--json",
