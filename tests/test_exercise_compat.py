@@ -70,9 +70,11 @@ def test_exercise_client_against_our_server() -> None:
     assert summary["malformed"] == 0
 
 
-def test_our_client_against_the_exercise_server() -> None:
+@pytest.mark.parametrize("detector", ["consecutive", "adaptive"])
+def test_our_client_against_the_exercise_server(detector: str) -> None:
     # The exercise's server drops when randint(0, 10) < 4: 4 in 11. Three drops in a row end
-    # our run as DOWN (the exercise's rule) in a fair share of runs, so both endings are checked.
+    # a run as DOWN under the exercise's rule in a fair share of runs, so both endings are
+    # checked. The adaptive detector also sends confirmation probes, in the same format.
     port = free_udp_port()
     count, max_misses = 30, 3
     with Process([str(EXERCISE / "exercise_server.py"), str(port)]) as server:
@@ -92,9 +94,8 @@ def test_our_client_against_the_exercise_server() -> None:
                 "--timeout",
                 "0.2",
                 "--detector",
-                "consecutive",
-                "--max-misses",
-                str(max_misses),
+                detector,
+                *(["--max-misses", str(max_misses)] if detector == "consecutive" else []),
                 "--json",
             ]
         ) as client:
@@ -139,17 +140,24 @@ def test_our_client_against_the_exercise_server() -> None:
     dropped = len(set(sent) - set(answered_by_server))
     assert dropped == sum(line.startswith("Simulating packet loss") for line in server.stdout_lines)
 
-    # The exercise's rule decides how the run ends: DOWN at the first run of `max_misses`
-    # consecutive misses, and only there; otherwise all heartbeats are sent and exit is 0.
-    outcomes = "".join(
-        "R" if e["type"] == "reply" else "L" for e in events if e["type"] in ("reply", "lost")
-    )
-    first_down = outcomes.find("L" * max_misses)
+    regular = sum(1 for e in events if e["type"] == "sent" and not e["probe"])
+    assert summary["probes"] == len(sent) - regular
     if summary["state"] == "DOWN":
         assert status == 1
-        assert first_down + max_misses == len(outcomes) == len(sent) <= count
+        assert regular <= count
     else:
         assert summary["state"] in ("UP", "SUSPECT")  # SUSPECT: the last one or two missed
         assert status == 0
-        assert first_down == -1
-        assert len(sent) == count
+        assert regular == count
+    if detector == "consecutive":
+        # The exercise's rule: DOWN at the first run of `max_misses` consecutive misses, and
+        # only there; no probes.
+        assert summary["probes"] == 0
+        outcomes = "".join(
+            "R" if e["type"] == "reply" else "L" for e in events if e["type"] in ("reply", "lost")
+        )
+        first_down = outcomes.find("L" * max_misses)
+        if summary["state"] == "DOWN":
+            assert first_down + max_misses == len(outcomes) == len(sent)
+        else:
+            assert first_down == -1
