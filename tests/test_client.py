@@ -11,7 +11,15 @@ import asyncio
 import pytest
 from helpers import Script, ScriptedServer, free_udp_port, has_ipv6_loopback
 
-from udpbeat import BackgroundServer, Prober, ProbeReport, State, probe, probe_sync
+from udpbeat import (
+    BackgroundServer,
+    ConsecutiveDetector,
+    Prober,
+    ProbeReport,
+    State,
+    probe,
+    probe_sync,
+)
 from udpbeat.session import (
     DuplicateReply,
     Event,
@@ -25,10 +33,14 @@ from udpbeat.session import (
 
 
 def run_probe(
-    port: int, host: str = "127.0.0.1", **options: object
+    port: int, host: str = "127.0.0.1", *, timeout: float, **options: object
 ) -> tuple[ProbeReport, list[Event]]:
+    """Probe with the exercise's rule (3 consecutive misses), which these tests count on."""
     events: list[Event] = []
-    report = probe_sync(host, port, on_event=events.append, **options)
+    detector = ConsecutiveDetector(3, timeout)
+    report = probe_sync(
+        host, port, timeout=timeout, detector=detector, on_event=events.append, **options
+    )
     return report, events
 
 
@@ -87,6 +99,7 @@ def test_reply_delayed_beyond_the_timeout_is_late() -> None:
             count=None,
             interval=0.05,
             timeout=0.1,
+            detector=ConsecutiveDetector(3, 0.1),
             on_event=on_event,
             on_start=probers.append,
         )
