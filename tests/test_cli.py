@@ -135,7 +135,7 @@ def test_json_counts_late_and_duplicate_replies() -> None:
             "-i",
             "0",
             "-W",
-            "0.2",
+            "0.4",
             "--json",
             *EXERCISE_RULE,
         )
@@ -161,7 +161,7 @@ def test_text_mode_shows_late_and_duplicate_lines() -> None:
             "-i",
             "0",
             "-W",
-            "0.2",
+            "0.4",
             *EXERCISE_RULE,
         )
     assert status == 0
@@ -223,7 +223,7 @@ def test_max_misses_sets_the_rule() -> None:
             "-i",
             "0",
             "-W",
-            "0.1",
+            "0.3",
             "--max-misses",
             "2",
             "--json",
