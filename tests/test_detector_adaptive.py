@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 
@@ -24,10 +25,17 @@ RTT = 0.001
 FALSE_ALARM = 1e-9
 
 
-def misses_needed(loss: float, false_alarm: float = FALSE_ALARM) -> int:
-    """The smallest k with loss**k < false_alarm."""
-    k = math.ceil(math.log(false_alarm) / math.log(loss))
-    return k if loss**k < false_alarm else k + 1
+def misses_needed(loss: float, burst_loss: float | None = None) -> int:
+    """The smallest k with loss * burst_loss**(k-1) < FALSE_ALARM."""
+    burst_loss = loss if burst_loss is None else burst_loss
+    k = 1
+    while loss * burst_loss ** (k - 1) >= FALSE_ALARM:
+        k += 1
+    return k
+
+
+def needed_now(detector: AdaptiveDetector) -> int:
+    return misses_needed(detector.loss_bound(), detector.burst_loss_bound())
 
 
 class Driver:
@@ -91,6 +99,27 @@ def test_loss_history_forgets_the_oldest_outcomes() -> None:
     assert (history.losses, history.count) == (0, 4)
 
 
+def test_loss_history_counts_what_follows_a_loss() -> None:
+    history = LossHistory(6)
+    for lost in (True, True, False, True, False, False):
+        history.add(lost)
+    assert (history.after_loss, history.losses_after_loss) == (3, 1)
+    history.add(True)  # evicts the first loss and its pair (loss, loss)
+    assert (history.after_loss, history.losses_after_loss) == (2, 0)
+    history.add(True)  # evicts (loss, answered); adds (loss, loss)
+    assert (history.after_loss, history.losses_after_loss) == (2, 1)
+    rng = random.Random(1)
+    outcomes = [rng.random() < 0.4 for _ in range(500)]
+    ring = LossHistory(50)
+    for lost in outcomes:
+        ring.add(lost)
+    window = outcomes[-50:]
+    pairs = list(itertools.pairwise(window))
+    assert ring.after_loss == sum(1 for a, _ in pairs if a)
+    assert ring.losses_after_loss == sum(1 for a, b in pairs if a and b)
+    assert ring.losses == sum(window)
+
+
 def test_rtt_estimator_follows_rfc_6298() -> None:
     rtt = RttEstimator()
     assert rtt.rto() is None
@@ -108,6 +137,23 @@ def test_no_history_assumes_high_loss() -> None:
     assert detector.loss_bound() == detector.max_loss
     assert detector.reply_timeout() == 1.0  # no RTT sample yet: the full timeout
     assert detector.confirm_pace() == detector.confirm_interval
+
+
+def test_burst_loss_bound_tells_bursty_from_independent_loss() -> None:
+    rng = random.Random(4)
+    independent, bursty = AdaptiveDetector(), AdaptiveDetector()
+    for _ in range(1000):
+        independent.history.add(rng.random() < 0.3)
+    bad = False
+    for _ in range(1000):  # Gilbert-Elliott: bursts of mean length 3, 30 % loss overall
+        bad = rng.random() < (2 / 3 if bad else 1 / 7)
+        bursty.history.add(bad)
+    assert independent.burst_loss_bound() == pytest.approx(independent.loss_bound(), abs=0.1)
+    assert bursty.burst_loss_bound() > bursty.loss_bound() + 0.15
+    assert needed_now(bursty) > needed_now(independent) + 10
+    clean = AdaptiveDetector()
+    clean.history.add_many(False, 1000)
+    assert clean.burst_loss_bound() == clean.max_loss  # no loss seen: bursts unknown
 
 
 def test_a_short_clean_history_is_not_trusted_like_a_long_one() -> None:
@@ -161,13 +207,14 @@ def test_healthy_path_up_suspect_down_up_with_evidence_and_fast_probes() -> None
     assert detector.state is State.UP
     assert detector.reply_timeout() == detector.min_timeout  # 1 ms RTT: the floor
     assert detector.probe_at() is None
-    loss = detector.loss_bound()
-    needed = misses_needed(loss)
+    loss, burst_loss = detector.loss_bound(), detector.burst_loss_bound()
+    needed = needed_now(detector)
 
     suspect = driver.miss()
     assert suspect is not None and (suspect.old, suspect.new) == (State.UP, State.SUSPECT)
     assert suspect.evidence["misses"] == 1
     assert suspect.evidence["loss"] == pytest.approx(loss, abs=1e-6)
+    assert suspect.evidence["burst_loss"] == pytest.approx(burst_loss, abs=1e-6)
     assert suspect.evidence["probability"] == pytest.approx(loss)
     probe_at = detector.probe_at()
     assert probe_at is not None and probe_at <= driver.now  # a probe is due at once
@@ -178,7 +225,7 @@ def test_healthy_path_up_suspect_down_up_with_evidence_and_fast_probes() -> None
         assert driver.miss() is None
     down = driver.miss()
     assert down is not None and (down.old, down.new) == (State.SUSPECT, State.DOWN)
-    assert down.evidence["probability"] < FALSE_ALARM <= loss ** (needed - 1)
+    assert down.evidence["probability"] < FALSE_ALARM <= loss * burst_loss ** (needed - 2)
     assert detector.probe_at() is None  # the verdict is reached: no more probes
     assert driver.miss() is None and detector.state is State.DOWN
 
@@ -213,14 +260,14 @@ def test_burst_of_loss_on_a_healthy_path_recovers_and_makes_the_detector_warier(
     driver = Driver(AdaptiveDetector())
     driver.healthy(200)
     detector = driver.detector
-    needed_before = misses_needed(detector.loss_bound())
+    needed_before = needed_now(detector)
     burst = needed_before - 1
     for _ in range(burst):
         driver.miss()
     assert detector.state is State.SUSPECT  # a burst shorter than the evidence needed
     driver.reply()
     assert detector.state is State.UP
-    assert misses_needed(detector.loss_bound()) > needed_before
+    assert needed_now(detector) > needed_before
     # The same burst again is still not enough.
     for _ in range(burst):
         driver.miss()
@@ -309,7 +356,7 @@ def test_one_refusal_counts_as_an_ordinary_miss_several_are_strong_evidence() ->
     assert driver.miss("refused") is None  # 1e-8: not yet below 1e-9
     third = driver.miss("refused")
     assert third is not None and third.new is State.DOWN
-    assert third.evidence["misses"] == 3 < misses_needed(loss)
+    assert third.evidence["misses"] == 3 < needed_now(detector)
 
 
 def test_a_single_refusal_is_never_a_verdict_even_with_a_loose_false_alarm_budget() -> None:

@@ -213,26 +213,41 @@ class RttEstimator:
 
 
 class LossHistory:
-    """The outcomes (lost or answered) of the last ``size`` heartbeats: a ring, O(1) per outcome."""
+    """The outcomes (lost or answered) of the last ``size`` heartbeats: a ring, O(1) per outcome.
 
-    __slots__ = ("_index", "_ring", "count", "losses")
+    Besides the losses it counts the consecutive pairs that start with a loss, and how many of
+    those end with a loss too: the chance that a loss follows a loss, which is what tells
+    bursty loss from independent loss.
+    """
+
+    __slots__ = ("_index", "_ring", "after_loss", "count", "losses", "losses_after_loss")
 
     def __init__(self, size: int) -> None:
         self._ring = bytearray(size)
         self._index = 0
         self.count = 0
         self.losses = 0
+        self.after_loss = 0
+        self.losses_after_loss = 0
 
     def add(self, lost: bool) -> None:
         ring = self._ring
+        size = len(ring)
         index = self._index
-        if self.count == len(ring):
-            self.losses -= ring[index]
+        if self.count == size:
+            oldest = ring[index]
+            self.losses -= oldest
+            if oldest and size > 1:  # the pair (oldest, next) leaves the window
+                self.after_loss -= 1
+                self.losses_after_loss -= ring[index + 1 if index + 1 < size else 0]
         else:
             self.count += 1
+        if self.count > 1 and ring[index - 1]:  # index - 1 wraps to the end: the newest
+            self.after_loss += 1
+            self.losses_after_loss += lost
         ring[index] = lost
         self.losses += lost
-        self._index = index + 1 if index + 1 < len(ring) else 0
+        self._index = index + 1 if index + 1 < size else 0
 
     def add_many(self, lost: bool, times: int) -> None:
         for _ in range(min(times, len(self._ring))):
@@ -260,19 +275,21 @@ def wilson_upper(losses: int, count: int, z: float = 3.0) -> float:
 class AdaptiveDetector(Detector):
     """Loss-aware: DOWN only when a live server on this path would almost never be this silent.
 
-    It keeps the outcomes of the last ``history`` heartbeats and probes, and from them a
-    pessimistic loss rate: the upper end of a Wilson score interval (about 99.9 % one-sided),
-    never above ``max_loss``. With no history that is ``max_loss`` itself, so a fresh or short
-    history makes it cautious, never reckless.
+    It keeps the outcomes of the last ``history`` heartbeats and probes and, from them, two
+    pessimistic figures (upper ends of Wilson score intervals, about 99.9 % one-sided, never
+    above ``max_loss``): ``p``, the path's loss rate, and ``q``, the chance that a loss follows
+    a loss (at least ``p``; higher when losses come in bursts). With no history both are
+    ``max_loss``, so a fresh or short history makes it cautious, never reckless.
 
-    On a miss it goes SUSPECT, freezes that estimate ``p``, and sends confirmation probes, one
+    On a miss it goes SUSPECT, freezes ``p`` and ``q``, and sends confirmation probes, one
     every SRTT + 4·RTTVAR bounded to ``[min_confirm_interval, confirm_interval]``, instead of
     waiting for the next regular heartbeat. A run of ``k`` misses in a row means DOWN once
-    ``p**k < false_alarm``: a live server would produce that run less often than the false-alarm
-    budget. Any reply (even a late one) ends the run: UP, and the run's misses join the history
-    as path losses. A run that ends in DOWN is left out of the history, since those misses were
-    the server's, not the path's. No probes are sent while DOWN, and none beyond those whose
-    misses could still be needed.
+    ``p·q**(k-1) < false_alarm``: a live server would produce that run less often than the
+    false-alarm budget (with independent loss ``q = p``, and that is ``p**k``). Any reply, even
+    a late one, ends the run: UP, and the run's misses join the history as path losses. A run
+    that ends in DOWN is left out of the history, since those misses were the server's, not the
+    path's. No probes are sent while DOWN, and none beyond those whose misses could still be
+    needed. A miss of a heartbeat sent before one that was answered is path loss, not suspicion.
 
     A refusal (ICMP port unreachable) is strong evidence, but can be forged: from the second
     refusal in a run on, each counts as a miss on a path losing only ``refusal_probability``;
@@ -318,6 +335,7 @@ class AdaptiveDetector(Detector):
         self._down_at: float | None = None
         # The current run of misses, and the loss rate frozen when it began.
         self._run_loss = self.max_loss
+        self._run_burst_loss = self.max_loss
         self._run_timeouts = 0
         self._run_refused = 0
         self._wanted = 0  # further misses needed for DOWN
@@ -329,12 +347,26 @@ class AdaptiveDetector(Detector):
         history = self.history
         return min(wilson_upper(history.losses, history.count), self.max_loss)
 
+    def burst_loss_bound(self) -> float:
+        """The pessimistic chance that a loss follows a loss, never below :meth:`loss_bound`.
+
+        On a path with independent loss it is the loss rate; with bursts it is higher. With no
+        loss seen yet nothing is known of bursts: ``max_loss``.
+        """
+        history = self.history
+        bound = wilson_upper(history.losses_after_loss, history.after_loss)
+        return max(min(bound, self.max_loss), self.loss_bound())
+
     def run_probability(self) -> float:
-        """How likely a live server is to produce the current run of misses."""
+        """How likely a live server is to produce the current run of misses.
+
+        The first miss has the path's loss rate, each further one the chance that a loss
+        follows a loss; from the second refusal on, refusals count at ``refusal_probability``.
+        """
         timeouts, refused = self._run_timeouts, self._run_refused
         if refused < 2:
-            return self._run_loss ** (timeouts + refused)
-        return self._run_loss**timeouts * self.refusal_probability**refused
+            return self._run_loss * self._run_burst_loss ** (timeouts + refused - 1)
+        return self._run_burst_loss**timeouts * self.refusal_probability**refused
 
     def confirm_pace(self) -> float:
         rto = self.rtt.rto()
@@ -391,6 +423,7 @@ class AdaptiveDetector(Detector):
             return None
         if state is not State.SUSPECT:
             self._run_loss = self.loss_bound()
+            self._run_burst_loss = self.burst_loss_bound()
             self._run_timeouts = self._run_refused = 0
         if reason == "refused":
             self._run_refused += 1
@@ -404,6 +437,7 @@ class AdaptiveDetector(Detector):
             "misses": misses,
             "refused": self._run_refused,
             "loss": round(self._run_loss, 6),
+            "burst_loss": round(self._run_burst_loss, 6),
             "probability": probability,
         }
         if probability < self.false_alarm:
@@ -412,9 +446,11 @@ class AdaptiveDetector(Detector):
             return self._move(
                 State.DOWN, now, f"{misses} misses in a row, p={probability:.2g}", evidence
             )
-        # Each further miss multiplies the probability by at least the frozen loss rate.
+        # At most this many more: each multiplies the probability by the burst loss, or less.
         self._wanted = (
-            math.floor((self._log_false_alarm - math.log(probability)) / math.log(self._run_loss))
+            math.floor(
+                (self._log_false_alarm - math.log(probability)) / math.log(self._run_burst_loss)
+            )
             + 1
         )
         return self._move(State.SUSPECT, now, reason, evidence)
