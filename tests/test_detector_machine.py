@@ -20,6 +20,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from udpbeat.cli import choose_detector, main
 from udpbeat.detector import (
     DETECTORS,
     AdaptiveDetector,
@@ -258,3 +259,47 @@ def test_make_detector_rejects_a_bad_timeout() -> None:
     for name in DETECTORS:
         with pytest.raises(ConfigError, match="timeout"):
             make_detector(name, 0.0)
+
+
+# --- choosing a detector from the command line -----------------------------------------------
+
+
+def test_client_flags_choose_the_detector() -> None:
+    assert isinstance(choose_detector(None, 1.0, 1.0), AdaptiveDetector)
+    only_misses = choose_detector(None, 1.0, 1.0, max_misses=5)
+    assert isinstance(only_misses, ConsecutiveDetector) and only_misses.max_misses == 5
+    adaptive = choose_detector("adaptive", 2.0, 1.0, false_alarm=1e-6, confirm_interval=0.2)
+    assert isinstance(adaptive, AdaptiveDetector)
+    assert (adaptive.false_alarm, adaptive.confirm_interval) == (1e-6, 0.2)
+    phi = choose_detector("phi", 1.0, 0.25, threshold=10.0, acceptable_pause=0.5)
+    assert isinstance(phi, PhiDetector)
+    assert (phi.threshold, phi.acceptable_pause) == (10.0, 0.5)
+    assert phi.first_heartbeat_estimate == 0.25  # the interval is the best first guess
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--detector", "adaptive", "--max-misses", "3"], "--max-misses applies to"),
+        (["--phi-threshold", "9"], "not to adaptive (the default detector)"),
+        (["--detector", "phi", "--false-alarm", "1e-3"], "--false-alarm applies to"),
+        (["--detector", "consecutive", "--acceptable-pause", "1"], "--acceptable-pause"),
+        (["--detector", "gossip"], "--detector"),
+        (["--false-alarm", "1"], "--false-alarm"),
+        (["--confirm-interval", "0.001"], "confirm-interval must be at least"),
+        (["--detector", "phi", "--phi-threshold", "500"], "phi-threshold must be"),
+        (["--detector", "phi", "--min-std-deviation", "0"], "--min-std-deviation"),
+    ],
+)
+def test_bad_detector_flags_are_one_line_and_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Port 9 on loopback is never contacted: the flags are rejected first.
+    with pytest.raises(SystemExit) as exited:
+        main(["client", "127.0.0.1", "--port", "9", "-c", "1", *args])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("udpbeat: error: ")
+    assert message in lines[0]
