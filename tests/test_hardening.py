@@ -439,3 +439,20 @@ def test_bad_hardening_flags_give_one_line_and_exit_2(flags: list[str]) -> None:
     assert status == 2
     assert stdout == []
     assert len(stderr) == 1 and stderr[0].startswith("udpbeat: error: "), stderr
+
+
+def test_server_logs_refusals_on_stderr_in_text_mode() -> None:
+    args = ["-m", "udpbeat", "server", "--host", "127.0.0.1", "--port", "0"]
+    flags = ["--rate-limit", "1", "--burst", "1", "--stats-interval", "0.1"]
+    with Process([*args, *flags]) as server, udp_socket() as sock:
+        listening = server.wait_for(lambda line: "listening" in line)
+        assert "rate limit 1/s per source, burst 1" in listening
+        port = int(listening.split(":")[1].split(" ")[0])
+        for seq in (1, 2):
+            sock.sendto(request(seq, time.time()), ("127.0.0.1", port))
+        server.wait_for(lambda line: line.startswith("stats +") and ": 2 received," in line)
+        server.send_signal(signal.SIGTERM)
+        status, _, stderr = server.finish()
+        client_port = sock.getsockname()[1]
+    assert status == 0
+    assert stderr == [f"Rate-limited datagram from 127.0.0.1:{client_port} (source limit)"]

@@ -70,9 +70,9 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 
 #: Records of datagrams refused; shown at most MALFORMED_LOG_PER_SECOND a second, on stderr.
 _REFUSED = {
-    "malformed": "Ignored malformed datagram",
-    "rate-limited": "Rate-limited datagram",
-    "denied": "Denied datagram",
+    "malformed": "Ignored malformed datagram from {source}: {detail}",
+    "rate-limited": "Rate-limited datagram from {source} ({detail} limit)",
+    "denied": "Denied datagram from {source} ({detail})",
 }
 
 
@@ -115,8 +115,9 @@ class _RecordPrinter:
         else:
             _emit(
                 sys.stderr,
-                f"{_REFUSED[record.outcome]} from {display_address(record.source)}: "
-                f"{record.detail}",
+                _REFUSED[record.outcome].format(
+                    source=display_address(record.source), detail=record.detail
+                ),
             )
 
     def _format(self, record: Reflected) -> str:

@@ -186,6 +186,10 @@ class Reflector:
             if config.global_rate_limit
             else None
         )
+        # Bound once: reflect() then calls them without looking the method up per datagram.
+        limiter, bucket = self._source_limiter, self._global_bucket
+        self._allow_source = limiter.allow if limiter is not None else None
+        self._allow_global = bucket.allow if bucket is not None else None
         self._log: deque[Reflected] = deque()
         self.log_suppressed = 0
 
@@ -209,12 +213,12 @@ class Reflector:
             self._refused(counters.denied, source, now, "denied", "allowlist")
             return None
         # Per source first: a source over its own limit must not spend the global budget.
-        limiter = self._source_limiter
-        if limiter is not None and not limiter.allow(host, now):
+        allow_source = self._allow_source
+        if allow_source is not None and not allow_source(host, now):
             self._refused(counters.rate_limited, source, now, "rate-limited", "source")
             return None
-        bucket = self._global_bucket
-        if bucket is not None and not bucket.allow(now):
+        allow_global = self._allow_global
+        if allow_global is not None and not allow_global(now):
             self._refused(counters.rate_limited, source, now, "rate-limited", "global")
             return None
         try:
