@@ -30,12 +30,18 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from udpbeat.errors import WireError
+from udpbeat.errors import WIRE_ERROR_REASONS, WireError
 from udpbeat.wire import text
 
 HOST = "127.0.0.1"
-#: Datagrams per chunk between probes: small enough for the server's default receive buffer.
+#: Datagrams per chunk between probes, and the receive-buffer space a chunk may take (about
+#: what the kernel charges: the payload plus ~768 bytes of overhead each). Both are well inside
+#: a default receive buffer (~208 KiB), so no datagram is dropped before the server reads it.
 CHUNK = 128
+CHUNK_BYTES = 96 * 1024
+DATAGRAM_OVERHEAD = 768
+#: Every reason the codec can give (the fuzz mix is meant to produce each one).
+WIRE_REASONS = frozenset(WIRE_ERROR_REASONS) - {"oversize"}
 #: The longest wait for a probe's reply before the run fails.
 PROBE_TIMEOUT = 10.0
 
@@ -139,11 +145,13 @@ def fuzz(port: int, count: int, seed: int) -> FuzzResult:
         fuzzer.setblocking(False)
         prober.settimeout(PROBE_TIMEOUT)
         chunk: list[bytes] = []
+        space = 0
         for data in datagrams(count, seed):
-            chunk.append(data)
-            if len(chunk) == CHUNK:
+            if len(chunk) == CHUNK or space + len(data) + DATAGRAM_OVERHEAD > CHUNK_BYTES:
                 _send_chunk(fuzzer, prober, address, chunk, result)
-                chunk = []
+                chunk, space = [], 0
+            chunk.append(data)
+            space += len(data) + DATAGRAM_OVERHEAD
         if chunk:
             _send_chunk(fuzzer, prober, address, chunk, result)
     result.elapsed = time.monotonic() - started
