@@ -25,34 +25,49 @@ def test_phi_function_and_its_inverse() -> None:
 
 
 class Clock:
-    def __init__(self, detector: PhiDetector) -> None:
+    """Drives a phi detector as a session paced at one heartbeat a second would."""
+
+    def __init__(self, detector: PhiDetector, interval: float = 1.0) -> None:
         self.detector = detector
+        self.interval = interval
         self.now = 0.0
         self.seq = 0
+        self.last_sent: float | None = None
         self.transitions: list[Transition] = []
 
     def heartbeat(self, *, answered: bool = True) -> Transition | None:
         self.seq += 1
         self.detector.on_sent(self.seq, self.now, probe=False)
+        self.last_sent = self.now
         if not answered:
             return None
         return self._keep(self.detector.on_reply(self.seq, RTT, self.now + RTT))
 
     def advance_to_check(self) -> Transition | None:
-        at = self.detector.check_at()
-        assert at is not None
-        self.now = max(self.now, at)
-        return self._keep(self.detector.check(self.now))
+        """Keep sending unanswered heartbeats until the detector changes its mind."""
+        for _ in range(1000):
+            at = self.detector.check_at()
+            assert self.last_sent is not None
+            next_send = self.last_sent + self.interval
+            if at is not None and at <= next_send:
+                self.now = max(self.now, at)
+                return self._keep(self.detector.check(self.now))
+            self.now = next_send
+            transition = self._keep(self.detector.check(self.now))
+            if transition is not None:
+                return transition
+            self.heartbeat(answered=False)
+        raise AssertionError("the detector never changed its state")
 
     def _keep(self, transition: Transition | None) -> Transition | None:
         if transition is not None:
             self.transitions.append(transition)
         return transition
 
-    def regular(self, count: int, interval: float = 1.0) -> None:
+    def regular(self, count: int) -> None:
         for _ in range(count):
             self.heartbeat()
-            self.now += interval
+            self.now += self.interval
 
 
 def test_before_anything_is_sent_there_is_nothing_to_check() -> None:
@@ -67,10 +82,9 @@ def test_never_answered_uses_the_first_heartbeat_estimate() -> None:
     clock = Clock(PhiDetector(first_heartbeat_estimate=1.0))
     clock.heartbeat(answered=False)
     std = 0.25  # Akka seeds the history with the estimate plus and minus a quarter of it
-    suspect_at = clock.detector.check_at()
-    assert suspect_at == pytest.approx(1.0 + deviations_for_phi(4.0) * std)
     suspect = clock.advance_to_check()
     assert suspect is not None and (suspect.old, suspect.new) == (State.UNKNOWN, State.SUSPECT)
+    assert suspect.at == pytest.approx(1.0 + deviations_for_phi(4.0) * std)
     down = clock.advance_to_check()
     assert down is not None and (down.old, down.new) == (State.SUSPECT, State.DOWN)
     assert down.at == pytest.approx(1.0 + deviations_for_phi(8.0) * std)
@@ -85,6 +99,7 @@ def test_regular_replies_then_silence_up_suspect_down_up() -> None:
     assert detector.mean_interval() == pytest.approx(1.0, abs=0.01)
     assert detector.std_deviation() == detector.min_std_deviation  # steady: the floor
     last = clock.now - 1.0 + RTT
+    clock.heartbeat(answered=False)
     assert detector.check_at() == pytest.approx(
         last + detector.mean_interval() + deviations_for_phi(4.0) * 0.1
     )
@@ -147,6 +162,7 @@ def test_late_reply_while_down_counts_only_if_sent_after_the_verdict() -> None:
 def test_misses_are_no_evidence_only_time_is() -> None:
     clock = Clock(PhiDetector())
     clock.regular(50)
+    clock.heartbeat(answered=False)
     detector = clock.detector
     for seq in range(1000, 1010):
         assert detector.on_miss(seq, clock.now, "refused") is None
@@ -160,6 +176,7 @@ def test_misses_are_no_evidence_only_time_is() -> None:
 def test_a_long_jump_in_time_goes_straight_from_up_to_down() -> None:
     clock = Clock(PhiDetector())
     clock.regular(10)
+    clock.heartbeat(answered=False)
     transition = clock.detector.check(clock.now + 60.0)
     assert transition is not None and (transition.old, transition.new) == (State.UP, State.DOWN)
 
@@ -168,7 +185,25 @@ def test_acceptable_pause_delays_the_verdict_by_exactly_the_pause() -> None:
     plain, patient = Clock(PhiDetector()), Clock(PhiDetector(acceptable_pause=2.5))
     plain.regular(20)
     patient.regular(20)
-    assert patient.detector.check_at() == pytest.approx(plain.detector.check_at() + 2.5)  # type: ignore[operator]
+    assert patient.detector._suspect_deadline == pytest.approx(
+        plain.detector._suspect_deadline + 2.5
+    )
+
+
+def test_silence_counts_only_while_heartbeats_go_out() -> None:
+    clock = Clock(PhiDetector())
+    clock.regular(50)  # the run's last heartbeat is answered; nothing more is sent
+    detector = clock.detector
+    assert detector.check_at() is None
+    assert detector.check(clock.now + 3600.0) is None
+    assert detector.state is State.UP
+    # The last heartbeat of a run is lost: silence counts one send gap past it, no further.
+    last_arrival = clock.now - 1.0 + RTT
+    clock.heartbeat(answered=False)
+    horizon = clock.now + 1.0
+    down = detector.check(clock.now + 3600.0)
+    assert down is not None and down.new is State.DOWN
+    assert down.evidence["silence"] == pytest.approx(horizon - last_arrival)
 
 
 def test_a_lossy_path_widens_the_distribution_and_the_wait() -> None:

@@ -524,6 +524,10 @@ class PhiDetector(Detector):
     silence is counted from the first heartbeat sent. Every interval is learnt, as in Akka, even
     one that spans a DOWN verdict: on a lossy path most DOWN verdicts are wrong, and only by
     learning those long gaps does the detector widen its distribution and stop raising them.
+
+    Unlike Akka's, these heartbeats are answers to requests, so silence counts only while
+    requests go out: up to one send gap past the last heartbeat sent. When a run's last
+    heartbeats are out, waiting for their replies is no reason to suspect the server.
     """
 
     name = "phi"
@@ -571,6 +575,8 @@ class PhiDetector(Detector):
         self._learn(estimate - spread)
         self._learn(estimate + spread)
         self._last_arrival: float | None = None  # or the first send, before any reply
+        self._last_sent: float | None = None
+        self._send_gap = self.first_heartbeat_estimate
         self._replied = False
         self._down_at: float | None = None
         self._suspect_deadline = math.inf
@@ -600,27 +606,35 @@ class PhiDetector(Detector):
         state = self.state
         if state is State.DOWN or self._last_arrival is None:
             return None
-        if state is State.SUSPECT:
-            return self._down_deadline
-        return self._suspect_deadline
+        deadline = self._down_deadline if state is State.SUSPECT else self._suspect_deadline
+        # Beyond the horizon only a new heartbeat can raise suspicion, and the prober wakes
+        # for that anyway.
+        return deadline if deadline <= self._horizon() else None
 
     def check(self, now: float) -> Transition | None:
         state = self.state
         if state is State.DOWN or self._last_arrival is None:
             return None
-        if now >= self._down_deadline:
+        heard_of = min(now, self._horizon())
+        if heard_of >= self._down_deadline:
             self._down_at = now
-            return self._move(State.DOWN, now, f"phi >= {self.threshold:g}", self._evidence(now))
-        if now >= self._suspect_deadline and state is not State.SUSPECT:
-            return self._move(
-                State.SUSPECT, now, f"phi >= {self.suspect_threshold:g}", self._evidence(now)
-            )
+            evidence = self._evidence(heard_of)
+            return self._move(State.DOWN, now, f"phi >= {self.threshold:g}", evidence)
+        if heard_of >= self._suspect_deadline and state is not State.SUSPECT:
+            evidence = self._evidence(heard_of)
+            return self._move(State.SUSPECT, now, f"phi >= {self.suspect_threshold:g}", evidence)
         return None
 
     def on_sent(self, seq: int, now: float, *, probe: bool) -> None:
         if self._last_arrival is None:
             self._last_arrival = now
             self._set_deadlines()
+        if probe:
+            return
+        last = self._last_sent
+        if last is not None and now > last:
+            self._send_gap = now - last
+        self._last_sent = now
 
     def on_reply(self, seq: int, rtt: float, now: float) -> Transition | None:
         return self._arrival(seq, rtt, now, "reply")
@@ -681,6 +695,11 @@ class PhiDetector(Detector):
         std = self.std_deviation()
         self._suspect_deadline = base + self._suspect_y * std
         self._down_deadline = base + self._down_y * std
+
+    def _horizon(self) -> float:
+        """How far silence counts: one send gap past the last heartbeat sent."""
+        last = self._last_sent
+        return math.inf if last is None else last + self._send_gap
 
     def _evidence(self, now: float) -> dict[str, float | int | str]:
         assert self._last_arrival is not None
