@@ -23,7 +23,7 @@ import random
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from udpbeat.errors import ConfigError, WireError
 from udpbeat.ratelimit import SourceLimiter, TokenBucket, check_burst, check_rate
@@ -156,9 +156,12 @@ class Counters:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Reflected:
-    """A record for the log: what was done with one datagram."""
+class Reflected(NamedTuple):
+    """A record for the log: what was done with one datagram.
+
+    A named tuple rather than a frozen dataclass: it is built on the hot path (every reply when
+    logging, every malformed datagram), and builds in half the time.
+    """
 
     at: float
     source: Address
