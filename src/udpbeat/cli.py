@@ -133,7 +133,7 @@ class _RecordPrinter:
 
 def _server_summary(server: Server, kind: str = "summary") -> dict[str, object]:
     """The counters as one object: ``kind`` is "summary" at the end, "stats" on the way."""
-    return {"type": kind, **server.reflector.stats(), **server.socket_counters.to_dict()}
+    return {"type": kind, **server.stats()}
 
 
 def _counters_line(summary: dict[str, object]) -> str:
