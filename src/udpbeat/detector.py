@@ -336,6 +336,7 @@ class AdaptiveDetector(Detector):
         # The current run of misses, and the loss rate frozen when it began.
         self._run_loss = self.max_loss
         self._run_burst_loss = self.max_loss
+        self._log_burst_loss = math.log(self.max_loss)
         self._run_timeouts = 0
         self._run_refused = 0
         self._wanted = 0  # further misses needed for DOWN
@@ -424,36 +425,37 @@ class AdaptiveDetector(Detector):
         if state is not State.SUSPECT:
             self._run_loss = self.loss_bound()
             self._run_burst_loss = self.burst_loss_bound()
+            self._log_burst_loss = math.log(self._run_burst_loss)
             self._run_timeouts = self._run_refused = 0
         if reason == "refused":
             self._run_refused += 1
         else:
             self._run_timeouts += 1
         probability = self.run_probability()
-        misses = self._run_timeouts + self._run_refused
-        evidence: dict[str, float | int | str] = {
-            "seq": seq,
-            "cause": reason,
-            "misses": misses,
-            "refused": self._run_refused,
-            "loss": round(self._run_loss, 6),
-            "burst_loss": round(self._run_burst_loss, 6),
-            "probability": probability,
-        }
         if probability < self.false_alarm:
             self._wanted = 0
             self._down_at = now
-            return self._move(
-                State.DOWN, now, f"{misses} misses in a row, p={probability:.2g}", evidence
-            )
+            misses = self._run_timeouts + self._run_refused
+            reason_text = f"{misses} misses in a row, p={probability:.2g}"
+            return self._move(State.DOWN, now, reason_text, self._run_evidence(seq, reason))
         # At most this many more: each multiplies the probability by the burst loss, or less.
         self._wanted = (
-            math.floor(
-                (self._log_false_alarm - math.log(probability)) / math.log(self._run_burst_loss)
-            )
-            + 1
+            math.floor((self._log_false_alarm - math.log(probability)) / self._log_burst_loss) + 1
         )
-        return self._move(State.SUSPECT, now, reason, evidence)
+        if state is State.SUSPECT:
+            return None
+        return self._move(State.SUSPECT, now, reason, self._run_evidence(seq, reason))
+
+    def _run_evidence(self, seq: int, reason: MissReason) -> dict[str, float | int | str]:
+        return {
+            "seq": seq,
+            "cause": reason,
+            "misses": self._run_timeouts + self._run_refused,
+            "refused": self._run_refused,
+            "loss": round(self._run_loss, 6),
+            "burst_loss": round(self._run_burst_loss, 6),
+            "probability": self.run_probability(),
+        }
 
     def describe(self) -> dict[str, object]:
         return {
