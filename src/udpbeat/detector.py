@@ -333,7 +333,7 @@ class AdaptiveDetector(Detector):
         self._alive_seq = -1  # the newest heartbeat known to have been answered
         self._last_sent: float | None = None
         self._down_at: float | None = None
-        # The current run of misses, and the loss rate frozen when it began.
+        # The current run of misses, and the loss rates frozen when it began.
         self._run_loss = self.max_loss
         self._run_burst_loss = self.max_loss
         self._log_burst_loss = math.log(self.max_loss)
@@ -408,6 +408,8 @@ class AdaptiveDetector(Detector):
             self._down_at is not None and now - rtt >= self._down_at
         ):
             return None  # old news: it left before the verdict (or its age is unknown)
+        if seq > self._alive_seq:
+            self._alive_seq = seq
         if self.state is State.UP:
             return None
         return self._alive(now, "late reply", seq, rtt)
