@@ -38,7 +38,6 @@ from udpbeat.simulate import (
     PathConfig,
     StopResult,
     Timing,
-    available_detectors,
     run_healthy,
     run_stop,
 )
@@ -221,7 +220,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="+",
         default=None,
         help="NAME or NAME:key=value,... (consecutive:N for N misses); "
-        f"default: those of {', '.join(DEFAULT_DETECTORS)} this version has",
+        f"default: {' '.join(DEFAULT_DETECTORS)}",
     )
     parser.add_argument(
         "--burst",
@@ -260,10 +259,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def build_cells(args: argparse.Namespace) -> tuple[list[Cell], list[PathConfig]]:
-    names = _split(args.detectors) if args.detectors else None
-    if names is None:
-        known = available_detectors()
-        names = [d for d in DEFAULT_DETECTORS if d.partition(":")[0] in known]
+    # Not split at commas: those separate a detector's parameters.
+    names = [n for text in args.detectors or DEFAULT_DETECTORS for n in text.split()]
     specs = [DetectorSpec.parse(name) for name in names]
     cells: list[Cell] = []
     paths: list[PathConfig] = []

@@ -33,8 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from udpbeat import detector as detectors
-from udpbeat.detector import ConsecutiveDetector, Detector, State, Transition
+from udpbeat.detector import DETECTORS, Detector, State, Transition, make_detector
 from udpbeat.errors import ConfigError
 from udpbeat.reflector import Reflector, ReflectorConfig
 from udpbeat.session import ProbeConfig, ProbeSession
@@ -203,14 +202,7 @@ class DetectorSpec:
         return f"{self.name}({', '.join(f'{k}={v}' for k, v in self.params)})"
 
     def build(self, timeout: float) -> Detector:
-        params = dict(self.params)
-        make = getattr(detectors, "make_detector", None)
-        if make is not None:
-            detector: Detector = make(self.name, timeout, **params)
-            return detector
-        if self.name == "consecutive":
-            return ConsecutiveDetector(timeout=timeout, **params)  # type: ignore[arg-type]
-        raise ConfigError(f"unknown detector {self.name!r}; this version has only 'consecutive'")
+        return make_detector(self.name, timeout, **dict(self.params))
 
 
 def _number(text: str, item: str) -> float | int:
@@ -225,11 +217,8 @@ def _number(text: str, item: str) -> float | int:
 
 
 def available_detectors() -> tuple[str, ...]:
-    """The detector names this version of udpbeat knows."""
-    known = getattr(detectors, "DETECTORS", None)
-    if known:
-        return tuple(known)
-    return ("consecutive",)
+    """The detector names :meth:`DetectorSpec.parse` accepts."""
+    return tuple(DETECTORS)
 
 
 # --- the simulation --------------------------------------------------------------------------
@@ -252,10 +241,6 @@ class Simulation:
         self._order = 0
         self._down_from = math.inf
         self._down_until = math.inf
-
-    @property
-    def server_running(self) -> bool:
-        return not self._down_from <= self.now < self._down_until
 
     def stop_server(self, at: float) -> None:
         """The server stops at ``at``; requests reaching it from then on are not answered."""
