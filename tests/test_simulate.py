@@ -170,7 +170,10 @@ def test_detector_specs_parse_and_label() -> None:
     detector = spec.build(0.5)
     assert isinstance(detector, ConsecutiveDetector)
     assert detector.max_misses == 5
-    assert "consecutive" in available_detectors()
+    assert set(available_detectors()) >= {"consecutive", "adaptive", "phi"}
+    adaptive = DetectorSpec.parse("adaptive:false_alarm=1e-6,confirm_interval=0.02")
+    assert adaptive.label == "adaptive(false_alarm=1e-06, confirm_interval=0.02)"
+    assert adaptive.build(1.0).describe()["confirm_interval"] == 0.02
 
 
 @pytest.mark.parametrize("name", available_detectors())
