@@ -242,14 +242,18 @@ def main() -> None:
     print(f"# load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
     results = {name: Figures() for name in targets}
+    interrupted = False
     try:
         for round_number in range(args.rounds):
             for name, argv in targets.items():
                 measure(name, argv, args, results[name])
             print(f"# round {round_number + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
-        print("# interrupted: partial results", file=sys.stderr)
+        print("# interrupted: partial results (nan: not measured)", file=sys.stderr)
+        interrupted = True
     print("\n".join(report(results, args)))
+    if interrupted:
+        sys.exit(130)
 
 
 if __name__ == "__main__":
