@@ -12,6 +12,7 @@ from helpers import free_udp_port
 from udpbeat import (
     BackgroundServer,
     ConfigError,
+    ConsecutiveDetector,
     ProbeReport,
     ReflectorConfig,
     Server,
@@ -83,7 +84,14 @@ def test_background_server_start_stop() -> None:
 def test_background_server_hands_over_records() -> None:
     records: list[Reflected] = []
     with start_background_server(loss=1.0, seed=1, on_records=records.extend) as server:
-        report = probe_sync("127.0.0.1", server.address[1], count=3, interval=0.0, timeout=0.1)
+        report = probe_sync(
+            "127.0.0.1",
+            server.address[1],
+            count=3,
+            interval=0.0,
+            timeout=0.1,
+            detector=ConsecutiveDetector(3, 0.1),  # no confirmation probes: exactly 3 datagrams
+        )
         counters = server.stop()
     assert counters.dropped_loss == 3 and counters.replied == 0
     assert report.received == 0 and report.state is State.DOWN
@@ -134,8 +142,8 @@ def test_report_to_dict_is_json_and_agrees_with_the_report() -> None:
     assert data["rtt_ms"]["count"] == 5
     assert report.rtt.min is not None
     assert data["rtt_ms"]["min"] == pytest.approx(report.rtt.min * 1e3)
-    assert data["detector"]["name"] == "consecutive"
-    assert data["detector"]["max_misses"] == 3
+    assert data["detector"]["name"] == "adaptive"  # the API's default, as the CLI's
+    assert data["detector"]["false_alarm"] == 1e-9
     assert data["transitions"][0]["new"] == "UP"
     assert data["outages"] == []
 

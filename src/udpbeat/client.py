@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from udpbeat.detector import ConsecutiveDetector, Detector
+from udpbeat.detector import AdaptiveDetector, Detector
 from udpbeat.errors import ConfigError
 from udpbeat.server import DEFAULT_PORT, display_address
 from udpbeat.session import Event, ProbeConfig, ProbeReport, ProbeSession
@@ -151,7 +151,7 @@ async def probe(
 ) -> ProbeReport:
     """Send heartbeats to ``host:port`` and return the report (the async entry point).
 
-    ``detector`` defaults to the exercise's rule (3 consecutive misses). ``on_event`` sees every
+    ``detector`` defaults to :class:`AdaptiveDetector`, as the CLI does. ``on_event`` sees every
     event as it happens; ``on_start`` receives the :class:`Prober`, whose ``stop()`` ends the run
     early (the report then covers what happened so far).
 
@@ -160,7 +160,7 @@ async def probe(
     """
     config = ProbeConfig(count=count, interval=interval, timeout=timeout, watch=watch)
     if detector is None:
-        detector = ConsecutiveDetector(3, timeout)
+        detector = AdaptiveDetector(timeout)
     address, family = await resolve(host, port)
     loop = asyncio.get_running_loop()
     session = ProbeSession(config, detector, loop.time(), target=display_address(address))
