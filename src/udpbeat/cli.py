@@ -382,10 +382,19 @@ async def _run_client(
     on_change: str | None = None,
 ) -> ProbeReport:
     probers: list[Prober] = []
+    interrupted = False
     loop = asyncio.get_running_loop()
 
     def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
         for prober in probers:
+            prober.stop()
+
+    def started(prober: Prober) -> None:
+        # Ctrl-C while the host name was still resolving: stop as soon as the prober exists.
+        probers.append(prober)
+        if interrupted:
             prober.stop()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -414,7 +423,7 @@ async def _run_client(
             port,
             detector=detector,
             on_event=on_event,
-            on_start=probers.append,
+            on_start=started,
             **options,
         )
     finally:

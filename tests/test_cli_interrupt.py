@@ -1,0 +1,51 @@
+"""Ctrl-C is honoured even when it arrives before the first heartbeat leaves."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from typing import Any
+
+import pytest
+
+import udpbeat.client
+from udpbeat.cli import _run_client
+from udpbeat.detector import ConsecutiveDetector
+
+
+def test_interrupt_while_the_host_is_still_resolving_ends_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    silent.bind(("127.0.0.1", 0))
+    real_resolve = udpbeat.client.resolve
+
+    async def slow_resolve(host: str, port: int) -> tuple[tuple[Any, ...], int]:
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(50):  # let the loop run the signal handler before resolution "ends"
+            await asyncio.sleep(0)
+        return await real_resolve(host, port)
+
+    monkeypatch.setattr(udpbeat.client, "resolve", slow_resolve)
+    options = {"count": None, "interval": 0.05, "timeout": 0.05}
+
+    async def run() -> Any:
+        return await asyncio.wait_for(
+            _run_client(
+                "127.0.0.1",
+                silent.getsockname()[1],
+                options,
+                ConsecutiveDetector(1000, 0.05),
+                as_json=True,
+                quiet=True,
+            ),
+            timeout=10,
+        )
+
+    try:
+        report = asyncio.run(run())
+    finally:
+        silent.close()
+    assert report.sent == 0 and report.in_flight == 0
