@@ -812,3 +812,13 @@ def test_every_heartbeat_is_accounted_for_once(
         assert driver.session.finished
     if interval == 0:
         assert report.in_flight <= 1
+
+
+def test_a_refusal_read_after_a_deadline_leaves_the_overdue_heartbeat_timed_out() -> None:
+    driver = Driver(count=1, interval=1.0, timeout=0.5, max_misses=5)
+    driver.now = 100.7  # past heartbeat 1's deadline (100.5), its timer not yet run
+    driver.refused()
+    [lost] = driver.of_type(HeartbeatLost)
+    assert (lost.seq, lost.reason, lost.at) == (1, "timeout", 100.5)
+    report = driver.session.report()
+    assert (report.lost, report.refused) == (1, 1)  # the refusal is counted, blamed on nothing

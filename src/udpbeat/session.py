@@ -400,6 +400,9 @@ class ProbeSession:
         """
         if self.finished:
             return
+        self._expire(now)  # an overdue heartbeat timed out before this error came
+        if self.finished:
+            return
         self._tally.refused += 1
         if self._pending:
             seq = max(self._pending)
