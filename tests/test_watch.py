@@ -242,13 +242,15 @@ async def _probing_while_a_hook_blocks(release: Path) -> tuple[ProbeReport, int,
             if isinstance(event, StateChanged):
                 runner.notify(event.transition)
 
-        async with asyncio.timeout(WAIT):
-            report = await probe(
-                "127.0.0.1", server.address[1], count=30, interval=0.01, on_event=on_event
-            )
-        running_when_probing_ended = runner.running
-        release.touch()
-        await runner.close(timeout=WAIT)
+        try:
+            async with asyncio.timeout(WAIT):
+                report = await probe(
+                    "127.0.0.1", server.address[1], count=30, interval=0.01, on_event=on_event
+                )
+            running_when_probing_ended = runner.running
+        finally:
+            release.touch()  # also on failure, so that no hook outlives the test
+            await runner.close(timeout=WAIT)
     assert failures == []
     return report, running_when_probing_ended, runner
 
