@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import ctypes.util
 import json
 import select
 import socket
 import sys
 import time
+
+from udpbeat import _mmsg
 
 RECEIVE_BUFFER = 4 * 1024 * 1024
 #: Datagrams per sendmmsg/recvmmsg call.
@@ -91,26 +92,6 @@ class PlainIO:
         return count, (reply_seq(bytes(buffer[:size])) if count else 0)
 
 
-class _IoVec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [
-        ("msg_name", ctypes.c_void_p),
-        ("msg_namelen", ctypes.c_uint32),
-        ("msg_iov", ctypes.POINTER(_IoVec)),
-        ("msg_iovlen", ctypes.c_size_t),
-        ("msg_control", ctypes.c_void_p),
-        ("msg_controllen", ctypes.c_size_t),
-        ("msg_flags", ctypes.c_int),
-    ]
-
-
-class _MMsgHdr(ctypes.Structure):
-    _fields_ = [("msg_hdr", _MsgHdr), ("msg_len", ctypes.c_uint)]
-
-
 class MmsgIO:
     """Linux ``sendmmsg``/``recvmmsg`` through ctypes: one system call per batch of datagrams.
 
@@ -119,9 +100,10 @@ class MmsgIO:
     """
 
     def __init__(self, sock: socket.socket) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        self._sendmmsg = libc.sendmmsg
-        self._recvmmsg = libc.recvmmsg
+        functions = _mmsg.load()
+        if functions is None:
+            raise RuntimeError("recvmmsg/sendmmsg not available; use --no-batch")
+        self._recvmmsg, self._sendmmsg = functions
         self._fd = sock.fileno()
         self._length = len(request(0, make_stamp()))
         self._out = ctypes.create_string_buffer(self._length * BATCH)
@@ -132,13 +114,8 @@ class MmsgIO:
         self.send_errors = 0
 
     @staticmethod
-    def _messages(buffer: ctypes.Array[ctypes.c_char], slot: int) -> ctypes.Array[_MMsgHdr]:
-        base = ctypes.addressof(buffer)
-        vectors = (_IoVec * BATCH)(*[_IoVec(base + i * slot, slot) for i in range(BATCH)])
-        messages = (_MMsgHdr * BATCH)()
-        for i in range(BATCH):
-            messages[i].msg_hdr.msg_iov = ctypes.pointer(vectors[i])
-            messages[i].msg_hdr.msg_iovlen = 1
+    def _messages(buffer: ctypes.Array[ctypes.c_char], slot: int) -> ctypes.Array[_mmsg.MMsgHdr]:
+        messages, vectors = _mmsg.message_array(BATCH, ctypes.addressof(buffer), slot)
         messages._vectors = vectors  # type: ignore[attr-defined]  # keep them alive
         return messages
 

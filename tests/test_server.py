@@ -20,7 +20,28 @@ from helpers import (
     udpbeat_server,
 )
 
+from udpbeat import _mmsg
+from udpbeat.server import IO_ENV
+
 REPLY = re.compile(rb"Seq: ([0-9]+), Time Difference: (-?[0-9]+\.[0-9]{6}) seconds")
+
+
+@pytest.fixture(
+    autouse=True,
+    params=[
+        pytest.param(
+            "batched",
+            marks=pytest.mark.skipif(_mmsg.load() is None, reason="no recvmmsg/sendmmsg here"),
+        ),
+        "portable",
+    ],
+)
+def io_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs against both receive paths (``$UDPBEAT_IO``)."""
+    path: str = request.param
+    monkeypatch.setenv(IO_ENV, path)
+    return path
+
 
 #: One datagram of every malformed kind, with the reason it must be counted under.
 MALFORMED: list[tuple[bytes, str]] = [

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
+from udpbeat import _mmsg
 from udpbeat.errors import ConfigError
 from udpbeat.reflector import Counters, Reflected, Reflector, ReflectorConfig
 from udpbeat.wire import text
@@ -39,6 +41,17 @@ _SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0)
 #: Read one byte more than a valid request can be, so an oversize datagram is seen as such
 #: (a server reads ``config.max_size + 1``; this is the size for the default config).
 RECEIVE_SIZE = text.MAX_REQUEST_SIZE + 1
+
+#: Datagrams taken per ``recvmmsg`` and answered per ``sendmmsg`` on the batched path.
+BATCH = 64
+#: Datagrams answered one by one after a batch of one, before a batch is tried again.
+SINGLES = 16
+#: Sources remembered by raw ``sockaddr`` bytes on the batched path (forgotten all at once when
+#: full, so that a flood of spoofed sources cannot grow memory).
+SOURCE_CACHE = 4096
+#: Environment variable choosing the receive path when ``Server(io=...)`` is not given.
+IO_ENV = "UDPBEAT_IO"
+IO_MODES = ("auto", "batched", "portable")
 
 RecordSink = Callable[[list[Reflected]], None]
 
@@ -109,6 +122,31 @@ def _wake(sock: socket.socket) -> None:
             poker.sendto(b"", (host, port))
 
 
+def choose_io(mode: str | None) -> tuple[str, tuple[_mmsg.MMsgFunction, _mmsg.MMsgFunction] | None]:
+    """The receive path to use: ``"batched"`` (Linux ``recvmmsg``) or ``"portable"``.
+
+    ``mode`` ``None`` reads ``$UDPBEAT_IO``; ``"auto"`` (the default) is batched where the C
+    library has ``recvmmsg``/``sendmmsg``, portable elsewhere.
+
+    Raises:
+        ConfigError: an unknown mode, or ``"batched"`` where it is not available.
+    """
+    if mode is None:
+        mode = os.environ.get(IO_ENV, "").strip().lower() or "auto"
+    if mode not in IO_MODES:
+        raise ConfigError(f"{IO_ENV} / io must be one of {', '.join(IO_MODES)}, got {mode!r}")
+    if mode == "portable":
+        return "portable", None
+    functions = _mmsg.load()
+    if functions is None:
+        if mode == "batched":
+            raise ConfigError(
+                "batched I/O needs recvmmsg/sendmmsg (Linux); use UDPBEAT_IO=portable"
+            )
+        return "portable", None
+    return "batched", functions
+
+
 def display_address(address: tuple[object, ...]) -> str:
     """``host:port`` (``[host]:port`` for IPv6), with IPv4-mapped IPv6 shown as plain IPv4."""
     host, port = str(address[0]), address[1]
@@ -130,9 +168,12 @@ class Server:
         config: ReflectorConfig | None = None,
         *,
         on_records: RecordSink | None = None,
+        io: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        #: ``"batched"`` or ``"portable"``: the receive path, chosen by :func:`choose_io`.
+        self.io, self._mmsg_functions = choose_io(io)
         self.reflector = Reflector(config)
         #: One byte past the largest datagram accepted: longer ones arrive cut to this size (the
         #: kernel truncates), are still longer than ``max_size``, and are counted as oversize.
@@ -176,8 +217,9 @@ class Server:
         sock = bind_udp(self.host, self.port)
         sock.setblocking(True)
         self._sock, self._stopping = sock, False
+        target = self._receive if self._mmsg_functions is None else self._receive_batched
         self._reader = threading.Thread(
-            target=self._receive, args=(sock,), name="udpbeat-reader", daemon=True
+            target=target, args=(sock,), name="udpbeat-reader", daemon=True
         )
         self._reader.start()
         self._flusher = self._loop.call_later(FLUSH_INTERVAL, self._flush_periodically)
@@ -238,6 +280,91 @@ class Server:
                     self._send_dropped += 1
                 except OSError:
                     self._send_errors += 1
+
+    def _receive_batched(self, sock: socket.socket) -> None:
+        """The reader thread on Linux: batches in with ``recvmmsg``, out with ``sendmmsg``.
+
+        ``recvmmsg`` with ``MSG_WAITFORONE`` blocks only for the first datagram and then takes
+        what is already queued. Every datagram of a batch was in the socket's queue when the
+        call returned, so that instant is their receive time, read once; the lock is taken once
+        per batch. Sources are decoded from their raw ``sockaddr`` bytes once and remembered,
+        and the replies go back to those same bytes.
+
+        A ctypes call costs more than Python's own ``recvfrom``/``sendto``, so a batch of one
+        (no queue: light load) is slower than the plain calls. After such a batch the reader
+        answers the next ``SINGLES`` datagrams one by one, as the portable path does, then
+        tries a batch again: a request arriving alone pays the plain calls' round trip, and a
+        queue that builds up is back in batches after at most ``SINGLES`` datagrams.
+        """
+        assert self._mmsg_functions is not None
+        io = _mmsg.BatchSocket(
+            sock, self._mmsg_functions, self.receive_size, BATCH, text.MAX_REPLY_SIZE
+        )
+        receive, send = io.receive, io.send
+        recvfrom, sendto = sock.recvfrom, sock.sendto
+        reflect = self.reflector.reflect
+        lock = self._lock
+        receive_size = self.receive_size
+        clock = time.time
+        family = sock.family
+        sources: dict[bytes, tuple[object, ...]] = {}
+        known = sources.get
+        decode = _mmsg.decode_address
+
+        def learn(raw: bytes) -> tuple[object, ...]:
+            if len(sources) >= SOURCE_CACHE:
+                sources.clear()
+            source = sources[raw] = decode(family, raw)
+            return source
+
+        singles = 0
+        while True:
+            try:
+                if singles:
+                    singles -= 1
+                    data, source = recvfrom(receive_size)
+                    datagrams = None
+                else:
+                    datagrams, names = receive()
+            except OSError:
+                if self._stopping or sock.fileno() < 0:
+                    return
+                self._receive_errors += 1
+                continue
+            if self._stopping:
+                return
+            now = clock()
+            if datagrams is not None and len(datagrams) == 1:
+                singles = SINGLES
+                data, source = datagrams[0], known(names[0]) or learn(names[0])
+                datagrams = None
+            if datagrams is None:
+                with lock:
+                    reply = reflect(data, source, now)
+                if reply is not None:
+                    try:
+                        sendto(reply, _SEND_FLAGS, source)
+                    except (BlockingIOError, InterruptedError):
+                        self._send_dropped += 1
+                    except OSError:
+                        self._send_errors += 1
+                continue
+            with lock:
+                replies = [
+                    reflect(data, known(name) or learn(name), now)
+                    for data, name in zip(datagrams, names, strict=True)
+                ]
+            if None in replies:
+                kept = [name for name, reply in zip(names, replies, strict=True) if reply]
+                if not kept:
+                    continue
+                dropped, failed = send([reply for reply in replies if reply], kept)
+            else:
+                dropped, failed = send(replies)  # type: ignore[arg-type]
+            if dropped:
+                self._send_dropped += dropped
+            if failed:
+                self._send_errors += failed
 
     def _flush_periodically(self) -> None:
         self._flush()

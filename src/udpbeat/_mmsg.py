@@ -1,0 +1,231 @@
+"""Linux ``recvmmsg``/``sendmmsg`` through ctypes: one system call for a batch of datagrams.
+
+Shared by the server's batched receive path and ``benchmarks/loadgen.py``. The structures are
+``struct iovec``, ``struct msghdr`` and ``struct mmsghdr`` as glibc and musl lay them out.
+ctypes releases the GIL for the duration of a foreign call, so a thread blocked in ``recvmmsg``
+does not hold up the event loop.
+
+:class:`BatchSocket` is the server's side: buffers, socket addresses and message headers are
+allocated once, and what Python does per datagram is slicing bytes out of one copy of the
+buffers; lengths move between Python and the header arrays with one C-level operation per
+batch (``struct``, a strided ``memoryview``), never a ctypes attribute per message.
+"""
+
+from __future__ import annotations
+
+import array
+import ctypes
+import errno
+import socket
+import struct
+import sys
+from collections.abc import Callable
+from typing import Any, Literal
+
+#: ``MSG_WAITFORONE``: block for the first datagram only, then take what is already queued.
+MSG_WAITFORONE = 0x10000
+MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)
+
+
+class IoVec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class MsgHdr(ctypes.Structure):
+    _fields_ = [
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.POINTER(IoVec)),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    ]
+
+
+class MMsgHdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", MsgHdr), ("msg_len", ctypes.c_uint)]
+
+
+MMsgFunction = Callable[..., int]
+
+
+def load() -> tuple[MMsgFunction, MMsgFunction] | None:
+    """``(recvmmsg, sendmmsg)`` from the C library, or ``None`` where there are none."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        recvmmsg, sendmmsg = libc.recvmmsg, libc.sendmmsg
+    except (OSError, AttributeError):
+        return None
+    recvmmsg.restype = sendmmsg.restype = ctypes.c_int
+    recvmmsg.argtypes = [
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_void_p,
+    ]
+    sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+    return recvmmsg, sendmmsg
+
+
+def message_array(
+    count: int, buffer_address: int, slot: int
+) -> tuple[ctypes.Array[MMsgHdr], ctypes.Array[IoVec]]:
+    """``count`` headers, each with one iovec on its own ``slot``-byte slice of the buffer."""
+    vectors = (IoVec * count)(*[IoVec(buffer_address + i * slot, slot) for i in range(count)])
+    messages = (MMsgHdr * count)()
+    first_vector = ctypes.addressof(vectors)
+    for i in range(count):
+        header = messages[i].msg_hdr
+        header.msg_iov = ctypes.cast(first_vector + i * ctypes.sizeof(IoVec), ctypes.POINTER(IoVec))
+        header.msg_iovlen = 1
+    return messages, vectors
+
+
+_SOCKADDR_SIZE = {socket.AF_INET: 16, socket.AF_INET6: 28}
+#: ``size_t`` as a memoryview/array format.
+_WORD: Literal["Q", "I"] = "Q" if ctypes.sizeof(ctypes.c_size_t) == 8 else "I"
+
+
+def _address(buffer: bytearray) -> int:
+    """The address of a bytearray's storage (it must never be resized while this is used)."""
+    return ctypes.addressof((ctypes.c_char * len(buffer)).from_buffer(buffer))
+
+
+def _column(count: int, offset: int, stride: int) -> struct.Struct:
+    """Reads a ``uint32`` at ``offset`` in each of ``count`` ``stride``-byte records."""
+    return struct.Struct("=" + f"{offset}xI" + f"{stride - 4}xI" * (count - 1) if count else "=")
+
+
+def decode_address(family: int, raw: bytes) -> tuple[Any, ...]:
+    """A ``sockaddr_in``/``sockaddr_in6`` as ``recvfrom`` would return it."""
+    port = int.from_bytes(raw[2:4], "big")
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+    flowinfo = int.from_bytes(raw[4:8], "big")
+    scope_id = int.from_bytes(raw[24:28], sys.byteorder)
+    host = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+    if scope_id:
+        # Let the system name the scope ("fe80::1%eth0"), exactly as recvfrom does.
+        flags = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+        host = socket.getnameinfo((host, port, flowinfo, scope_id), flags)[0]
+    return host, port, flowinfo, scope_id
+
+
+class BatchSocket:
+    """Batched I/O on one bound UDP socket (AF_INET or AF_INET6), buffers allocated once.
+
+    :meth:`receive` blocks until at least one datagram is queued and returns up to ``batch`` of
+    them with their sources' raw ``sockaddr`` bytes; :meth:`send` answers a batch with one
+    ``sendmmsg`` to those same raw addresses (no address is encoded again).
+
+    The buffers are bytearrays that the headers point into, so Python fills and reads them with
+    slice operations rather than ctypes calls; the per-datagram work is done by C-level loops
+    (``struct`` for the lengths received, ``bytes.join`` for the replies, which go in fixed
+    slots so that only their lengths change from batch to batch).
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        functions: tuple[MMsgFunction, MMsgFunction],
+        receive_size: int,
+        batch: int,
+        reply_size: int,
+    ) -> None:
+        self._recvmmsg, self._sendmmsg = functions
+        self.family = sock.family
+        self._fd = sock.fileno()
+        self.batch = batch
+        self.name_size = name_size = _SOCKADDR_SIZE[sock.family]
+        self._slot = receive_size
+        self._reply_size = reply_size
+        self._in = bytearray(receive_size * batch)
+        self._names = bytearray(name_size * batch)
+        self._out = bytearray(reply_size * batch)
+        names_base = _address(self._names)
+        self._in_messages, self._in_vectors = message_array(batch, _address(self._in), receive_size)
+        self._out_messages, self._out_vectors = message_array(
+            batch, _address(self._out), reply_size
+        )
+        # The n-th reply goes to the n-th name slot, where recvmmsg put the n-th source. The
+        # kernel writes each source's length back into msg_namelen: for UDP it is always the
+        # family's sockaddr size, the capacity set here, so it is never reset.
+        for i in range(batch):
+            for messages in (self._in_messages, self._out_messages):
+                header = messages[i].msg_hdr
+                header.msg_name = names_base + i * name_size
+                header.msg_namelen = name_size
+        self._in_view = memoryview(self._in)
+        self._in_pointer = ctypes.c_void_p(ctypes.addressof(self._in_messages))
+        self._out_pointer = ctypes.c_void_p(ctypes.addressof(self._out_messages))
+        header_size = ctypes.sizeof(MMsgHdr)
+        self._received_lengths = [
+            _column(count, MMsgHdr.msg_len.offset, header_size).unpack_from
+            for count in range(batch + 1)
+        ]
+        self._reply_lengths = memoryview(self._out_vectors).cast("B").cast(_WORD)[1::2]
+        self._data_starts = list(range(0, receive_size * batch, receive_size))
+        self._name_starts = list(range(0, name_size * batch, name_size))
+
+    def receive(self) -> tuple[list[bytes], list[bytes]]:
+        """Datagrams and their sources' raw addresses, blocking until at least one is queued.
+
+        Raises:
+            OSError: from ``recvmmsg`` (``EINTR`` is retried, as Python's own calls do).
+        """
+        while True:
+            count = self._recvmmsg(self._fd, self._in_pointer, self.batch, MSG_WAITFORONE, None)
+            if count >= 0:
+                break
+            code = ctypes.get_errno()
+            if code != errno.EINTR:
+                raise OSError(code, f"recvmmsg: {errno.errorcode.get(code, code)}")
+        lengths = self._received_lengths[count](self._in_messages)
+        data = bytes(self._in_view[: count * self._slot])
+        size = self.name_size
+        names = bytes(self._names[: count * size])
+        return (
+            [
+                data[start : start + length]
+                for start, length in zip(self._data_starts, lengths, strict=False)
+            ],
+            [names[start : start + size] for start in self._name_starts[:count]],
+        )
+
+    def send(self, replies: list[bytes], names: list[bytes] | None = None) -> tuple[int, int]:
+        """Send ``replies[i]`` without blocking to the i-th source of the last :meth:`receive`,
+        or to ``names[i]`` when given; returns ``(would-block, other errors)``.
+
+        A message that fails is skipped and the rest still go, as one ``sendto`` each would.
+        """
+        count = len(replies)
+        if names is not None:
+            self._names[: count * self.name_size] = b"".join(names)
+        size = self._reply_size
+        self._out[: count * size] = b"".join([reply.ljust(size) for reply in replies])
+        self._reply_lengths[:count] = array.array(_WORD, map(len, replies))
+        dropped = failed = 0
+        first = 0
+        pointer = self._out_pointer
+        while True:
+            sent = self._sendmmsg(self._fd, pointer, count - first, MSG_DONTWAIT)
+            if sent > 0:
+                first += sent
+            else:
+                code = ctypes.get_errno()
+                if code == errno.EINTR:
+                    continue
+                if code in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    dropped += 1
+                else:
+                    failed += 1
+                first += 1
+            if first >= count:
+                return dropped, failed
+            pointer = ctypes.c_void_p(
+                ctypes.addressof(self._out_messages) + first * ctypes.sizeof(MMsgHdr)
+            )

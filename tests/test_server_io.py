@@ -1,0 +1,167 @@
+"""The server's two receive paths: batched (Linux ``recvmmsg``/``sendmmsg``) and portable.
+
+Both must answer exactly alike. These tests run a server in this process on loopback and send
+bursts, so that the batched path really receives several datagrams per call (and has to leave
+out the ones it does not answer); ``tests/test_server.py`` runs the CLI against both paths.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from helpers import has_ipv6_loopback, run_udpbeat
+
+from udpbeat import BackgroundServer, ReflectorConfig, _mmsg
+from udpbeat import server as server_module
+from udpbeat.errors import ConfigError
+from udpbeat.reflector import Reflected
+
+HAS_MMSG = _mmsg.load() is not None
+PATHS = [
+    pytest.param(
+        "batched", marks=pytest.mark.skipif(not HAS_MMSG, reason="no recvmmsg/sendmmsg here")
+    ),
+    "portable",
+]
+REPLY = re.compile(rb"Seq: ([0-9]+), Time Difference: -?[0-9]+\.[0-9]{6} seconds")
+WAIT = 5.0
+
+
+@pytest.fixture(params=PATHS)
+def io_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    path: str = request.param
+    monkeypatch.setenv(server_module.IO_ENV, path)
+    return path
+
+
+def _clients(count: int, host: str = "127.0.0.1") -> Iterator[socket.socket]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(count):
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.bind((host, 0))
+        sock.settimeout(WAIT)
+        yield sock
+
+
+def _config(**changes: object) -> ReflectorConfig:
+    settings: dict[str, object] = {"rate_limit": 0, "log_events": True, **changes}
+    return ReflectorConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_the_path_asked_for_is_the_path_used(io_path: str) -> None:
+    with BackgroundServer("127.0.0.1", 0, _config()) as background:
+        assert background.server.io == io_path
+
+
+def test_auto_is_batched_where_recvmmsg_exists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(server_module.IO_ENV, raising=False)
+    expected = "batched" if HAS_MMSG else "portable"
+    assert server_module.choose_io(None)[0] == expected
+    assert server_module.choose_io("auto")[0] == expected
+    assert server_module.choose_io("portable") == ("portable", None)
+
+
+def test_an_unknown_io_mode_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="portable"):
+        server_module.choose_io("fast")
+    monkeypatch.setenv(server_module.IO_ENV, "fast")
+    status, _, stderr = run_udpbeat("server", "--host", "127.0.0.1", "--port", "0")
+    assert status == 2
+    assert len(stderr) == 1 and "UDPBEAT_IO" in stderr[0] and "Traceback" not in stderr[0]
+
+
+def test_bursts_from_several_sources_are_answered_exactly(io_path: str) -> None:
+    # Each client sends a burst without waiting, valid requests (sequence numbers of different
+    # widths, so replies differ in length) interleaved with malformed ones; every valid request
+    # must be answered, to its own sender, in order, and nothing else.
+    records: list[Reflected] = []
+    clients = list(_clients(3))
+    client_addresses = {tuple(client.getsockname()) for client in clients}
+    rounds, per_burst = 4, 40
+    try:
+        with BackgroundServer("127.0.0.1", 0, _config(), on_records=records.extend) as server:
+            address = server.address
+            expected: dict[int, list[bytes]] = {index: [] for index in range(len(clients))}
+            for burst in range(rounds):
+                sent: dict[int, list[bytes]] = {index: [] for index in range(len(clients))}
+                for position in range(per_burst):
+                    for index, client in enumerate(clients):
+                        seq = f"{index}{burst}{position:0{1 + position % 3}d}".encode()
+                        if position % 4 == 3:
+                            client.sendto(b"Heartbeat x " + seq, address)
+                        else:
+                            client.sendto(b"Heartbeat %s %.6f" % (seq, time.time()), address)
+                            sent[index].append(seq)
+                for index, client in enumerate(clients):
+                    for seq in sent[index]:
+                        match = REPLY.fullmatch(client.recv(2048))
+                        assert match is not None and match.group(1) == seq
+                    expected[index].extend(sent[index])
+            counters = server.stop()
+        for client in clients:
+            client.settimeout(0.05)
+            with pytest.raises(TimeoutError):
+                client.recv(2048)  # nothing more: no reply to a malformed request
+    finally:
+        for client in clients:
+            client.close()
+    valid = sum(len(seqs) for seqs in expected.values())
+    total = rounds * per_burst * len(clients)
+    assert counters.received == total
+    assert counters.replied == valid
+    assert counters.malformed == {"bad-sequence": total - valid}
+    sources = {record.source for record in records if record.outcome == "replied"}
+    assert sources == client_addresses
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_sources_are_what_recvfrom_gives(io_path: str) -> None:
+    records: list[Reflected] = []
+    with (
+        BackgroundServer("::1", 0, _config(), on_records=records.extend) as server,
+        next(_clients(1, "::1")) as client,
+    ):
+        client.sendto(b"Heartbeat 7 %.6f" % time.time(), server.address)
+        assert client.recv(2048).startswith(b"Seq: 7, ")
+        server.stop()
+        assert [record.source for record in records] == [tuple(client.getsockname())]
+
+
+def test_sources_are_answered_after_the_source_cache_is_cleared(
+    io_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "SOURCE_CACHE", 2)
+    clients = list(_clients(5))
+    try:
+        with BackgroundServer("127.0.0.1", 0, _config()) as server:
+            for round_number in range(3):
+                for index, client in enumerate(clients):
+                    seq = b"%d%d" % (round_number, index)
+                    client.sendto(b"Heartbeat %s %.6f" % (seq, time.time()), server.address)
+                    assert client.recv(2048).startswith(b"Seq: %s, " % seq)
+            assert server.stop().replied == 15
+    finally:
+        for client in clients:
+            client.close()
+
+
+@pytest.mark.skipif(not HAS_MMSG, reason="no recvmmsg/sendmmsg here")
+def test_raw_socket_addresses_decode_as_recvfrom_returns_them() -> None:
+    family4 = socket.AF_INET.to_bytes(2, sys.byteorder)
+    raw4 = family4 + (40000).to_bytes(2, "big") + socket.inet_aton("192.0.2.7") + bytes(8)
+    assert _mmsg.decode_address(socket.AF_INET, raw4) == ("192.0.2.7", 40000)
+    family6 = socket.AF_INET6.to_bytes(2, sys.byteorder)
+    mapped = socket.inet_pton(socket.AF_INET6, "::ffff:192.0.2.7")
+    raw6 = family6 + (53).to_bytes(2, "big") + (5).to_bytes(4, "big") + mapped + bytes(4)
+    assert _mmsg.decode_address(socket.AF_INET6, raw6) == ("::ffff:192.0.2.7", 53, 5, 0)
+    link_local = socket.inet_pton(socket.AF_INET6, "fe80::1")
+    scope = socket.if_nametoindex("lo")
+    raw_scoped = (
+        family6 + (9).to_bytes(2, "big") + bytes(4) + link_local + scope.to_bytes(4, sys.byteorder)
+    )
+    assert _mmsg.decode_address(socket.AF_INET6, raw_scoped) == ("fe80::1%lo", 9, 0, scope)
