@@ -165,3 +165,30 @@ def test_raw_socket_addresses_decode_as_recvfrom_returns_them() -> None:
         family6 + (9).to_bytes(2, "big") + bytes(4) + link_local + scope.to_bytes(4, sys.byteorder)
     )
     assert _mmsg.decode_address(socket.AF_INET6, raw_scoped) == ("fe80::1%lo", 9, 0, scope)
+
+
+def test_a_busy_polling_reader_answers_and_stops_promptly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A spin of a whole second: every lone request after the first is read by the spinning
+    # loop, and stop() must still wake the reader at once rather than after the spin.
+    monkeypatch.setenv(server_module.BUSY_POLL_ENV, "1000000")
+    with BackgroundServer("127.0.0.1", 0, _config()) as server, next(_clients(1)) as client:
+        assert server.server.busy_poll == 1.0
+        for seq in range(20):
+            client.sendto(b"Heartbeat %d %.6f" % (seq, time.time()), server.address)
+            assert client.recv(2048).startswith(b"Seq: %d, " % seq)
+        started = time.monotonic()
+        counters = server.stop()
+        stopped_in = time.monotonic() - started
+    assert counters.received == counters.replied == 20
+    assert stopped_in < server_module.READER_JOIN_TIMEOUT / 2
+
+
+@pytest.mark.parametrize("value", ["-1", "fast", "2e6", "nan"])
+def test_a_bad_busy_poll_setting_is_a_config_error(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(server_module.BUSY_POLL_ENV, value)
+    with pytest.raises(ConfigError, match=server_module.BUSY_POLL_ENV):
+        server_module.busy_poll_seconds()
+    monkeypatch.setenv(server_module.BUSY_POLL_ENV, "0")
+    assert server_module.busy_poll_seconds() == 0.0

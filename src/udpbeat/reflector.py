@@ -176,6 +176,7 @@ class Reflector:
         self._random = random.Random(config.seed).random
         self._loss = config.loss
         self._max_size = config.max_size
+        self._log_events = config.log_events
         self._lowest_port = 0 if config.allow_privileged_ports else PRIVILEGED_PORTS
         # Features turned off are None, so reflect() skips them with one test and no work.
         self._allowlist = Allowlist(config.allow) if config.allow else None
@@ -231,12 +232,12 @@ class Reflector:
             return None
         if self._loss and self._random() < self._loss:
             counters.dropped_loss += 1
-            if self.config.log_events:
+            if self._log_events:
                 self._note(Reflected(now, source, "dropped-loss", seq_digits.decode()))
             return None
         reply = text.format_reply(seq_digits, now - sent_time)
         counters.replied += 1
-        if self.config.log_events:
+        if self._log_events:
             self._note(Reflected(now, source, "replied", reply.decode()))
         return reply
 
@@ -267,7 +268,7 @@ class Reflector:
     ) -> None:
         counter[reason] += 1
         # Only when asked: these come in floods, and the counters already tell the story.
-        if self.config.log_events:
+        if self._log_events:
             self._note(Reflected(now, source, outcome, reason))
 
     def _note(self, record: Reflected) -> None:

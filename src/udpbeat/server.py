@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import threading
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from udpbeat import _mmsg
 from udpbeat.errors import ConfigError
@@ -37,7 +39,8 @@ FLUSH_INTERVAL = 0.05
 #: Seconds ``stop`` waits for the reader thread to notice the socket was shut down.
 READER_JOIN_TIMEOUT = 2.0
 #: Replies are sent without blocking: when the send buffer is full they are counted and dropped.
-_SEND_FLAGS = getattr(socket, "MSG_DONTWAIT", 0)
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_SEND_FLAGS = _DONTWAIT
 #: Read one byte more than a valid request can be, so an oversize datagram is seen as such
 #: (a server reads ``config.max_size + 1``; this is the size for the default config).
 RECEIVE_SIZE = text.MAX_REQUEST_SIZE + 1
@@ -52,6 +55,10 @@ SOURCE_CACHE = 4096
 #: Environment variable choosing the receive path when ``Server(io=...)`` is not given.
 IO_ENV = "UDPBEAT_IO"
 IO_MODES = ("auto", "batched", "portable")
+#: Microseconds the reader spins on an empty socket, while lone requests come closer together
+#: than that, before it blocks; ``$UDPBEAT_BUSY_POLL_US`` overrides it (0: never spin).
+BUSY_POLL_US = 50
+BUSY_POLL_ENV = "UDPBEAT_BUSY_POLL_US"
 
 RecordSink = Callable[[list[Reflected]], None]
 
@@ -147,6 +154,26 @@ def choose_io(mode: str | None) -> tuple[str, tuple[_mmsg.MMsgFunction, _mmsg.MM
     return "batched", functions
 
 
+def busy_poll_seconds() -> float:
+    """``$UDPBEAT_BUSY_POLL_US`` (microseconds, default ``BUSY_POLL_US``) in seconds.
+
+    Raises:
+        ConfigError: not a number of microseconds in 0..1,000,000.
+    """
+    value = os.environ.get(BUSY_POLL_ENV, "").strip()
+    if not value:
+        return BUSY_POLL_US / 1e6
+    try:
+        microseconds = float(value)
+    except ValueError:
+        microseconds = math.nan
+    if not 0 <= microseconds <= 1e6:
+        raise ConfigError(
+            f"{BUSY_POLL_ENV} must be microseconds in 0..1000000 (0: never spin), got {value!r}"
+        )
+    return microseconds / 1e6
+
+
 def display_address(address: tuple[object, ...]) -> str:
     """``host:port`` (``[host]:port`` for IPv6), with IPv4-mapped IPv6 shown as plain IPv4."""
     host, port = str(address[0]), address[1]
@@ -174,6 +201,8 @@ class Server:
         self.port = port
         #: ``"batched"`` or ``"portable"``: the receive path, chosen by :func:`choose_io`.
         self.io, self._mmsg_functions = choose_io(io)
+        #: Seconds the batched reader may spin on an empty socket before blocking (0: never).
+        self.busy_poll = busy_poll_seconds()
         self.reflector = Reflector(config)
         #: One byte past the largest datagram accepted: longer ones arrive cut to this size (the
         #: kernel truncates), are still longer than ``max_size``, and are counted as oversize.
@@ -317,12 +346,29 @@ class Server:
             source = sources[raw] = decode(family, raw)
             return source
 
+        spin = self.busy_poll
+        monotonic = time.monotonic
+
+        def receive_spinning(size: int) -> tuple[bytes, Any]:
+            deadline = monotonic() + spin
+            while True:
+                try:
+                    return recvfrom(size, _DONTWAIT)
+                except BlockingIOError:
+                    if monotonic() >= deadline:
+                        return recvfrom(size)
+
         singles = 0
+        spinning = False
+        previous = 0.0
         while True:
             try:
                 if singles:
                     singles -= 1
-                    data, source = recvfrom(receive_size)
+                    if spinning:
+                        data, source = receive_spinning(receive_size)
+                    else:
+                        data, source = recvfrom(receive_size)
                     datagrams = None
                 else:
                     datagrams, names = receive()
@@ -339,6 +385,11 @@ class Server:
                 data, source = datagrams[0], known(names[0]) or learn(names[0])
                 datagrams = None
             if datagrams is None:
+                # Busy-poll only while lone requests keep coming closer together than the spin:
+                # then it costs little more than the sleep it replaces, and a thread that is
+                # still running answers sooner than one woken on a cold CPU.
+                spinning = now - previous < spin
+                previous = now
                 with lock:
                     reply = reflect(data, source, now)
                 if reply is not None:
