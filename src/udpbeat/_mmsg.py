@@ -171,8 +171,11 @@ class BatchSocket:
         self._data_starts = list(range(0, receive_size * batch, receive_size))
         self._name_starts = list(range(0, name_size * batch, name_size))
 
-    def receive(self) -> tuple[list[bytes], list[bytes]]:
+    def receive(self) -> tuple[list[bytes], list[bytes] | bytes]:
         """Datagrams and their sources' raw addresses, blocking until at least one is queued.
+
+        The addresses are one list entry per datagram, or, when every datagram of the batch
+        came from the same source, that one address (so the caller looks it up once).
 
         Raises:
             OSError: from ``recvmmsg`` (``EINTR`` is retried, as Python's own calls do).
@@ -188,13 +191,14 @@ class BatchSocket:
         data = bytes(self._in_view[: count * self._slot])
         size = self.name_size
         names = bytes(self._names[: count * size])
-        return (
-            [
-                data[start : start + length]
-                for start, length in zip(self._data_starts, lengths, strict=False)
-            ],
-            [names[start : start + size] for start in self._name_starts[:count]],
-        )
+        datagrams = [
+            data[start : start + length]
+            for start, length in zip(self._data_starts, lengths, strict=False)
+        ]
+        first = names[:size]
+        if names == first * count:
+            return datagrams, first
+        return datagrams, [names[start : start + size] for start in self._name_starts[:count]]
 
     def send(self, replies: list[bytes], names: list[bytes] | None = None) -> tuple[int, int]:
         """Send ``replies[i]`` without blocking to the i-th source of the last :meth:`receive`,

@@ -382,7 +382,8 @@ class Server:
             now = clock()
             if datagrams is not None and len(datagrams) == 1:
                 singles = SINGLES
-                data, source = datagrams[0], known(names[0]) or learn(names[0])
+                name = names if isinstance(names, bytes) else names[0]
+                data, source = datagrams[0], known(name) or learn(name)
                 datagrams = None
             if datagrams is None:
                 # Busy-poll only while lone requests keep coming closer together than the spin:
@@ -400,12 +401,19 @@ class Server:
                     except OSError:
                         self._send_errors += 1
                 continue
-            with lock:
-                replies = [
-                    reflect(data, known(name) or learn(name), now)
-                    for data, name in zip(datagrams, names, strict=True)
-                ]
+            if isinstance(names, bytes):  # one source sent the whole batch
+                source = known(names) or learn(names)
+                with lock:
+                    replies = [reflect(data, source, now) for data in datagrams]
+            else:
+                with lock:
+                    replies = [
+                        reflect(data, known(name) or learn(name), now)
+                        for data, name in zip(datagrams, names, strict=True)
+                    ]
             if None in replies:
+                if isinstance(names, bytes):
+                    names = [names] * len(replies)
                 kept = [name for name, reply in zip(names, replies, strict=True) if reply]
                 if not kept:
                     continue
