@@ -192,3 +192,22 @@ def test_a_bad_busy_poll_setting_is_a_config_error(
         server_module.busy_poll_seconds()
     monkeypatch.setenv(server_module.BUSY_POLL_ENV, "0")
     assert server_module.busy_poll_seconds() == 0.0
+
+
+def test_replies_of_equal_and_of_mixed_lengths_in_turn(io_path: str) -> None:
+    # The batched path lays a batch of equal-length replies out back to back and a mixed batch
+    # in fixed slots; switching between the two must not garble or misdirect any reply.
+    bursts = [
+        [b"%06d" % seq for seq in range(50)],
+        [b"%0*d" % (1 + seq % 5, seq) for seq in range(50)],
+        [b"%09d" % seq for seq in range(50)],
+        [b"%06d" % seq for seq in range(50)],
+    ]
+    with BackgroundServer("127.0.0.1", 0, _config()) as server, next(_clients(1)) as client:
+        for burst in bursts:
+            for seq in burst:
+                client.sendto(b"Heartbeat %s %.6f" % (seq, time.time()), server.address)
+            for seq in burst:
+                match = REPLY.fullmatch(client.recv(2048))
+                assert match is not None and match.group(1) == seq
+        assert server.stop().replied == sum(map(len, bursts))

@@ -167,7 +167,13 @@ class BatchSocket:
             _column(count, MMsgHdr.msg_len.offset, header_size).unpack_from
             for count in range(batch + 1)
         ]
-        self._reply_lengths = memoryview(self._out_vectors).cast("B").cast(_WORD)[1::2]
+        words = memoryview(self._out_vectors).cast("B").cast(_WORD)
+        self._reply_bases, self._reply_lengths = words[0::2], words[1::2]
+        self._out_base = _address(self._out)
+        # Replies go either in fixed slots of reply_size bytes, or, when all of a batch have the
+        # same length, back to back; _packed is that length while the iovecs point that way.
+        self._slot_bases = array.array(_WORD, self._reply_bases.tolist())
+        self._packed = 0
         self._data_starts = list(range(0, receive_size * batch, receive_size))
         self._name_starts = list(range(0, name_size * batch, name_size))
 
@@ -209,9 +215,24 @@ class BatchSocket:
         count = len(replies)
         if names is not None:
             self._names[: count * self.name_size] = b"".join(names)
-        size = self._reply_size
-        self._out[: count * size] = b"".join([reply.ljust(size) for reply in replies])
-        self._reply_lengths[:count] = array.array(_WORD, map(len, replies))
+        lengths = array.array(_WORD, map(len, replies))
+        length = lengths[0]
+        if lengths.count(length) == count:
+            # All the same length (the usual case): back to back, no padding to build.
+            if length != self._packed:
+                base = self._out_base
+                self._reply_bases[:] = array.array(
+                    _WORD, range(base, base + self.batch * length, length)
+                )
+                self._packed = length
+            self._out[: count * length] = b"".join(replies)
+        else:
+            size = self._reply_size
+            if self._packed:
+                self._reply_bases[:] = self._slot_bases
+                self._packed = 0
+            self._out[: count * size] = b"".join([reply.ljust(size) for reply in replies])
+        self._reply_lengths[:count] = lengths
         dropped = failed = 0
         first = 0
         pointer = self._out_pointer

@@ -135,9 +135,13 @@ def parse_request(data: bytes) -> tuple[bytes, float]:
     return digits, sent_time
 
 
+#: ``REPLY_FORMAT % (seq_digits, time_difference)`` is :func:`format_reply` without the call.
+REPLY_FORMAT = b"Seq: %s, Time Difference: %.6f seconds"
+
+
 def format_reply(seq_digits: bytes, time_difference: float) -> bytes:
     """The reply for a parsed request; the hot-path twin of :func:`encode_reply`."""
-    return b"Seq: %s, Time Difference: %.6f seconds" % (seq_digits, time_difference)
+    return REPLY_FORMAT % (seq_digits, time_difference)
 
 
 def decode_request(data: bytes) -> Heartbeat:
