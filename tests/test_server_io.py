@@ -211,3 +211,34 @@ def test_replies_of_equal_and_of_mixed_lengths_in_turn(io_path: str) -> None:
                 match = REPLY.fullmatch(client.recv(2048))
                 assert match is not None and match.group(1) == seq
         assert server.stop().replied == sum(map(len, bursts))
+
+
+@pytest.mark.parametrize("max_size", [2000, 60000])
+def test_a_large_max_size_reads_long_datagrams_whole(io_path: str, max_size: int) -> None:
+    # Slots this large are copied out datagram by datagram, and fewer fit in a batch. The log
+    # shows each datagram's length as read: a datagram of max_size bytes arrives whole (and the
+    # codec refuses it), one byte more is cut to max_size + 1 and refused by the size check.
+    records: list[Reflected] = []
+    config = _config(max_size=max_size)
+    with BackgroundServer("127.0.0.1", 0, config, on_records=records.extend) as server:
+        with next(_clients(1)) as client:
+            for round_number in range(3):
+                client.sendto(b"x" * max_size, server.address)  # as long as allowed
+                client.sendto(b"x" * (max_size + 1), server.address)  # one byte too long
+                for seq in range(20):
+                    request = b"Heartbeat %d%02d %.6f" % (round_number, seq, time.time())
+                    client.sendto(request, server.address)
+                for seq in range(20):
+                    assert client.recv(2048).startswith(b"Seq: %d%02d, " % (round_number, seq))
+        counters = server.stop()
+    assert counters.replied == 60
+    assert counters.malformed == {"oversize": 6}
+    details = [record.detail for record in records if record.outcome == "malformed"]
+    assert (
+        details
+        == [
+            f"oversize: request of {max_size} bytes is longer than 96",
+            f"oversize: {max_size + 1} bytes",
+        ]
+        * 3
+    )

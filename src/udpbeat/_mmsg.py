@@ -85,6 +85,11 @@ def message_array(
     return messages, vectors
 
 
+#: Receive slots up to this size are copied out a batch at a time; larger ones (a server with a
+#: large ``max_size``) datagram by datagram, so that short datagrams do not cost a full slot.
+_COPY_WHOLE = 512
+#: Bytes of receive buffer a batch may take; with large slots the batch is made smaller.
+MAX_BUFFER = 1 << 20
 _SOCKADDR_SIZE = {socket.AF_INET: 16, socket.AF_INET6: 28}
 #: ``size_t`` as a memoryview/array format.
 _WORD: Literal["Q", "I"] = "Q" if ctypes.sizeof(ctypes.c_size_t) == 8 else "I"
@@ -139,7 +144,7 @@ class BatchSocket:
         self._recvmmsg, self._sendmmsg = functions
         self.family = sock.family
         self._fd = sock.fileno()
-        self.batch = batch
+        self.batch = batch = max(1, min(batch, MAX_BUFFER // receive_size))
         self.name_size = name_size = _SOCKADDR_SIZE[sock.family]
         self._slot = receive_size
         self._reply_size = reply_size
@@ -194,13 +199,21 @@ class BatchSocket:
             if code != errno.EINTR:
                 raise OSError(code, f"recvmmsg: {errno.errorcode.get(code, code)}")
         lengths = self._received_lengths[count](self._in_messages)
-        data = bytes(self._in_view[: count * self._slot])
+        if self._slot <= _COPY_WHOLE:
+            # Small slots: one copy of the batch, then a bytes slice per datagram.
+            data = bytes(self._in_view[: count * self._slot])
+            datagrams = [
+                data[start : start + length]
+                for start, length in zip(self._data_starts, lengths, strict=False)
+            ]
+        else:
+            view = self._in_view
+            datagrams = [
+                view[start : start + length].tobytes()
+                for start, length in zip(self._data_starts, lengths, strict=False)
+            ]
         size = self.name_size
         names = bytes(self._names[: count * size])
-        datagrams = [
-            data[start : start + length]
-            for start, length in zip(self._data_starts, lengths, strict=False)
-        ]
         first = names[:size]
         if names == first * count:
             return datagrams, first

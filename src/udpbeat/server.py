@@ -1,12 +1,15 @@
 """The reflector's I/O shell: a UDP socket on an asyncio loop around :class:`Reflector`.
 
-The receive path is a dedicated reader thread on a blocking socket: ``recvfrom``, reflect,
-non-blocking ``sendto``, and again, with no event loop in between. Measured against draining a
-non-blocking socket from a ``loop.add_reader`` callback (batches of 64 to 4096, with or without
-uvloop), it takes the event loop's dispatch off every request's path: the round trip at low load
-is lower (close to a bare blocking echo loop) and the CPU per reply no higher. asyncio's default
-``DatagramProtocol`` (one datagram per loop iteration) is several times slower still.
-``docs/performance.md`` has the figures.
+The receive path is a dedicated reader thread on a blocking socket. On Linux it is batched:
+``recvmmsg`` (waiting for the first datagram only) takes up to ``BATCH`` datagrams, they are
+reflected under one acquisition of the lock with one receive time, and one ``sendmmsg`` answers
+them to the raw source addresses as received (:mod:`udpbeat._mmsg`). A lone datagram is
+answered with plain ``recvfrom``/``sendto``, cheaper than a ctypes call for one, and while lone
+requests come close together the reader busy-polls briefly before blocking, which keeps the
+round trip at low load level with a bare echo loop. Elsewhere, or with ``UDPBEAT_IO=portable``,
+the reader is the plain loop: ``recvfrom``, reflect, non-blocking ``sendto``. Both paths give
+the same replies, counters and log. ``docs/performance.md`` has the measurements, against an
+``add_reader`` drain, uvloop and asyncio's default ``DatagramProtocol`` too.
 
 The event loop keeps everything else: signals, timers, and the log. Records are handed to
 ``on_records`` from the loop every ``FLUSH_INTERVAL`` seconds, in batches, never on the reader's
