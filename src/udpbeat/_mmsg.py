@@ -193,8 +193,10 @@ class BatchSocket:
         """
         while True:
             count = self._recvmmsg(self._fd, self._in_pointer, self.batch, MSG_WAITFORONE, None)
-            if count >= 0:
+            if count > 0:
                 break
+            if count == 0:  # not for a blocking call; read again rather than hand back nothing
+                continue
             code = ctypes.get_errno()
             if code != errno.EINTR:
                 raise OSError(code, f"recvmmsg: {errno.errorcode.get(code, code)}")
