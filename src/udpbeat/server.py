@@ -335,6 +335,7 @@ class Server:
         receive, send = io.receive, io.send
         recvfrom, sendto = sock.recvfrom, sock.sendto
         reflect = self.reflector.reflect
+        reflect_batch = self.reflector.reflect_batch
         lock = self._lock
         receive_size = self.receive_size
         clock = time.time
@@ -407,7 +408,7 @@ class Server:
             if isinstance(names, bytes):  # one source sent the whole batch
                 source = known(names) or learn(names)
                 with lock:
-                    replies = [reflect(data, source, now) for data in datagrams]
+                    replies = reflect_batch(datagrams, source, now)
             else:
                 with lock:
                     replies = [
