@@ -772,10 +772,15 @@ async def _demo(loss: float, seed: int | None, count: int, interval: float) -> i
     stopping: list[asyncio.Task[None]] = []
     loop = asyncio.get_running_loop()
 
+    regular_sent = 0
+
     def on_event(event: Event) -> None:
+        nonlocal regular_sent
         printer(event)
-        if isinstance(event, HeartbeatSent) and event.seq == count and not stopped_at:
-            stopping.append(loop.create_task(stop_server()))
+        if isinstance(event, HeartbeatSent) and not event.probe:
+            regular_sent += 1  # probes have sequence numbers too: count heartbeats, not seqs
+            if regular_sent == count and not stopping:
+                stopping.append(loop.create_task(stop_server()))
 
     async def stop_server() -> None:
         await server.stop()
