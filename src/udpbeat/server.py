@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import os
 import socket
@@ -287,9 +288,7 @@ class Server:
     def _receive(self, sock: socket.socket) -> None:
         """The reader thread: every datagram is reflected and answered before the next is read."""
         recvfrom = sock.recvfrom
-        sendto = sock.sendto
-        reflect = self.reflector.reflect
-        lock = self._lock
+        answer = functools.partial(self._answer, sock.sendto)
         receive_size = self.receive_size
         clock = time.time
         while True:
@@ -302,16 +301,19 @@ class Server:
                 continue
             if self._stopping:
                 return
-            now = clock()
-            with lock:
-                reply = reflect(data, source, now)
-            if reply is not None:
-                try:
-                    sendto(reply, _SEND_FLAGS, source)
-                except (BlockingIOError, InterruptedError):
-                    self._send_dropped += 1
-                except OSError:
-                    self._send_errors += 1
+            answer(data, source, clock())
+
+    def _answer(self, sendto: Callable[..., int], data: bytes, source: Any, now: float) -> None:
+        """Reflect one datagram and send its reply, if any, without blocking."""
+        with self._lock:
+            reply = self.reflector.reflect(data, source, now)
+        if reply is not None:
+            try:
+                sendto(reply, _SEND_FLAGS, source)
+            except (BlockingIOError, InterruptedError):
+                self._send_dropped += 1
+            except OSError:
+                self._send_errors += 1
 
     def _receive_batched(self, sock: socket.socket) -> None:
         """The reader thread on Linux: batches in with ``recvmmsg``, out with ``sendmmsg``.
@@ -333,7 +335,8 @@ class Server:
             sock, self._mmsg_functions, self.receive_size, BATCH, text.MAX_REPLY_SIZE
         )
         receive, send = io.receive, io.send
-        recvfrom, sendto = sock.recvfrom, sock.sendto
+        recvfrom = sock.recvfrom
+        answer = functools.partial(self._answer, sock.sendto)
         reflect = self.reflector.reflect
         reflect_batch = self.reflector.reflect_batch
         lock = self._lock
@@ -395,15 +398,7 @@ class Server:
                 # still running answers sooner than one woken on a cold CPU.
                 spinning = now - previous < spin
                 previous = now
-                with lock:
-                    reply = reflect(data, source, now)
-                if reply is not None:
-                    try:
-                        sendto(reply, _SEND_FLAGS, source)
-                    except (BlockingIOError, InterruptedError):
-                        self._send_dropped += 1
-                    except OSError:
-                        self._send_errors += 1
+                answer(data, source, now)
                 continue
             if isinstance(names, bytes):  # one source sent the whole batch
                 source = known(names) or learn(names)
