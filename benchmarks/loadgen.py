@@ -12,6 +12,9 @@ Three modes, each bounded by ``--duration`` and printing one JSON object on stdo
     Open loop: sends at ``--rate`` requests/s whatever comes back, reads replies in between.
 ``pingpong``
     One request at a time; the round-trip times give p50/p99 at low load.
+``paced``
+    One request every ``1/--rate`` seconds, evenly spaced (a busy loop, not batches), with the
+    round-trip time of each: a steady stream of lone requests, as many clients would send.
 
 ``cpu`` in the output is the generator's own CPU time over wall time: near 1.0 means the
 generator, not the server, may be what limits the figure.
@@ -271,15 +274,60 @@ def pingpong(sock: socket.socket, duration: float, count: int, timeout: float) -
     }
 
 
+def paced(sock: socket.socket, duration: float, rate: float) -> dict[str, object]:
+    send, recv = sock.send, sock.recv
+    clock = time.perf_counter_ns
+    period = 1e9 / rate
+    stamp = make_stamp()
+    sent_at: dict[int, int] = {}
+    rtts: list[int] = []
+    cpu_start = time.process_time()
+    start = clock()
+    deadline = start + int(duration * 1e9)
+    seq = 0
+    while True:
+        now = clock()
+        if now >= deadline:
+            break
+        if now - start >= seq * period:
+            seq += 1
+            sent_at[seq] = now
+            send(request(seq, stamp))
+        try:
+            while True:
+                data = recv(2048)
+                sent = sent_at.pop(reply_seq(data), None)
+                if sent is not None:
+                    rtts.append(clock() - sent)
+        except BlockingIOError:
+            pass
+    elapsed = (clock() - start) / 1e9
+    rtts.sort()
+
+    def quantile(q: float) -> float | None:
+        return rtts[min(len(rtts) - 1, int(q * len(rtts)))] / 1e3 if rtts else None
+
+    return {
+        "mode": "paced",
+        "rate": rate,
+        "sent": seq,
+        "sent_per_s": seq / elapsed,
+        "replies": len(rtts),
+        "p50_us": quantile(0.50),
+        "p99_us": quantile(0.99),
+        "cpu": (time.process_time() - cpu_start) / elapsed,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("host")
     parser.add_argument("port", type=int)
-    parser.add_argument("--mode", choices=["window", "rate", "pingpong"], default="window")
+    parser.add_argument("--mode", choices=["window", "rate", "pingpong", "paced"], default="window")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds (default 3)")
     parser.add_argument("--window", type=int, default=64, help="requests in flight (window)")
     parser.add_argument("--stall-ms", type=float, default=20.0, help="window refill after (ms)")
-    parser.add_argument("--rate", type=float, default=100_000.0, help="requests/s (rate)")
+    parser.add_argument("--rate", type=float, default=100_000.0, help="requests/s (rate, paced)")
     parser.add_argument("--count", type=int, default=5000, help="round trips (pingpong)")
     parser.add_argument("--timeout", type=float, default=0.05, help="reply wait, s (pingpong)")
     parser.add_argument(
@@ -292,6 +340,8 @@ def main() -> None:
         result = windowed(sock, io, args.duration, args.window, args.stall_ms)
     elif args.mode == "rate":
         result = open_loop(sock, io, args.duration, args.rate)
+    elif args.mode == "paced":
+        result = paced(sock, args.duration, args.rate)
     else:
         result = pingpong(sock, args.duration, args.count, args.timeout)
     print(json.dumps(result))
