@@ -183,6 +183,17 @@ def test_a_busy_polling_reader_answers_and_stops_promptly(monkeypatch: pytest.Mo
     assert stopped_in < server_module.READER_JOIN_TIMEOUT / 2
 
 
+def test_busy_polling_follows_the_wait_and_retries_once_per_cycle() -> None:
+    spin, cycle = 50e-6, server_module.SINGLES
+    assert all(server_module.should_spin(20e-6, spin, left) for left in range(cycle))
+    # A wait beyond the spin (as seen after blocking, wake-up included): no spin, but for one
+    # trial per cycle of lone requests, so a client just beyond the spin is not locked out.
+    spins = [server_module.should_spin(80e-6, spin, left) for left in range(cycle)]
+    assert spins.count(True) == 1
+    # Spinning turned off is off for every gap.
+    assert not any(server_module.should_spin(0.0, 0.0, left) for left in range(cycle))
+
+
 @pytest.mark.parametrize("value", ["-1", "fast", "2e6", "nan"])
 def test_a_bad_busy_poll_setting_is_a_config_error(
     value: str, monkeypatch: pytest.MonkeyPatch

@@ -8,8 +8,8 @@ answered with plain ``recvfrom``/``sendto``, cheaper than a ctypes call for one,
 requests come close together the reader busy-polls briefly before blocking, which keeps the
 round trip at low load level with a bare echo loop. Elsewhere, or with ``UDPBEAT_IO=portable``,
 the reader is the plain loop: ``recvfrom``, reflect, non-blocking ``sendto``. Both paths give
-the same replies, counters and log. ``docs/performance.md`` has the measurements, against an
-``add_reader`` drain, uvloop and asyncio's default ``DatagramProtocol`` too.
+the same replies, counters and log. ``docs/performance.md`` has the measurements, and its
+history those of the designs set aside: an ``add_reader`` drain (with and without uvloop).
 
 The event loop keeps everything else: signals, timers, and the log. Records are handed to
 ``on_records`` from the loop every ``FLUSH_INTERVAL`` seconds, in batches, never on the reader's
@@ -65,6 +65,20 @@ BUSY_POLL_US = 50
 BUSY_POLL_ENV = "UDPBEAT_BUSY_POLL_US"
 
 RecordSink = Callable[[list[Reflected]], None]
+
+
+def should_spin(idle: float, spin: float, singles_left: int) -> bool:
+    """Whether the reader busy-polls for the next lone request.
+
+    ``idle`` is how long the reader waited for this request after answering the previous one.
+    It spins only while that wait is shorter than the spin: then the spin costs little more
+    than the sleep it replaces, and a thread that is still running answers sooner than one woken
+    on a cold CPU. A wait that ended in a block includes this thread's own wake-up, so a client
+    that waits for each reply could stay just beyond the spin for good although a spin would
+    catch its requests; one spin per cycle of ``SINGLES`` lone requests is a trial that lets
+    the wait show what spinning gives.
+    """
+    return spin > 0 and (idle < spin or singles_left == SINGLES // 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,7 +381,7 @@ class Server:
 
         singles = 0
         spinning = False
-        previous = 0.0
+        answered_at = 0.0
         while True:
             try:
                 if singles:
@@ -393,12 +407,9 @@ class Server:
                 data, source = datagrams[0], known(name) or learn(name)
                 datagrams = None
             if datagrams is None:
-                # Busy-poll only while lone requests keep coming closer together than the spin:
-                # then it costs little more than the sleep it replaces, and a thread that is
-                # still running answers sooner than one woken on a cold CPU.
-                spinning = now - previous < spin
-                previous = now
+                spinning = should_spin(now - answered_at, spin, singles)
                 answer(data, source, now)
+                answered_at = clock()
                 continue
             if isinstance(names, bytes):  # one source sent the whole batch
                 source = known(names) or learn(names)
