@@ -240,6 +240,13 @@ def open_loop(sock: socket.socket, io: Io, duration: float, rate: float) -> dict
     }
 
 
+def quantile_us(sorted_ns: list[int], q: float) -> float | None:
+    """The ``q`` quantile of sorted nanosecond round trips, in microseconds."""
+    if not sorted_ns:
+        return None
+    return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1e3
+
+
 def pingpong(sock: socket.socket, duration: float, count: int, timeout: float) -> dict[str, object]:
     sock.settimeout(timeout)
     send, recv = sock.send, sock.recv
@@ -262,15 +269,12 @@ def pingpong(sock: socket.socket, duration: float, count: int, timeout: float) -
         rtts.append(clock() - sent_at)
     rtts.sort()
 
-    def quantile(q: float) -> float | None:
-        return rtts[min(len(rtts) - 1, int(q * len(rtts)))] / 1e3 if rtts else None
-
     return {
         "mode": "pingpong",
         "replies": len(rtts),
         "lost": lost,
-        "p50_us": quantile(0.50),
-        "p99_us": quantile(0.99),
+        "p50_us": quantile_us(rtts, 0.50),
+        "p99_us": quantile_us(rtts, 0.99),
     }
 
 
@@ -304,17 +308,14 @@ def paced(sock: socket.socket, duration: float, rate: float) -> dict[str, object
     elapsed = (clock() - start) / 1e9
     rtts.sort()
 
-    def quantile(q: float) -> float | None:
-        return rtts[min(len(rtts) - 1, int(q * len(rtts)))] / 1e3 if rtts else None
-
     return {
         "mode": "paced",
         "rate": rate,
         "sent": seq,
         "sent_per_s": seq / elapsed,
         "replies": len(rtts),
-        "p50_us": quantile(0.50),
-        "p99_us": quantile(0.99),
+        "p50_us": quantile_us(rtts, 0.50),
+        "p99_us": quantile_us(rtts, 0.99),
         "cpu": (time.process_time() - cpu_start) / elapsed,
     }
 
