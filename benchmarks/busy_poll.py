@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 from collections import defaultdict
 
-from reflector import TARGETS, cpu_seconds, loadgen, running
+from reflector import TARGETS, cpu_seconds, loadgen, median, running
 
 VARIANTS: dict[str, list[str]] = {
     "busy-poll (default)": TARGETS["udpbeat"],
@@ -68,10 +67,6 @@ def main() -> int:
                 f"{median(cell['p99']):>9.1f}"
             )
     return 0
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The load generator: valid heartbeat requests to one UDP target on loopback, from its own process.
 
-Three modes, each bounded by ``--duration`` and printing one JSON object on stdout:
+Four modes, each bounded by ``--duration`` and printing one JSON object on stdout:
 
 ``window``
     Keeps ``--window`` requests in flight. Replies are matched by sequence number: on a single
@@ -268,7 +268,6 @@ def pingpong(sock: socket.socket, duration: float, count: int, timeout: float) -
             continue
         rtts.append(clock() - sent_at)
     rtts.sort()
-
     return {
         "mode": "pingpong",
         "replies": len(rtts),
@@ -307,7 +306,6 @@ def paced(sock: socket.socket, duration: float, rate: float) -> dict[str, object
             pass
     elapsed = (clock() - start) / 1e9
     rtts.sort()
-
     return {
         "mode": "paced",
         "rate": rate,
