@@ -15,9 +15,11 @@ from udpbeat.detector import (
     make_detector,
 )
 from udpbeat.errors import ConfigError, UdpbeatError, WireError
+from udpbeat.events import event_to_dict
 from udpbeat.reflector import Counters, Reflector, ReflectorConfig
+from udpbeat.report import Outage, ProbeReport
 from udpbeat.server import BackgroundServer, Server, start_background_server
-from udpbeat.session import Outage, ProbeConfig, ProbeReport, ProbeSession, event_to_dict
+from udpbeat.session import ProbeConfig, ProbeSession
 
 __version__ = "0.1.0"
 

@@ -1,173 +1,240 @@
-"""The prober's I/O shell: a connected UDP socket and a timer around :class:`ProbeSession`.
+"""The prober's I/O shell: one coroutine around :class:`ProbeSession`.
 
-All decisions are the session's; this module only moves datagrams, reads the clocks and arms
-the session's timer. ``now`` is the event loop's clock (monotonic), so RTTs do not move when the
-wall clock is stepped; the wall clock is read only for the timestamp the wire format carries.
+All decisions are the session's; this module only moves datagrams, reads the clocks and waits
+for the session's timer. The loop is a single coroutine (``while not session.finished``), so an
+exception raised anywhere in the session, the detector or an ``on_event`` callback ends the run
+and reaches whoever awaits :func:`probe`; nothing runs in a callback that could swallow it.
+
+``now`` is the event loop's clock (monotonic), so RTTs do not move when the wall clock is
+stepped; the wall clock is read only for the timestamp the wire format carries. The socket's
+reader callback only takes datagrams off the socket, with their arrival time, and wakes the
+coroutine.
+
+ICMP errors: on Linux the socket has ``IP_RECVERR`` (``IPV6_RECVERR``), so each error comes
+with the address of the host that sent it and the heartbeat it is about. An error from any
+host but the target is counted (``icmp-elsewhere``) and ignored: a forged "port unreachable"
+from elsewhere cannot mark a live server down. Elsewhere the plain refusal is all there is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from udpbeat.detector import AdaptiveDetector, Detector
-from udpbeat.errors import ConfigError
-from udpbeat.server import DEFAULT_PORT, display_address
-from udpbeat.session import Event, ProbeConfig, ProbeReport, ProbeSession
+from udpbeat._net import (
+    DEFAULT_PORT,
+    display_address,
+    enable_error_queue,
+    read_error_queue,
+    resolve,
+    same_host,
+)
+from udpbeat.detector import Detector
+from udpbeat.errors import ConfigError, WireError
+from udpbeat.events import Event
+from udpbeat.report import ProbeReport
+from udpbeat.session import ProbeConfig, ProbeSession
+from udpbeat.wire import text
 
 EventSink = Callable[[Event], None]
 T = TypeVar("T")
 
 #: Errors a connected UDP socket reports when an ICMP error came back for a heartbeat.
 REFUSALS = (ConnectionRefusedError, ConnectionResetError)
-
-
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, prober: Prober) -> None:
-        self._prober = prober
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self._prober.on_datagram(data)
-
-    def error_received(self, exc: Exception) -> None:
-        self._prober.on_error(exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._prober.on_closed(exc)
+#: Bytes read per datagram: any reply longer than a valid one is malformed either way.
+RECEIVE_SIZE = 65535
+#: Datagrams read per readiness callback at most, so a flood cannot starve the loop.
+READ_BATCH = 256
 
 
 class Prober:
     """Runs one :class:`ProbeSession` against one target on the running loop."""
 
-    def __init__(
-        self,
-        session: ProbeSession,
-        *,
-        on_event: EventSink | None = None,
-    ) -> None:
+    def __init__(self, session: ProbeSession, *, on_event: EventSink | None = None) -> None:
         self.session = session
         self._on_event = on_event
         self._loop = asyncio.get_running_loop()
-        self._transport: asyncio.DatagramTransport | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._done: asyncio.Future[None] = self._loop.create_future()
-        self.socket_errors: list[str] = []
+        self._sock: socket.socket | None = None
+        self._target: tuple[Any, ...] | None = None
+        self._error_queue = False
+        # What the reader callback took off the socket, oldest first: (arrival, datagram) or
+        # (arrival, refused heartbeat's seq or None) for an ICMP error from the target.
+        self._inbox: deque[tuple[float, bytes | int | None]] = deque()
+        self._wake = asyncio.Event()
 
     async def run(self, address: tuple[Any, ...], family: int) -> ProbeReport:
-        transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: _Protocol(self), remote_addr=address[:2], family=family
-        )
-        self._transport = transport
+        """Probe ``address`` until the session finishes; returns its report.
+
+        Raises:
+            Whatever the session or ``on_event`` raised: the run ends with it.
+        """
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
-            self._step()
-            await self._done
+            sock.setblocking(False)
+            self._error_queue = enable_error_queue(sock)
+            sock.connect(address)
+        except OSError:
+            sock.close()
+            raise
+        self._sock, self._target = sock, address
+        loop = self._loop
+        loop.add_reader(sock.fileno(), self._readable)
+        session = self.session
+        try:
+            while True:
+                self._feed()
+                session.handle_timer(loop.time(), time.time())
+                self._flush()
+                if session.finished:
+                    break
+                self._wake.clear()
+                if self._inbox:
+                    continue
+                try:
+                    async with asyncio.timeout_at(session.get_timer()):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
         finally:
-            self._cancel_timer()
-            transport.close()
-        return self.session.report(self._loop.time())
+            loop.remove_reader(sock.fileno())
+            sock.close()
+            self._sock = None
+        return session.report(loop.time())
 
     def stop(self) -> None:
         """End the run now; the report covers what happened so far."""
         self.session.stop(self._loop.time())
-        self._flush()
+        self._wake.set()
 
-    def on_datagram(self, data: bytes) -> None:
-        self.session.receive_datagram(data, self._loop.time())
-        self._step()
+    # -- the socket's side: read, never decide ---------------------------------------------
 
-    def on_error(self, exc: Exception) -> None:
-        now = self._loop.time()
-        if isinstance(exc, REFUSALS):
-            self.session.receive_error(now)
-        else:
-            self.socket_errors.append(f"{type(exc).__name__}: {exc}")
-        self._step()
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        inbox = self._inbox
+        clock = self._loop.time
+        for _ in range(READ_BATCH):
+            try:
+                data = sock.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                break
+            except REFUSALS:
+                self._refused(clock())
+                continue
+            except OSError as error:
+                self.session.count_socket_error(_error_kind(error))
+                break
+            inbox.append((clock(), data))
+        self._wake.set()
 
-    def on_closed(self, exc: Exception | None) -> None:
-        if not self._done.done() and exc is not None:
-            self._done.set_exception(exc)
+    def _refused(self, now: float) -> None:
+        """An ICMP error is pending: find out who sent it and about which heartbeat."""
+        sock = self._sock
+        if not self._error_queue or sock is None:
+            self._inbox.append((now, None))
+            return
+        assert self._target is not None
+        for offender, payload in read_error_queue(sock):
+            if offender is not None and not same_host(offender, self._target):
+                self.session.count_socket_error("icmp-elsewhere")
+                continue
+            try:
+                seq: int | None = text.decode_request(payload).seq
+            except WireError:
+                seq = None
+            self._inbox.append((now, seq))
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._step()
+    # -- the session's side -----------------------------------------------------------------
 
-    def _step(self) -> None:
+    def _feed(self) -> None:
         session = self.session
-        session.handle_timer(self._loop.time(), time.time())
-        self._flush()
-        self._cancel_timer()
-        when = session.get_timer()
-        if when is not None:
-            self._timer = self._loop.call_at(when, self._on_timer)
+        inbox = self._inbox
+        while inbox and not session.finished:
+            arrival, item = inbox.popleft()
+            if isinstance(item, bytes):
+                session.receive_datagram(item, arrival)
+            else:
+                session.receive_error(arrival, item)
+        inbox.clear()
 
     def _flush(self) -> None:
-        transport = self._transport
-        if transport is not None:
-            for datagram in self.session.datagrams_to_send():
-                transport.sendto(datagram)
-        if self._on_event is not None:
-            for event in self.session.events():
-                self._on_event(event)
-        else:
-            for _ in self.session.events():
-                pass
-        if self.session.finished and not self._done.done():
-            self._done.set_result(None)
+        sock = self._sock
+        session = self.session
+        for datagram in session.datagrams_to_send():
+            if sock is None:
+                break
+            try:
+                sock.send(datagram)
+            except BlockingIOError:
+                session.count_socket_error("send-would-block")
+            except REFUSALS:
+                # An ICMP error from an earlier heartbeat surfaced on this send; this datagram
+                # did not go (it will time out), and the error is read as any other.
+                session.count_socket_error("send-refused")
+                self._refused(self._loop.time())
+            except OSError as error:
+                session.count_socket_error(_error_kind(error))
+        on_event = self._on_event
+        for event in session.events():
+            if on_event is not None:
+                on_event(event)
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
-
-async def resolve(host: str, port: int) -> tuple[tuple[Any, ...], int]:
-    """The first UDP address of ``host``; raises ConfigError if it does not resolve."""
-    if not 0 < port <= 65535:
-        raise ConfigError(f"port must be in 1..65535, got {port}")
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    except socket.gaierror as error:
-        raise ConfigError(f"cannot resolve host {host!r}: {error.strerror}") from None
-    family, _, _, _, sockaddr = infos[0]
-    return sockaddr, family
+def _error_kind(error: OSError) -> str:
+    code = error.errno
+    name = errno.errorcode.get(code, str(code)) if code is not None else type(error).__name__
+    return name.lower()
 
 
 async def probe(
     host: str,
     port: int = DEFAULT_PORT,
+    config: ProbeConfig | None = None,
     *,
-    count: int | None = 100,
-    interval: float = 1.0,
-    timeout: float = 1.0,
-    watch: bool = False,
-    detector: Detector | None = None,
     on_event: EventSink | None = None,
     on_start: Callable[[Prober], None] | None = None,
+    **settings: Any,
 ) -> ProbeReport:
     """Send heartbeats to ``host:port`` and return the report (the async entry point).
 
-    ``detector`` defaults to :class:`AdaptiveDetector`, as the CLI does. ``on_event`` sees every
-    event as it happens; ``on_start`` receives the :class:`Prober`, whose ``stop()`` ends the run
-    early (the report then covers what happened so far).
+    ``config`` or keyword ``settings`` (the fields of :class:`ProbeConfig`: ``count``,
+    ``interval``, ``timeout``, ``watch``, ``detector``, ``detector_options``, ...) say what to
+    do; ``probe(host, detector="phi")`` behaves as ``udpbeat client host --detector phi``.
+    ``detector`` may also be a :class:`~udpbeat.detector.Detector` object of your own.
+    ``on_event`` sees every event as it happens; ``on_start`` receives the :class:`Prober`,
+    whose ``stop()`` ends the run early (the report then covers what happened so far).
 
     Raises:
         ConfigError: a setting is out of range or the host does not resolve.
     """
-    config = ProbeConfig(count=count, interval=interval, timeout=timeout, watch=watch)
-    if detector is None:
-        detector = AdaptiveDetector(timeout)
+    detector: Detector | None = None
+    if isinstance(settings.get("detector"), Detector):
+        detector = settings.pop("detector")
+    if config is None:
+        config = _make_config(settings)
+    elif settings:
+        raise ConfigError("give either a ProbeConfig or keyword settings, not both")
     address, family = await resolve(host, port)
     loop = asyncio.get_running_loop()
-    session = ProbeSession(config, detector, loop.time(), target=display_address(address))
+    session = ProbeSession(config, loop.time(), target=display_address(address), detector=detector)
     prober = Prober(session, on_event=on_event)
     if on_start is not None:
         on_start(prober)
     return await prober.run(address, family)
+
+
+def _make_config(settings: dict[str, Any]) -> ProbeConfig:
+    try:
+        return ProbeConfig(**settings)
+    except TypeError as error:  # an unknown keyword
+        raise ConfigError(f"probe(): {error}") from None
 
 
 def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -120,6 +120,20 @@ class Counters:
     rate_limited: Counter[str] = field(default_factory=Counter)
     malformed: Counter[str] = field(default_factory=Counter)
     denied: Counter[str] = field(default_factory=Counter)
+    #: Datagrams whose handling raised (a defect in udpbeat): counted, never answered.
+    internal_errors: int = 0
+
+    def copy(self) -> Counters:
+        """An independent snapshot."""
+        return Counters(
+            self.received,
+            self.replied,
+            self.dropped_loss,
+            Counter(self.rate_limited),
+            Counter(self.malformed),
+            Counter(self.denied),
+            self.internal_errors,
+        )
 
     @property
     def rate_limited_total(self) -> int:
@@ -142,6 +156,7 @@ class Counters:
             + self.rate_limited_total
             + self.malformed_total
             + self.denied_total
+            + self.internal_errors
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -155,6 +170,7 @@ class Counters:
             "malformed_by_reason": dict(sorted(self.malformed.items())),
             "denied": self.denied_total,
             "denied_by_reason": dict(sorted(self.denied.items())),
+            "internal_errors": self.internal_errors,
         }
 
 

@@ -33,11 +33,11 @@ from types import TracebackType
 from typing import Any
 
 from udpbeat import _mmsg
-from udpbeat.errors import ConfigError
+from udpbeat._net import DEFAULT_PORT, bind_udp
+from udpbeat.errors import ConfigError, UdpbeatError
 from udpbeat.reflector import Counters, Reflected, Reflector, ReflectorConfig
 from udpbeat.wire import text
 
-DEFAULT_PORT = 12000
 #: Seconds between hand-overs of log records from the reader to ``on_records``.
 FLUSH_INTERVAL = 0.05
 #: Seconds ``stop`` waits for the reader thread to notice the socket was shut down.
@@ -95,39 +95,6 @@ class SocketCounters:
             "send_dropped": self.send_dropped,
             "receive_errors": self.receive_errors,
         }
-
-
-def bind_udp(host: str, port: int) -> socket.socket:
-    """A non-blocking UDP socket bound to ``host`` (``""``: every IPv4 and IPv6 interface).
-
-    Raises:
-        ConfigError: the port is out of range, the host does not resolve, or binding failed.
-    """
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"port must be in 0..65535, got {port}")
-    if host in ("", "*"):
-        candidates = [(socket.AF_INET6, "::"), (socket.AF_INET, "0.0.0.0")]
-    else:
-        try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
-        except socket.gaierror as error:
-            raise ConfigError(f"cannot resolve host {host!r}: {error.strerror}") from None
-        candidates = [(family, str(sockaddr[0])) for family, _, _, _, sockaddr in infos]
-    last_error: OSError | None = None
-    for family, address in candidates:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            if family == socket.AF_INET6 and host in ("", "*"):
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind((address, port))
-        except OSError as error:
-            sock.close()
-            last_error = error
-            continue
-        sock.setblocking(False)
-        return sock
-    reason = last_error.strerror if last_error is not None else "no address"
-    raise ConfigError(f"cannot bind UDP {host or '*'}:{port}: {reason}")
 
 
 def _wake(sock: socket.socket) -> None:
@@ -192,12 +159,8 @@ def busy_poll_seconds() -> float:
     return microseconds / 1e6
 
 
-def display_address(address: tuple[object, ...]) -> str:
-    """``host:port`` (``[host]:port`` for IPv6), with IPv4-mapped IPv6 shown as plain IPv4."""
-    host, port = str(address[0]), address[1]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+class ServerFailure(UdpbeatError):
+    """The server stopped by itself: its reader met an error it could not survive."""
 
 
 class Server:
@@ -233,12 +196,20 @@ class Server:
         self._receive_errors = 0
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
-        self._flusher: asyncio.TimerHandle | None = None
+        self._reader_done: asyncio.Future[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
+        #: What stopped the server by itself, if anything did.
+        self.failure: ServerFailure | None = None
+        #: The first internal error met while answering (it was counted and survived).
+        self.first_internal_error: str | None = None
+        self._internal_errors_logged = 0
 
     @property
     def counters(self) -> Counters:
-        return self.reflector.counters
+        """A snapshot of the reflector's counters, taken under the lock: they always add up."""
+        with self._lock:
+            return self.reflector.counters.copy()
 
     @property
     def socket_counters(self) -> SocketCounters:
@@ -260,32 +231,97 @@ class Server:
     async def start(self) -> None:
         if self._sock is not None:
             return
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         sock = bind_udp(self.host, self.port)
         sock.setblocking(True)
-        self._sock, self._stopping = sock, False
+        self._sock, self._stopping, self.failure = sock, False, None
         target = self._receive if self._mmsg_functions is None else self._receive_batched
+        reader_done: asyncio.Future[None] = loop.create_future()
+        self._reader_done = reader_done
         self._reader = threading.Thread(
-            target=target, args=(sock,), name="udpbeat-reader", daemon=True
+            target=self._run_reader,
+            args=(target, sock, reader_done),
+            name="udpbeat-reader",
+            daemon=True,
         )
         self._reader.start()
-        self._flusher = self._loop.call_later(FLUSH_INTERVAL, self._flush_periodically)
+        self._supervisor = loop.create_task(self._supervise(reader_done))
+
+    async def wait_stopped(self) -> None:
+        """Return when the server stops; raise :class:`ServerFailure` if it stopped by itself
+        (its reader met an error it could not survive). Never returns while it serves."""
+        if self._supervisor is not None:
+            await asyncio.shield(self._supervisor)
 
     async def stop(self) -> Counters:
-        """Stop receiving, hand over the last log records, and return the counters."""
-        sock, reader = self._sock, self._reader
+        """Stop receiving, hand over the last log records, and return the counters.
+
+        Waits (without blocking the event loop) up to ``READER_JOIN_TIMEOUT`` seconds for the
+        reader thread to notice.
+        """
+        sock, reader_done, supervisor = self._sock, self._reader_done, self._supervisor
         if sock is not None:
             self._stopping = True
             _wake(sock)
-            if reader is not None:
-                reader.join(READER_JOIN_TIMEOUT)
+            if reader_done is not None:
+                with contextlib.suppress(TimeoutError, ServerFailure):
+                    async with asyncio.timeout(READER_JOIN_TIMEOUT):
+                        await asyncio.shield(reader_done)
+            if supervisor is not None and not supervisor.done():
+                supervisor.cancel()
+            if supervisor is not None:
+                with contextlib.suppress(asyncio.CancelledError, ServerFailure):
+                    await supervisor
             sock.close()
             self._sock, self._reader = None, None
-            if self._flusher is not None:
-                self._flusher.cancel()
-                self._flusher = None
             self._flush()
         return self.counters
+
+    def _run_reader(
+        self,
+        target: Callable[[socket.socket], None],
+        sock: socket.socket,
+        done: asyncio.Future[None],
+    ) -> None:
+        """The reader thread's body: whatever ends it is reported to the event loop."""
+        error: BaseException | None = None
+        try:
+            target(sock)
+        except BaseException as caught:  # reported to the supervisor, never lost with the thread
+            error = caught
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is left to tell
+            self._loop.call_soon_threadsafe(_settle, done, error)
+
+    async def _supervise(self, reader_done: asyncio.Future[None]) -> None:
+        """The reader and the log's flusher under one supervisor: if one fails, both stop, and
+        the failure reaches :meth:`wait_stopped`."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch_reader(reader_done))
+                group.create_task(self._flush_forever())
+        except* ServerFailure as failures:
+            failure = failures.exceptions[0]
+            assert isinstance(failure, ServerFailure)
+            self.failure = failure
+            raise failure from None
+        except* Exception as failures:
+            error = failures.exceptions[0]
+            self.failure = ServerFailure(f"the log's flusher failed: {_describe(error)}")
+            raise self.failure from error
+
+    async def _watch_reader(self, reader_done: asyncio.Future[None]) -> None:
+        try:
+            await reader_done
+        except Exception as error:
+            raise ServerFailure(f"the reader stopped: {_describe(error)}") from error
+        if not self._stopping:
+            raise ServerFailure("the reader stopped unexpectedly")
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self._flush()
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -320,7 +356,11 @@ class Server:
     def _answer(self, sendto: Callable[..., int], data: bytes, source: Any, now: float) -> None:
         """Reflect one datagram and send its reply, if any, without blocking."""
         with self._lock:
-            reply = self.reflector.reflect(data, source, now)
+            try:
+                reply = self.reflector.reflect(data, source, now)
+            except Exception as error:  # a defect: counted and survived, never a deaf server
+                self._internal_error(error)
+                return
         if reply is not None:
             try:
                 sendto(reply, _SEND_FLAGS, source)
@@ -328,6 +368,17 @@ class Server:
                 self._send_dropped += 1
             except OSError:
                 self._send_errors += 1
+
+    def _internal_error(self, error: Exception) -> None:
+        """Charge the datagrams ``reflect`` left without an outcome to ``internal_errors``.
+
+        Called with the lock held. The counters then add up again, the error is shown once
+        per flush, and the reader goes on answering.
+        """
+        counters = self.reflector.counters
+        counters.internal_errors += max(1, counters.unaccounted)
+        if self.first_internal_error is None:
+            self.first_internal_error = _describe(error)
 
     def _receive_batched(self, sock: socket.socket) -> None:
         """The reader thread on Linux: batches in with ``recvmmsg``, out with ``sendmmsg``.
@@ -411,16 +462,21 @@ class Server:
                 answer(data, source, now)
                 answered_at = clock()
                 continue
-            if isinstance(names, bytes):  # one source sent the whole batch
-                source = known(names) or learn(names)
+            try:
+                if isinstance(names, bytes):  # one source sent the whole batch
+                    source = known(names) or learn(names)
+                    with lock:
+                        replies = reflect_batch(datagrams, source, now)
+                else:
+                    with lock:
+                        replies = [
+                            reflect(data, known(name) or learn(name), now)
+                            for data, name in zip(datagrams, names, strict=True)
+                        ]
+            except Exception as error:  # a defect: counted and survived, never a deaf server
                 with lock:
-                    replies = reflect_batch(datagrams, source, now)
-            else:
-                with lock:
-                    replies = [
-                        reflect(data, known(name) or learn(name), now)
-                        for data, name in zip(datagrams, names, strict=True)
-                    ]
+                    self._internal_error(error)
+                continue
             if None in replies:
                 if isinstance(names, bytes):
                     names = [names] * len(replies)
@@ -435,16 +491,30 @@ class Server:
             if failed:
                 self._send_errors += failed
 
-    def _flush_periodically(self) -> None:
-        self._flush()
-        if self._loop is not None and self._sock is not None:
-            self._flusher = self._loop.call_later(FLUSH_INTERVAL, self._flush_periodically)
-
     def _flush(self) -> None:
         with self._lock:
             records = self.reflector.drain_log()
+            internal = self.reflector.counters.internal_errors
+            first_error = self.first_internal_error
+        if internal > self._internal_errors_logged:
+            detail = f"{internal - self._internal_errors_logged} datagrams; first: {first_error}"
+            records.append(Reflected(time.time(), ("-", 0), "internal-error", detail))
+            self._internal_errors_logged = internal
         if records and self._on_records is not None:
             self._on_records(records)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 class BackgroundServer:

@@ -4,7 +4,7 @@
 expires timeouts, asks its :class:`~udpbeat.detector.Detector` for a verdict and keeps the
 statistics. It never touches a socket or reads a clock; an I/O shell drives it::
 
-    session = ProbeSession(config, detector, now=monotonic())
+    session = ProbeSession(config, now=monotonic())
     while not session.finished:
         wait until session.get_timer(), or for a datagram / socket error
         session.receive_datagram(data, now)      # or session.receive_error(now)
@@ -21,14 +21,29 @@ from __future__ import annotations
 
 import heapq
 import math
+import secrets
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
-from udpbeat.detector import Detector, MissReason, State, Transition
+from udpbeat.detector import Detector, MissReason, State, Transition, make_detector
 from udpbeat.errors import ConfigError, WireError
-from udpbeat.stats import Jitter, Series, Summary
+from udpbeat.events import (
+    DuplicateReply,
+    Event,
+    HeartbeatLost,
+    HeartbeatSent,
+    LateReply,
+    MalformedReply,
+    ReplyReceived,
+    SessionFinished,
+    StateChanged,
+    UnknownReply,
+)
+from udpbeat.report import Outage, ProbeReport
+from udpbeat.stats import Jitter, Series
 from udpbeat.wire import text
 
 #: How many answered or expired sequence numbers are remembered, to tell late and duplicate
@@ -36,209 +51,91 @@ from udpbeat.wire import text
 REMEMBERED_SEQUENCES = 65536
 
 
+#: The highest first sequence number drawn at random: leaves 2**62 numbers for the run itself.
+RANDOM_FIRST_SEQ_LIMIT = 2**62
+#: Confirmation probes a target may send per interval by default (see ``docs/detectors.md``).
+PROBES_PER_INTERVAL = 10
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeConfig:
-    """What to send and how long to wait.
+    """What to send, how long to wait, and how to judge the server.
 
     ``count`` regular heartbeats (``None``: until stopped), one every ``interval`` seconds
     (``0``: the next as soon as the previous one is answered or timed out, as the exercise
     paces them); ``timeout`` is the longest wait for a reply. With ``watch``, a DOWN verdict does
     not end the run.
+
+    ``detector`` names the failure detector (see :data:`udpbeat.DETECTORS`) and
+    ``detector_options`` its parameters; the session builds it with this ``timeout``, so the
+    timeout lives in one place. ``first_seq`` is the first sequence number; ``None`` (the
+    default) draws it at random, so that an off-path attacker who learns the client's port
+    still cannot guess which replies would be accepted. ``probes_per_interval`` bounds the
+    confirmation probes: a bucket that holds that many and refills that many per interval
+    (``0``: no probes at all).
+
+    Raises:
+        ConfigError: any value of the wrong type or out of range.
     """
 
     count: int | None = 100
     interval: float = 1.0
     timeout: float = 1.0
     watch: bool = False
-    first_seq: int = 1
+    first_seq: int | None = None
+    detector: str = "adaptive"
+    detector_options: Mapping[str, Any] = field(default_factory=dict)
+    probes_per_interval: int = PROBES_PER_INTERVAL
 
     def __post_init__(self) -> None:
-        if self.count is not None and (
-            isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1
-        ):
+        if self.count is not None and not _is_int(self.count, minimum=1):
             raise ConfigError(
                 f"count must be an integer >= 1 (or None for no limit), got {self.count!r}"
             )
-        if not (math.isfinite(self.interval) and self.interval >= 0):
-            raise ConfigError(f"interval must be >= 0 seconds, got {self.interval!r}")
-        if not (math.isfinite(self.timeout) and self.timeout > 0):
-            raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout!r}")
-        if not 0 <= self.first_seq <= text.MAX_SEQUENCE:
+        if not (_is_number(self.interval) and math.isfinite(self.interval) and self.interval >= 0):
+            raise ConfigError(f"interval must be a number of seconds >= 0, got {self.interval!r}")
+        if not (_is_number(self.timeout) and math.isfinite(self.timeout) and self.timeout > 0):
+            raise ConfigError(f"timeout must be a number of seconds > 0, got {self.timeout!r}")
+        if not isinstance(self.watch, bool):
+            raise ConfigError(f"watch must be True or False, got {self.watch!r}")
+        if self.first_seq is not None and not (
+            _is_int(self.first_seq, minimum=0) and self.first_seq <= text.MAX_SEQUENCE
+        ):
             raise ConfigError(
-                f"first sequence number must be in [0, 2**63-1], got {self.first_seq!r}"
+                f"first sequence number must be an integer in [0, 2**63-1] (or None: random), "
+                f"got {self.first_seq!r}"
             )
+        if not _is_int(self.probes_per_interval, minimum=0):
+            raise ConfigError(
+                f"probes per interval must be an integer >= 0, got {self.probes_per_interval!r}"
+            )
+        if not isinstance(self.detector, str):
+            raise ConfigError(f"detector must be a name, got {self.detector!r}")
+        if not isinstance(self.detector_options, Mapping):
+            raise ConfigError(
+                f"detector options must be a mapping of names to values, "
+                f"got {self.detector_options!r}"
+            )
+        self.build_detector()  # every bad detector setting fails here, not mid-run
+
+    def build_detector(self) -> Detector:
+        """A fresh detector as configured.
+
+        Raises:
+            ConfigError: unknown detector, unknown parameter, or a value out of range.
+        """
+        options = dict(self.detector_options)
+        if self.detector == "phi" and self.interval > 0:
+            options.setdefault("first_heartbeat_estimate", self.interval)
+        return make_detector(self.detector, self.timeout, **options)
 
 
-# --- events: what happened, for the shell to print -------------------------------------------
+def _is_int(value: object, *, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-@dataclass(frozen=True, slots=True)
-class HeartbeatSent:
-    seq: int
-    at: float
-    wall_time: float
-    probe: bool
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyReceived:
-    seq: int
-    at: float
-    rtt: float
-    time_difference: float
-    probe: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LateReply:
-    """A reply that came after its heartbeat had timed out; it never answers a newer one."""
-
-    seq: int
-    at: float
-    rtt: float
-    time_difference: float
-
-
-@dataclass(frozen=True, slots=True)
-class DuplicateReply:
-    seq: int
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class UnknownReply:
-    """A well-formed reply whose sequence number this session never sent."""
-
-    seq: int
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class MalformedReply:
-    reason: str
-    at: float
-    size: int
-    detail: str
-
-
-@dataclass(frozen=True, slots=True)
-class HeartbeatLost:
-    seq: int
-    at: float
-    reason: MissReason
-    probe: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StateChanged:
-    transition: Transition
-
-
-@dataclass(frozen=True, slots=True)
-class SessionFinished:
-    at: float
-    state: State
-
-
-Event = (
-    HeartbeatSent
-    | ReplyReceived
-    | LateReply
-    | DuplicateReply
-    | UnknownReply
-    | MalformedReply
-    | HeartbeatLost
-    | StateChanged
-    | SessionFinished
-)
-
-
-# --- the report ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Outage:
-    """A period the detector held the server DOWN; ``end`` is ``None`` if it was still down."""
-
-    start: float
-    end: float | None
-    heartbeats_lost: int
-
-    @property
-    def duration(self) -> float | None:
-        return None if self.end is None else self.end - self.start
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "start": self.start,
-            "end": self.end,
-            "duration_s": self.duration,
-            "heartbeats_lost": self.heartbeats_lost,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeReport:
-    """The figures of a run. Times are in seconds; :meth:`to_dict` gives the stable JSON keys."""
-
-    target: str
-    sent: int
-    probes: int
-    received: int
-    lost: int
-    refused: int
-    late: int
-    duplicates: int
-    unknown: int
-    malformed: dict[str, int]
-    in_flight: int
-    rtt: Summary
-    jitter: float | None
-    time_difference: Summary
-    state: State
-    detector: dict[str, object]
-    transitions: tuple[Transition, ...]
-    outages: tuple[Outage, ...]
-    duration: float
-
-    @property
-    def loss(self) -> float | None:
-        """Fraction of resolved heartbeats with no reply in time (late replies count as lost)."""
-        resolved = self.sent - self.in_flight
-        return None if resolved <= 0 else 1.0 - self.received / resolved
-
-    def to_dict(self) -> dict[str, object]:
-        loss = self.loss
-        return {
-            "type": "summary",
-            "target": self.target,
-            "sent": self.sent,
-            "probes": self.probes,
-            "received": self.received,
-            "lost": self.lost,
-            "refused": self.refused,
-            "late": self.late,
-            "duplicates": self.duplicates,
-            "unknown": self.unknown,
-            "malformed": dict(self.malformed),
-            "in_flight": self.in_flight,
-            "loss_percent": None if loss is None else round(100.0 * loss, 3),
-            "rtt_ms": _milliseconds(self.rtt),
-            "jitter_ms": None if self.jitter is None else self.jitter * 1e3,
-            "time_difference_ms": _milliseconds(self.time_difference),
-            "state": str(self.state),
-            "detector": dict(self.detector),
-            "transitions": [t.to_dict() for t in self.transitions],
-            "outages": [o.to_dict() for o in self.outages],
-            "duration_s": self.duration,
-        }
-
-
-def _milliseconds(summary: Summary) -> dict[str, float | int | None]:
-    return {
-        key: (value if key == "count" or value is None else value * 1e3)
-        for key, value in summary.to_dict().items()
-    }
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 # --- the session -----------------------------------------------------------------------------
@@ -273,15 +170,27 @@ class ProbeSession:
     """Sequence numbers, reply matching, timeouts, probes and the detector, driven by ``now``."""
 
     def __init__(
-        self, config: ProbeConfig, detector: Detector, now: float, *, target: str = ""
+        self,
+        config: ProbeConfig,
+        now: float,
+        *,
+        target: str = "",
+        detector: Detector | None = None,
     ) -> None:
+        """``detector``: a detector object to use instead of the one ``config`` names (for a
+        detector of your own; the session then leaves its parameters to you)."""
         self.config = config
-        self.detector = detector
+        self.detector = detector if detector is not None else config.build_detector()
         self.target = target
+        first_seq = config.first_seq
+        if first_seq is None:
+            first_seq = 1 + secrets.randbelow(RANDOM_FIRST_SEQ_LIMIT)
+        #: The run's first sequence number; heartbeats are shown counted from it.
+        self.first_seq = first_seq
         self.finished = False
         self._started = now
         self._ended: float | None = None
-        self._next_seq = config.first_seq
+        self._next_seq = first_seq
         self._regular_sent = 0
         self._next_send: float | None = now
         self._pending: dict[int, _Pending] = {}
@@ -298,6 +207,13 @@ class ProbeSession:
         self._outages: list[Outage] = []
         self._outage_start: float | None = None
         self._outage_lost = 0
+        self._socket_errors: Counter[str] = Counter()
+        # The confirmation-probe budget: a bucket of ``probes_per_interval`` tokens, refilled
+        # at that many per interval (per timeout when heartbeats are paced by their replies).
+        budget = config.probes_per_interval
+        self._probe_tokens = float(budget)
+        self._probe_tokens_at = now
+        self._probe_refill = budget / (config.interval or config.timeout)
 
     # -- driving ------------------------------------------------------------------------------
 
@@ -308,7 +224,7 @@ class ProbeSession:
         # The earliest of four optional times, without building lists: this runs after every
         # datagram and timer, millions of times in the simulator.
         detector = self.detector
-        when = detector.probe_at()
+        when = self._probe_due()
         check = detector.check_at()
         if check is not None and (when is None or check < when):
             when = check
@@ -340,8 +256,9 @@ class ProbeSession:
                 self._next_send = max(self._next_send + interval, now)
             else:
                 self._next_send = None
-        probe_at = self.detector.probe_at()
+        probe_at = self._probe_due()
         if not self.finished and probe_at is not None and probe_at <= now:
+            self._take_probe_token(now)
             self._send(now, wall_time, probe=True)
         self._maybe_finish(now)
 
@@ -392,23 +309,32 @@ class ProbeSession:
             self._events.append(UnknownReply(seq, now))
         self._maybe_finish(now)
 
-    def receive_error(self, now: float) -> None:
-        """The network refused a heartbeat (an ICMP error, e.g. port unreachable).
+    def receive_error(self, now: float, seq: int | None = None) -> None:
+        """The network refused heartbeat ``seq`` (an ICMP error, e.g. port unreachable).
 
-        The socket does not say which datagram caused it, so it is charged to the newest
-        heartbeat still waiting for its reply.
+        Where the shell cannot tell which datagram caused it (``seq`` ``None``), it is charged
+        to the newest heartbeat still waiting for its reply. An error naming a heartbeat that is
+        not waiting (answered, expired, or never sent) is counted and changes nothing.
         """
         if self.finished:
             return
         self._expire(now)  # an overdue heartbeat timed out before this error came
         if self.finished:
             return
-        self._tally.refused += 1
-        if self._pending:
+        if seq is None and self._pending:
             seq = max(self._pending)
-            pending = self._pending.pop(seq)
+        pending = None if seq is None else self._pending.pop(seq, None)
+        if pending is None:
+            self._socket_errors["refused-stale"] += 1
+        else:
+            assert seq is not None
+            self._tally.refused += 1
             self._miss(seq, pending, now, "refused")
         self._maybe_finish(now)
+
+    def count_socket_error(self, kind: str) -> None:
+        """The shell met a socket error that is not a refusal (counted by ``kind``, reported)."""
+        self._socket_errors[kind] += 1
 
     def stop(self, now: float) -> None:
         """End the run now (the user interrupted it); in-flight heartbeats are left unresolved."""
@@ -458,9 +384,30 @@ class ProbeSession:
             transitions=tuple(self._transitions),
             outages=tuple(outages),
             duration=end - self._started,
+            socket_errors=dict(self._socket_errors),
+            first_seq=self.first_seq,
         )
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _probe_due(self) -> float | None:
+        """When the next confirmation probe goes: when the detector wants it, or later if the
+        budget is spent (``None``: no probe wanted, or no budget at all)."""
+        wanted = self.detector.probe_at()
+        if wanted is None or self._probe_tokens >= 1.0:
+            return wanted
+        if not self._probe_refill:
+            return None
+        refilled = self._probe_tokens_at + (1.0 - self._probe_tokens) / self._probe_refill
+        return max(wanted, refilled)
+
+    def _take_probe_token(self, now: float) -> None:
+        budget = float(self.config.probes_per_interval)
+        elapsed = max(0.0, now - self._probe_tokens_at)
+        tokens = min(budget, self._probe_tokens + elapsed * self._probe_refill)
+        # Rounding may leave a hair under one token at the instant it was due.
+        self._probe_tokens = max(0.0, tokens - 1.0)
+        self._probe_tokens_at = now
 
     def _all_regular_sent(self) -> bool:
         count = self.config.count
@@ -516,7 +463,7 @@ class ProbeSession:
 
     def _forgotten(self, seq: int) -> bool:
         """Sent so long ago that its fate was forgotten."""
-        return seq < self._next_seq and seq >= self.config.first_seq and seq not in self._pending
+        return seq < self._next_seq and seq >= self.first_seq and seq not in self._pending
 
     def _record(self, transition: Transition | None, now: float) -> None:
         if transition is None:
@@ -540,29 +487,3 @@ class ProbeSession:
         self.finished = True
         self._ended = now
         self._events.append(SessionFinished(now, self.detector.state))
-
-
-_EVENT_TYPES: dict[type, str] = {
-    HeartbeatSent: "sent",
-    ReplyReceived: "reply",
-    LateReply: "late",
-    DuplicateReply: "duplicate",
-    UnknownReply: "unknown",
-    MalformedReply: "malformed",
-    HeartbeatLost: "lost",
-    StateChanged: "state",
-    SessionFinished: "finished",
-}
-
-
-def event_to_dict(event: Event) -> dict[str, object]:
-    """An event as a JSON-ready dict: ``type`` plus its fields (times in seconds)."""
-    if isinstance(event, StateChanged):
-        return {"type": "state", **event.transition.to_dict()}
-    fields: dict[str, object] = {"type": _EVENT_TYPES[type(event)]}
-    for name in event.__slots__:
-        value = getattr(event, name)
-        if isinstance(value, float) and math.isnan(value):
-            value = None
-        fields[name] = str(value) if isinstance(value, State) else value
-    return fields

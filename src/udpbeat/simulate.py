@@ -366,7 +366,7 @@ def run_healthy(
     config = ProbeConfig(
         count=heartbeats, interval=timing.interval, timeout=timing.timeout, watch=True
     )
-    session = ProbeSession(config, spec.build(timing.timeout), 0.0)
+    session = ProbeSession(config, 0.0, detector=spec.build(timing.timeout))
     Simulation(session, path, rng).run()
     report = session.report()
     return HealthyResult(
@@ -415,7 +415,7 @@ def run_stop(
     phase between a stop and the next heartbeat.
     """
     config = ProbeConfig(count=None, interval=timing.interval, timeout=timing.timeout, watch=True)
-    session = ProbeSession(config, spec.build(timing.timeout), 0.0)
+    session = ProbeSession(config, 0.0, detector=spec.build(timing.timeout))
     simulation = Simulation(session, path, rng)
     stop_at = (warmup + rng.random()) * max(timing.interval, timing.timeout)
     simulation.stop_server(stop_at)

@@ -1,0 +1,121 @@
+"""``udpbeat demo``: a lossy server, a client against it, then the server stops."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+
+import click
+
+from udpbeat._net import display_address
+from udpbeat.cli.client import EXIT_DOWN, EXIT_UP, event_printer
+from udpbeat.cli.format import format_report
+from udpbeat.cli.output import LineWriter
+from udpbeat.client import probe
+from udpbeat.detector import State
+from udpbeat.events import Event, HeartbeatSent
+from udpbeat.reflector import ReflectorConfig
+from udpbeat.report import ProbeReport
+from udpbeat.server import Server
+from udpbeat.session import ProbeConfig
+
+
+@click.command()
+@click.option("--loss", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed for the server's loss RNG.")
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="Heartbeats before the server is stopped.",
+)
+@click.option("--interval", type=click.FloatRange(min=0.01), default=0.1, show_default=True)
+def demo(loss: float, seed: int | None, count: int, interval: float) -> int:
+    """Server with simulated loss, a client against it, then the server stops."""
+    return asyncio.run(run_demo(loss, seed, count, interval))
+
+
+async def run_demo(loss: float, seed: int | None, count: int, interval: float) -> int:
+    output = LineWriter(sys.stdout)
+    try:
+        return await _demo(output.write, loss, seed, count, interval)
+    finally:
+        output.close()
+
+
+async def _demo(
+    say: Callable[[str], None], loss: float, seed: int | None, count: int, interval: float
+) -> int:
+    timeout = round(max(0.25, 3 * interval), 3)
+    server = Server("127.0.0.1", 0, ReflectorConfig(loss=loss, seed=seed, log_events=False))
+    await server.start()
+    host, port = server.address
+    target = display_address((host, port))
+    say(f"demo: server on {target} drops {loss:.0%} of heartbeats on purpose")
+    say(
+        f"demo: client sends one heartbeat every {interval}s, timeout {timeout}s; "
+        f"after {count} heartbeats the server is stopped\n"
+    )
+    config = ProbeConfig(count=None, interval=interval, timeout=timeout)
+    first_seq: list[int] = []
+    printer = event_printer(
+        say,
+        as_json=False,
+        quiet=False,
+        target=target,
+        first_seq=lambda: first_seq[0] if first_seq else 1,
+        prefix="client | ",
+    )
+    stop_due = asyncio.Event()
+    stopped_at: list[float] = []
+    loop = asyncio.get_running_loop()
+    regular_sent = 0
+
+    def on_event(event: Event) -> None:
+        nonlocal regular_sent
+        printer(event)
+        if isinstance(event, HeartbeatSent) and not event.probe:
+            regular_sent += 1  # probes have sequence numbers too: count heartbeats, not seqs
+            if regular_sent == count:
+                stop_due.set()
+
+    async def stop_when_due(probing: asyncio.Task[ProbeReport]) -> None:
+        waiting = asyncio.ensure_future(stop_due.wait())
+        try:
+            await asyncio.wait({waiting, probing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if stop_due.is_set():
+            await server.stop()
+            stopped_at.append(loop.time())
+            say("demo  | >>> server stopped: the client must now detect it <<<")
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            probing = group.create_task(
+                probe(
+                    host,
+                    port,
+                    config,
+                    on_event=on_event,
+                    on_start=lambda prober: first_seq.append(prober.session.first_seq),
+                )
+            )
+            group.create_task(stop_when_due(probing))
+        report = probing.result()
+    finally:
+        counters = await server.stop()
+    say("\n" + format_report(report))
+    say(
+        f"server: {counters.received} received, {counters.replied} replied, "
+        f"{counters.dropped_loss} dropped by simulated loss"
+    )
+    if report.state is State.DOWN and stopped_at:
+        down_at = report.transitions[-1].at
+        delay = down_at - stopped_at[0]
+        say(f"demo: stop detected {delay:.2f}s after the server stopped")
+        return EXIT_UP
+    say("demo: the server was declared down before it was stopped (a false alarm)")
+    return EXIT_DOWN

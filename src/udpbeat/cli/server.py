@@ -1,0 +1,373 @@
+"""``udpbeat server``: the reflector's command line, its log and its counters on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable
+
+import click
+
+from udpbeat._net import DEFAULT_PORT, display_address
+from udpbeat.cli.format import REFUSED, counters_line, format_record, json_line, limits, limits_text
+from udpbeat.cli.output import LineWriter, stdout_was_closed
+from udpbeat.reflector import MAX_DATAGRAM_SIZE, Reflected, ReflectorConfig
+from udpbeat.server import Server
+
+#: Refused datagrams (malformed, rate-limited, denied) are logged at most this many times a
+#: second; the rest are counted and the count is shown when the window closes.
+MALFORMED_LOG_PER_SECOND = 5
+
+_SERVER_DEFAULTS = ReflectorConfig()
+
+
+def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A click callback: ``FloatRange`` lets ``nan`` through."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number")
+    return value
+
+
+class Console:
+    """The server's stdout and stderr, written off the event loop (:class:`LineWriter`).
+
+    Losing stdout does not stop the server: it says so once on stderr and keeps answering;
+    lines meant for stdout from then on are dropped, and the summary at exit goes to stderr.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, stdout_closed: bool = False) -> None:
+        self._loop = loop
+        self.err = LineWriter(sys.stderr, name="udpbeat-stderr")
+        self.out = LineWriter(
+            None if stdout_closed else sys.stdout,
+            on_lost=lambda error: self._call_soon(self._stdout_lost, error),
+            name="udpbeat-stdout",
+        )
+        self._told_lost = False
+        if stdout_closed:
+            self._stdout_lost(BrokenPipeError("stdout is closed"))
+
+    def _call_soon(self, callback: Callable[[OSError], None], error: OSError) -> None:
+        self._loop.call_soon_threadsafe(callback, error)
+
+    @property
+    def stdout_ok(self) -> bool:
+        return self.out.lost is None
+
+    def _stdout_lost(self, error: OSError) -> None:
+        if self._told_lost:
+            return
+        self._told_lost = True
+        reason = error.strerror or str(error) or type(error).__name__
+        self.err.write(
+            f"udpbeat: stdout lost ({reason}); still answering, the summary will be on stderr"
+        )
+
+    def summary(self, line: str) -> None:
+        """The last word: on stdout if it still works, else on stderr."""
+        if self.stdout_ok and self.out.flush():
+            self.out.write(line)
+            if self.out.close():
+                self.err.close()
+                return
+        if self.out.dropped:
+            self.err.write(f"udpbeat: {self.out.dropped} lines not shown: stdout was blocked")
+        self.err.write(line)
+        self.err.close()
+
+
+class RecordPrinter:
+    """Turns the reflector's records into lines, in the order they happened.
+
+    Refused datagrams come in floods: at most ``MALFORMED_LOG_PER_SECOND`` of them are shown a
+    second (on stderr, or as JSON on stdout), and the number not shown is said when the window
+    ends and at exit; so is the number of records the reflector could not keep.
+    """
+
+    def __init__(
+        self,
+        *,
+        as_json: bool,
+        quiet: bool,
+        out: Callable[[str], None],
+        err: Callable[[str], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.as_json = as_json
+        self.quiet = quiet
+        self._out = out
+        self._err = err
+        self._clock = clock
+        self._window_start = -math.inf
+        self._in_window = 0
+        self._suppressed = 0
+        self._not_kept = 0
+
+    def __call__(self, records: list[Reflected], not_kept: int = 0) -> None:
+        now = self._clock()
+        if now - self._window_start >= 1.0:
+            self._close_window()
+            self._window_start, self._in_window = now, 0
+        for record in records:
+            if record.outcome == "internal-error":
+                self._err(format_record(record, as_json=False))
+            elif record.outcome in REFUSED:
+                if self._in_window >= MALFORMED_LOG_PER_SECOND:
+                    self._suppressed += 1
+                    continue
+                self._in_window += 1
+                line = format_record(record, as_json=self.as_json)
+                (self._out if self.as_json else self._err)(line)
+            elif not self.quiet:
+                self._out(format_record(record, as_json=self.as_json))
+        if not_kept > self._not_kept:
+            self._err(
+                f"udpbeat: {not_kept - self._not_kept} records not logged "
+                "(the log backlog was full; the counters have them all)"
+            )
+            self._not_kept = not_kept
+
+    def finish(self) -> None:
+        """Say what the last window did not show."""
+        self._close_window()
+
+    def _close_window(self) -> None:
+        if self._suppressed:
+            self._err(f"udpbeat: {self._suppressed} more malformed or refused datagrams not shown")
+            self._suppressed = 0
+
+
+def server_summary(server: Server, kind: str = "summary") -> dict[str, object]:
+    """The counters as one object: ``kind`` is "summary" at the end, "stats" on the way."""
+    return {"type": kind, **server.stats()}
+
+
+def summary_text(summary: dict[str, object], as_json: bool) -> str:
+    if as_json:
+        return json_line(summary)
+    return "--- udpbeat server statistics ---\n" + counters_line(summary)
+
+
+async def wait_reporting(
+    stopping: asyncio.Event, interval: float | None, report: Callable[[], None]
+) -> None:
+    """Wait for ``stopping``, calling ``report`` every ``interval`` seconds meanwhile."""
+    if interval is None:
+        await stopping.wait()
+        return
+    loop = asyncio.get_running_loop()
+    next_report = loop.time() + interval
+    while True:
+        try:
+            async with asyncio.timeout_at(next_report):
+                await stopping.wait()
+            return
+        except TimeoutError:
+            report()
+            # On schedule, not drifting; after a stall, skip the reports missed.
+            next_report = max(next_report + interval, loop.time())
+
+
+async def serve(
+    host: str,
+    port: int,
+    config: ReflectorConfig,
+    *,
+    as_json: bool,
+    quiet: bool,
+    stats_interval: float | None = None,
+    stdout_closed: bool = False,
+) -> int:
+    loop = asyncio.get_running_loop()
+    console = Console(loop, stdout_closed=stdout_closed)
+    printer = RecordPrinter(
+        as_json=as_json, quiet=quiet, out=console.out.write, err=console.err.write
+    )
+    server = Server(host, port, config, on_records=printer)
+    try:
+        await server.start()
+    except BaseException:
+        console.err.close()
+        console.out.close()
+        raise
+    # Before the listening line: whoever waits for it may stop the server at once.
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    started = time.monotonic()
+
+    def report(kind: str = "stats") -> None:
+        stats = server_summary(server, kind)
+        elapsed = time.monotonic() - started
+        if as_json:
+            console.out.write(json_line({**stats, "at": time.time(), "uptime": elapsed}))
+        else:
+            console.out.write(f"{kind} +{elapsed:.1f}s: " + counters_line(stats))
+
+    def hangup() -> None:
+        # A daemon re-reads its configuration on SIGHUP; the server has none to re-read (its
+        # settings are its flags), so it keeps serving and says where it stands.
+        console.err.write("udpbeat: SIGHUP: nothing to reload; still serving")
+        report()
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
+    bound_host, bound_port = server.address
+    loss = f"simulated loss {config.loss:.1%}"
+    if config.seed is not None:
+        loss += f", seed {config.seed}"
+    if as_json:
+        listening = {
+            "type": "listening",
+            "host": bound_host,
+            "port": bound_port,
+            "loss": config.loss,
+            "seed": config.seed,
+            **limits(config),
+        }
+        console.out.write(json_line(listening))
+    else:
+        console.out.write(
+            f"udpbeat server listening on {display_address((bound_host, bound_port))}"
+            f" ({loss}; {limits_text(config)}); Ctrl-C to stop"
+        )
+    waiting = asyncio.ensure_future(wait_reporting(stopping, stats_interval, report))
+    watching = asyncio.ensure_future(server.wait_stopped())
+    try:
+        await asyncio.wait({waiting, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+        watching.cancel()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(signum)
+        await server.stop()
+        printer.finish()
+        console.summary(summary_text(server_summary(server), as_json))
+    if server.failure is not None:
+        raise server.failure
+    return 0
+
+
+@click.command()
+@click.option(
+    "--host", default="", show_default="all interfaces, IPv4 and IPv6", help="Address to bind."
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="UDP port (0: any free port).",
+)
+@click.option(
+    "--loss",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Fraction of valid requests to drop on purpose (0.3 = 30%).",
+)
+@click.option(
+    "--seed", type=int, default=None, help="Seed for the loss RNG (same seed, same drops)."
+)
+@click.option("--json", "as_json", is_flag=True, help="JSON Lines output.")
+@click.option("--quiet", "-q", is_flag=True, help="No line per packet; counters at the end.")
+@click.option(
+    "--stats-interval",
+    type=click.FloatRange(0.1, 86400.0),
+    callback=finite,
+    default=None,
+    metavar="SECONDS",
+    help="Print the counters every SECONDS (a 'stats' object with --json).",
+)
+@click.option(
+    "--rate-limit",
+    type=click.FloatRange(min=0.0),
+    default=_SERVER_DEFAULTS.rate_limit,
+    show_default=True,
+    metavar="PER_SECOND",
+    help="Requests a second answered per source address (0: no limit).",
+)
+@click.option(
+    "--burst",
+    type=click.IntRange(min=1),
+    default=_SERVER_DEFAULTS.burst,
+    show_default=True,
+    help="Requests a source may send at once before --rate-limit applies.",
+)
+@click.option(
+    "--max-sources",
+    type=click.IntRange(min=1),
+    default=_SERVER_DEFAULTS.max_sources,
+    show_default=True,
+    help="Source addresses remembered by the rate limit (least recently seen forgotten first).",
+)
+@click.option(
+    "--global-rate-limit",
+    type=click.FloatRange(min=0.0),
+    default=_SERVER_DEFAULTS.global_rate_limit,
+    show_default=True,
+    metavar="PER_SECOND",
+    help="Requests a second answered over all sources (0: no limit).",
+)
+@click.option(
+    "--allow",
+    multiple=True,
+    metavar="CIDR",
+    help="Answer only sources in this network (repeatable; default: any source).",
+)
+@click.option(
+    "--allow-privileged-ports",
+    is_flag=True,
+    help="Also answer source ports below 1024 (refused by default: likely spoofed).",
+)
+@click.option(
+    "--max-size",
+    type=click.IntRange(1, MAX_DATAGRAM_SIZE),
+    default=_SERVER_DEFAULTS.max_size,
+    show_default=True,
+    metavar="BYTES",
+    help="Longest datagram accepted; longer ones are counted as malformed (oversize).",
+)
+def server(
+    host: str,
+    port: int,
+    loss: float,
+    seed: int | None,
+    as_json: bool,
+    quiet: bool,
+    stats_interval: float | None,
+    rate_limit: float,
+    burst: int,
+    max_sources: int,
+    global_rate_limit: float,
+    allow: tuple[str, ...],
+    allow_privileged_ports: bool,
+    max_size: int,
+) -> int:
+    """Answer heartbeats (the reflector). Limits and counters: docs/reflector.md."""
+    config = ReflectorConfig(
+        loss=loss,
+        seed=seed,
+        log_events=not quiet,
+        max_size=max_size,
+        rate_limit=rate_limit,
+        burst=burst,
+        max_sources=max_sources,
+        global_rate_limit=global_rate_limit,
+        allow=allow,
+        allow_privileged_ports=allow_privileged_ports,
+    )
+    stdout_closed = stdout_was_closed()
+    return asyncio.run(
+        serve(
+            host,
+            port,
+            config,
+            as_json=as_json,
+            quiet=quiet,
+            stats_interval=stats_interval,
+            stdout_closed=stdout_closed,
+        )
+    )
