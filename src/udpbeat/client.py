@@ -170,21 +170,31 @@ class Prober:
         for datagram in session.datagrams_to_send():
             if sock is None:
                 break
-            try:
-                sock.send(datagram)
-            except BlockingIOError:
-                session.count_socket_error("send-would-block")
-            except REFUSALS:
-                # An ICMP error from an earlier heartbeat surfaced on this send; this datagram
-                # did not go (it will time out), and the error is read as any other.
-                session.count_socket_error("send-refused")
-                self._refused(self._loop.time())
-            except OSError as error:
-                session.count_socket_error(_error_kind(error))
+            self._send(sock, datagram)
         on_event = self._on_event
         for event in session.events():
             if on_event is not None:
                 on_event(event)
+
+    def _send(self, sock: socket.socket, datagram: bytes) -> None:
+        # A pending ICMP error is reported by the next socket call, which may be this send:
+        # the datagram did not go. The error is read as any other (and cleared by being
+        # reported), then the send is tried once more, so a forged error cannot cost a
+        # heartbeat.
+        for attempt in (1, 2):
+            try:
+                sock.send(datagram)
+                return
+            except BlockingIOError:
+                self.session.count_socket_error("send-would-block")
+                return
+            except REFUSALS:
+                self._refused(self._loop.time())
+                if attempt == 2:
+                    self.session.count_socket_error("send-refused")
+            except OSError as error:
+                self.session.count_socket_error(_error_kind(error))
+                return
 
 
 def _error_kind(error: OSError) -> str:
