@@ -204,6 +204,7 @@ class Server:
         #: The first internal error met while answering (it was counted and survived).
         self.first_internal_error: str | None = None
         self._internal_errors_logged = 0
+        self._not_logged_said = 0
 
     @property
     def counters(self) -> Counters:
@@ -264,7 +265,8 @@ class Server:
             self._stopping = True
             _wake(sock)
             if reader_done is not None:
-                with contextlib.suppress(TimeoutError, ServerFailure):
+                # What ended the reader is the supervisor's to report, not stop's.
+                with contextlib.suppress(TimeoutError, Exception):
                     async with asyncio.timeout(READER_JOIN_TIMEOUT):
                         await asyncio.shield(reader_done)
             if supervisor is not None and not supervisor.done():
@@ -496,6 +498,11 @@ class Server:
             records = self.reflector.drain_log()
             internal = self.reflector.counters.internal_errors
             first_error = self.first_internal_error
+            not_logged = self.reflector.log_suppressed
+        if not_logged > self._not_logged_said:
+            count = str(not_logged - self._not_logged_said)
+            records.append(Reflected(time.time(), ("-", 0), "not-logged", count))
+            self._not_logged_said = not_logged
         if internal > self._internal_errors_logged:
             detail = f"{internal - self._internal_errors_logged} datagrams; first: {first_error}"
             records.append(Reflected(time.time(), ("-", 0), "internal-error", detail))

@@ -98,7 +98,7 @@ async def run_client(
 ) -> ProbeReport | None:
     """Probe ``host``; the report, or ``None`` if stdout was lost (nothing more to say)."""
     probers: list[Prober] = []
-    interrupted = False
+    interrupted = stdout_closed  # with no one to tell, end as soon as the prober exists
     loop = asyncio.get_running_loop()
 
     def interrupt() -> None:

@@ -73,6 +73,8 @@ class Console:
             if self.out.close():
                 self.err.close()
                 return
+        if self.out.lost is not None:
+            self._stdout_lost(self.out.lost)  # if the loop had no turn to say it yet
         if self.out.dropped:
             self.err.write(f"udpbeat: {self.out.dropped} lines not shown: stdout was blocked")
         self.err.write(line)
@@ -104,9 +106,8 @@ class RecordPrinter:
         self._window_start = -math.inf
         self._in_window = 0
         self._suppressed = 0
-        self._not_kept = 0
 
-    def __call__(self, records: list[Reflected], not_kept: int = 0) -> None:
+    def __call__(self, records: list[Reflected]) -> None:
         now = self._clock()
         if now - self._window_start >= 1.0:
             self._close_window()
@@ -114,6 +115,11 @@ class RecordPrinter:
         for record in records:
             if record.outcome == "internal-error":
                 self._err(format_record(record, as_json=False))
+            elif record.outcome == "not-logged":
+                self._err(
+                    f"udpbeat: {record.detail} records not logged "
+                    "(the log backlog was full; the counters have them all)"
+                )
             elif record.outcome in REFUSED:
                 if self._in_window >= MALFORMED_LOG_PER_SECOND:
                     self._suppressed += 1
@@ -123,12 +129,6 @@ class RecordPrinter:
                 (self._out if self.as_json else self._err)(line)
             elif not self.quiet:
                 self._out(format_record(record, as_json=self.as_json))
-        if not_kept > self._not_kept:
-            self._err(
-                f"udpbeat: {not_kept - self._not_kept} records not logged "
-                "(the log backlog was full; the counters have them all)"
-            )
-            self._not_kept = not_kept
 
     def finish(self) -> None:
         """Say what the last window did not show."""
@@ -182,6 +182,10 @@ async def serve(
     stdout_closed: bool = False,
 ) -> int:
     loop = asyncio.get_running_loop()
+    # First of all: from here on a signal is handled, whatever happens next.
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
     console = Console(loop, stdout_closed=stdout_closed)
     printer = RecordPrinter(
         as_json=as_json, quiet=quiet, out=console.out.write, err=console.err.write
@@ -193,10 +197,6 @@ async def serve(
         console.err.close()
         console.out.close()
         raise
-    # Before the listening line: whoever waits for it may stop the server at once.
-    stopping = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
     started = time.monotonic()
 
     def report(kind: str = "stats") -> None:
