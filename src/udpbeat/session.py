@@ -54,7 +54,7 @@ REMEMBERED_SEQUENCES = 65536
 #: The highest first sequence number drawn at random: leaves 2**62 numbers for the run itself.
 RANDOM_FIRST_SEQ_LIMIT = 2**62
 #: Confirmation probes a target may send per interval by default (see ``docs/detectors.md``).
-PROBES_PER_INTERVAL = 10
+PROBES_PER_INTERVAL = 20
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from udpbeat.detector import DETECTORS, Detector, State, Transition, make_detector
 from udpbeat.errors import ConfigError
 from udpbeat.reflector import Reflector, ReflectorConfig
-from udpbeat.session import ProbeConfig, ProbeSession
+from udpbeat.session import PROBES_PER_INTERVAL, ProbeConfig, ProbeSession
 
 #: Virtual Unix time at virtual monotonic time 0, for the timestamps the wire format carries.
 WALL_CLOCK_EPOCH = 1_700_000_000.0
@@ -332,6 +332,7 @@ class Timing:
 
     interval: float = 1.0
     timeout: float = 1.0
+    probes_per_interval: int = PROBES_PER_INTERVAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,7 +365,11 @@ def run_healthy(
 ) -> HealthyResult:
     """``heartbeats`` regular heartbeats to a server that never stops, in watch mode."""
     config = ProbeConfig(
-        count=heartbeats, interval=timing.interval, timeout=timing.timeout, watch=True
+        count=heartbeats,
+        interval=timing.interval,
+        timeout=timing.timeout,
+        watch=True,
+        probes_per_interval=timing.probes_per_interval,
     )
     session = ProbeSession(config, 0.0, detector=spec.build(timing.timeout))
     Simulation(session, path, rng).run()
@@ -414,7 +419,13 @@ def run_stop(
     The stop falls uniformly within a heartbeat interval, so detection latencies cover every
     phase between a stop and the next heartbeat.
     """
-    config = ProbeConfig(count=None, interval=timing.interval, timeout=timing.timeout, watch=True)
+    config = ProbeConfig(
+        count=None,
+        interval=timing.interval,
+        timeout=timing.timeout,
+        watch=True,
+        probes_per_interval=timing.probes_per_interval,
+    )
     session = ProbeSession(config, 0.0, detector=spec.build(timing.timeout))
     simulation = Simulation(session, path, rng)
     stop_at = (warmup + rng.random()) * max(timing.interval, timing.timeout)
