@@ -19,10 +19,11 @@ import pytest
 from helpers import Process, json_lines, run_udpbeat
 
 from udpbeat import BackgroundServer, ReflectorConfig, Server, State, Transition, probe
-from udpbeat.cli import format_report
+from udpbeat.cli.format import format_report
 from udpbeat.detector import DETECTORS, make_detector
+from udpbeat.events import Event, HeartbeatSent, StateChanged
 from udpbeat.hooks import HookRunner, hook_environment
-from udpbeat.session import Event, HeartbeatSent, ProbeReport, StateChanged
+from udpbeat.report import ProbeReport
 
 #: The deadline of every wait in these tests; none is expected to come near it.
 WAIT = 20.0
