@@ -225,7 +225,8 @@ def test_on_change_runs_the_hook_with_its_environment_and_keeps_json_clean(
     assert env["UDPBEAT_TARGET"] == f"127.0.0.1:{port}"
     assert (env["UDPBEAT_OLD_STATE"], env["UDPBEAT_NEW_STATE"]) == ("UNKNOWN", "UP")
     assert env["UDPBEAT_REASON"] == "reply"
-    assert json.loads(env["UDPBEAT_EVIDENCE"])["seq"] == 1
+    first_sent = next(e for e in json_lines(stdout) if e["type"] == "sent")
+    assert json.loads(env["UDPBEAT_EVIDENCE"])["seq"] == first_sent["seq"]
     assert before <= float(env["UDPBEAT_TIME"]) <= after
 
 
