@@ -26,7 +26,6 @@ import pytest
 from udpbeat.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-EXERCISE = Path(__file__).resolve().parent / "exercise"
 #: The longest any helper waits for a line, a datagram or a process to exit.
 WAIT = 10.0
 
