@@ -17,7 +17,7 @@ from udpbeat.detector import DETECTORS, State
 from udpbeat.events import Event, SessionFinished, StateChanged, event_to_dict
 from udpbeat.hooks import HookRunner
 from udpbeat.report import ProbeReport
-from udpbeat.session import ProbeConfig
+from udpbeat.session import PROBES_PER_INTERVAL, ProbeConfig
 
 EXIT_UP = 0
 EXIT_DOWN = 1
@@ -238,6 +238,14 @@ def _stderr_fd() -> int | None:
     help="phi: silence tolerated on top of the usual interval, in seconds [default: 0].",
 )
 @click.option(
+    "--probes-per-interval",
+    type=click.IntRange(min=0),
+    default=PROBES_PER_INTERVAL,
+    show_default=True,
+    help="Most confirmation probes per interval (a bucket that refills that many per "
+    "interval; 0: none). Fewer probes mean a slower verdict: docs/detectors.md.",
+)
+@click.option(
     "--watch",
     is_flag=True,
     help="Keep probing after DOWN and go back UP on the next reply; outages in the summary.",
@@ -266,6 +274,7 @@ def client(
     phi_threshold: float | None,
     min_std_deviation: float | None,
     acceptable_pause: float | None,
+    probes_per_interval: int,
     watch: bool,
     on_change: str | None,
     as_json: bool,
@@ -288,6 +297,7 @@ def client(
         watch=watch,
         detector=name,
         detector_options=options,
+        probes_per_interval=probes_per_interval,
     )
     stdout_closed = stdout_was_closed()
     report = asyncio.run(

@@ -182,6 +182,9 @@ def format_report(report: ProbeReport, wall_offset: float | None = None) -> str:
         lines.append(
             f"time difference min/avg/max = {diff.min:.6f}/{diff.avg:.6f}/{diff.max:.6f} s"
         )
+    if report.socket_errors:
+        errors = ", ".join(f"{k} {v}" for k, v in sorted(report.socket_errors.items()))
+        lines.append(f"socket errors: {errors}")
     if report.malformed or report.unknown:
         bad = ", ".join(f"{k} {v}" for k, v in sorted(report.malformed.items()))
         lines.append(f"ignored: {report.unknown} unknown, malformed: {bad or 0}")
