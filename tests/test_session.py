@@ -14,22 +14,21 @@ from hypothesis import strategies as st
 from udpbeat import session as session_module
 from udpbeat.detector import ConsecutiveDetector, Detector, State
 from udpbeat.errors import ConfigError
-from udpbeat.session import (
+from udpbeat.events import (
     DuplicateReply,
     Event,
     HeartbeatLost,
     HeartbeatSent,
     LateReply,
     MalformedReply,
-    Outage,
-    ProbeConfig,
-    ProbeSession,
     ReplyReceived,
     SessionFinished,
     StateChanged,
     UnknownReply,
     event_to_dict,
 )
+from udpbeat.report import Outage
+from udpbeat.session import ProbeConfig, ProbeSession
 from udpbeat.wire.text import (
     Heartbeat,
     HeartbeatReply,
@@ -63,10 +62,12 @@ class Driver:
         detector: Detector | None = None,
         start: float = 100.0,
     ) -> None:
-        config = ProbeConfig(count=count, interval=interval, timeout=timeout, watch=watch)
+        config = ProbeConfig(
+            count=count, interval=interval, timeout=timeout, watch=watch, first_seq=1
+        )
         self.detector = detector or ConsecutiveDetector(max_misses=max_misses, timeout=timeout)
         self.now = start
-        self.session = ProbeSession(config, self.detector, now=start, target="test")
+        self.session = ProbeSession(config, now=start, target="test", detector=self.detector)
         self.sent: dict[int, tuple[float, Heartbeat]] = {}
         self.log: list[Event] = []
         self.step()
@@ -384,7 +385,8 @@ def test_refused_with_nothing_in_flight_is_counted_but_blames_no_heartbeat() -> 
     driver.reply(1)
     driver.refused()
     report = driver.session.report()
-    assert report.refused == 1
+    assert report.refused == 0  # a refusal naming no waiting heartbeat is stale
+    assert report.socket_errors == {"refused-stale": 1}
     assert driver.of_type(HeartbeatLost) == []
     assert driver.session.state is State.UP
 
@@ -606,6 +608,8 @@ SUMMARY_KEYS = [
     "transitions",
     "outages",
     "duration_s",
+    "socket_errors",
+    "first_seq",
 ]
 
 
@@ -653,6 +657,7 @@ def test_report_to_dict_has_stable_keys_and_milliseconds() -> None:
     assert summary["state"] == "UP"
     assert summary["detector"] == {"name": "consecutive", "timeout": 0.5, "max_misses": 3}
     assert summary["duration_s"] == pytest.approx(3.02)
+    assert (summary["socket_errors"], summary["first_seq"]) == ({}, 1)
     json.dumps(summary, allow_nan=False)
 
 
@@ -821,4 +826,5 @@ def test_a_refusal_read_after_a_deadline_leaves_the_overdue_heartbeat_timed_out(
     [lost] = driver.of_type(HeartbeatLost)
     assert (lost.seq, lost.reason, lost.at) == (1, "timeout", 100.5)
     report = driver.session.report()
-    assert (report.lost, report.refused) == (1, 1)  # the refusal is counted, blamed on nothing
+    assert (report.lost, report.refused) == (1, 0)  # the refusal is blamed on nothing
+    assert report.socket_errors == {"refused-stale": 1}  # but counted apart
