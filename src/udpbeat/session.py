@@ -54,7 +54,9 @@ REMEMBERED_SEQUENCES = 65536
 #: The highest first sequence number drawn at random: leaves 2**62 numbers for the run itself.
 RANDOM_FIRST_SEQ_LIMIT = 2**62
 #: Confirmation probes a target may send per interval by default (see ``docs/detectors.md``).
-PROBES_PER_INTERVAL = 10
+#: Enough for one whole confirmation run of the default adaptive detector (at most 40 probes,
+#: with no history), so that the budget bounds a runaway detector, not a normal stop's detection.
+PROBES_PER_INTERVAL = 50
 
 
 @dataclass(frozen=True, slots=True)
