@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from udpbeat import session as session_module
-from udpbeat.detector import ConsecutiveDetector, Detector, State
+from udpbeat.detector import AdaptiveDetector, ConsecutiveDetector, Detector, State
 from udpbeat.errors import ConfigError
 from udpbeat.events import (
     DuplicateReply,
@@ -561,6 +561,35 @@ def test_stop_mid_run_leaves_in_flight_heartbeats_out_of_the_loss() -> None:
     assert driver.of_type(SessionFinished)[-1].at == 100.3
     driver.advance(110.0)
     assert driver.sent_seqs() == [1, 2, 3]
+
+
+def probe_times(budget: int, until: float) -> list[float]:
+    """When confirmation probes leave while nothing answers (the adaptive detector wants dozens)."""
+    config = ProbeConfig(
+        count=None, interval=1.0, timeout=1.0, first_seq=1, probes_per_interval=budget
+    )
+    session = ProbeSession(config, 0.0, detector=AdaptiveDetector(1.0))
+    probes: list[float] = []
+    now = 0.0
+    while (when := session.get_timer()) is not None and when <= until:
+        now = max(now, when)
+        session.handle_timer(now, now + EPOCH)
+        session.datagrams_to_send()
+        probes += [e.at for e in session.events() if isinstance(e, HeartbeatSent) and e.probe]
+    assert session.state is State.SUSPECT
+    return probes
+
+
+def test_no_probe_budget_means_no_probes() -> None:
+    assert probe_times(0, until=5.0) == []
+
+
+def test_probes_are_bounded_by_a_bucket_refilled_per_interval() -> None:
+    probes = probe_times(3, until=3.0)
+    assert len(probes) > 3  # the bucket refills
+    for i, first in enumerate(probes):
+        for j in range(i, len(probes)):
+            assert j - i + 1 <= 3 + 3 * (probes[j] - first) + 1e-9
 
 
 def test_stop_before_anything_resolved_has_no_loss_figure() -> None:
