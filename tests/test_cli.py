@@ -23,6 +23,7 @@ from helpers import (
 )
 
 from udpbeat import BackgroundServer
+from udpbeat.wire.text import decode_request
 
 #: The keys of the last JSON object, documented by ProbeReport.to_dict.
 SUMMARY_KEYS = {
@@ -47,6 +48,8 @@ SUMMARY_KEYS = {
     "transitions",
     "outages",
     "duration_s",
+    "socket_errors",
+    "first_seq",
 }
 #: The exercise's rule (down after 3 consecutive misses), for tests that count on its verdicts.
 EXERCISE_RULE = ("--detector", "consecutive")
@@ -62,6 +65,36 @@ EVENT_FIELDS = {
     "state": {"type", "at", "old", "new", "reason", "evidence"},
     "finished": {"type", "at", "state"},
 }
+
+
+class NumberedServer(ScriptedServer):
+    """A :class:`ScriptedServer` whose script numbers heartbeats from 1, as the client's lines do.
+
+    The client's first sequence number is random (and ``udpbeat client`` has no flag to set it),
+    so the script is shifted onto it when the first heartbeat arrives; the client sends them in
+    order, one at a time with ``-i 0``.
+    """
+
+    def _answer(self, data: bytes, address: tuple[str, int]) -> None:
+        if not self.requests:
+            offset = decode_request(data).seq - 1
+            script = self.script
+            self.script = Script(
+                hold={k + offset: m + offset for k, m in script.hold.items()},
+                copies={k + offset: n for k, n in script.copies.items()},
+                delay={k + offset: d for k, d in script.delay.items()},
+                drop={k + offset for k in script.drop},
+                extra={k + offset: v for k, v in script.extra.items()},
+            )
+        super()._answer(data, address)
+
+
+def relative_seqs(objects: list[dict[str, object]], kind: str) -> list[int]:
+    """The ``seq`` of every JSON event of this ``type``, counted from 1 as the text lines are."""
+    first = objects[-1]["first_seq"]
+    seqs = [o["seq"] for o in objects if o["type"] == kind]
+    assert isinstance(first, int) and all(isinstance(seq, int) for seq in seqs)
+    return [seq - first + 1 for seq in seqs]  # type: ignore[operator]
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +154,11 @@ def test_json_is_one_object_per_event_then_the_summary(server_port: int) -> None
     assert summary["rtt_ms"]["count"] == 4  # type: ignore[index]
     assert summary["loss_percent"] == 0.0 and summary["state"] == "UP"
     assert kinds[-1] == "finished"
-    assert [o["seq"] for o in objects if o["type"] == "reply"] == [1, 2, 3, 4]
+    assert relative_seqs(objects, "reply") == [1, 2, 3, 4]
 
 
 def test_json_counts_late_and_duplicate_replies() -> None:
-    with ScriptedServer(Script(hold={2: 4}, copies={3: 3})) as server:
+    with NumberedServer(Script(hold={2: 4}, copies={3: 3})) as server:
         status, stdout, _ = client(
             "127.0.0.1",
             "--port",
@@ -142,16 +175,16 @@ def test_json_counts_late_and_duplicate_replies() -> None:
     objects = json_lines(stdout)
     summary = objects[-1]
     assert status == 0
-    assert [o["seq"] for o in objects if o["type"] == "late"] == [2]
-    assert [o["seq"] for o in objects if o["type"] == "duplicate"] == [3, 3]
-    assert [o["seq"] for o in objects if o["type"] == "reply"] == [1, 3, 4, 5]
+    assert relative_seqs(objects, "late") == [2]
+    assert relative_seqs(objects, "duplicate") == [3, 3]
+    assert relative_seqs(objects, "reply") == [1, 3, 4, 5]
     assert (summary["sent"], summary["received"], summary["lost"]) == (5, 4, 1)
     assert (summary["late"], summary["duplicates"]) == (1, 2)
     assert summary["loss_percent"] == 20.0
 
 
 def test_text_mode_shows_late_and_duplicate_lines() -> None:
-    with ScriptedServer(Script(hold={2: 4}, copies={3: 2})) as server:
+    with NumberedServer(Script(hold={2: 4}, copies={3: 2})) as server:
         status, stdout, _ = client(
             "127.0.0.1",
             "--port",
@@ -193,7 +226,7 @@ def test_closed_port_is_refused_down_and_exit_1(detector: tuple[str, ...]) -> No
 
 
 def test_never_answered_is_exit_1_even_before_down() -> None:
-    with ScriptedServer(Script(drop={1, 2})) as server:
+    with NumberedServer(Script(drop={1, 2})) as server:
         status, stdout, _ = client(
             "127.0.0.1",
             "--port",
@@ -213,7 +246,7 @@ def test_never_answered_is_exit_1_even_before_down() -> None:
 
 
 def test_max_misses_sets_the_rule() -> None:
-    with ScriptedServer(Script(drop={2, 3})) as server:
+    with NumberedServer(Script(drop={2, 3})) as server:
         status, stdout, _ = client(
             "127.0.0.1",
             "--port",

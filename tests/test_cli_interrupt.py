@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import udpbeat.client
-from udpbeat.cli import _run_client
-from udpbeat.detector import ConsecutiveDetector
+from udpbeat.cli.client import run_client
+from udpbeat.session import ProbeConfig
 
 
 def test_interrupt_while_the_host_is_still_resolving_ends_the_run(
@@ -29,15 +29,20 @@ def test_interrupt_while_the_host_is_still_resolving_ends_the_run(
         return await real_resolve(host, port)
 
     monkeypatch.setattr(udpbeat.client, "resolve", slow_resolve)
-    options = {"count": None, "interval": 0.05, "timeout": 0.05}
+    config = ProbeConfig(
+        count=None,
+        interval=0.05,
+        timeout=0.05,
+        detector="consecutive",
+        detector_options={"max_misses": 1000},
+    )
 
     async def run() -> Any:
         return await asyncio.wait_for(
-            _run_client(
+            run_client(
                 "127.0.0.1",
                 silent.getsockname()[1],
-                options,
-                ConsecutiveDetector(1000, 0.05),
+                config,
                 as_json=True,
                 quiet=True,
             ),

@@ -20,7 +20,7 @@ from udpbeat import (
     probe,
     probe_sync,
 )
-from udpbeat.session import (
+from udpbeat.events import (
     DuplicateReply,
     Event,
     HeartbeatLost,
@@ -35,11 +35,18 @@ from udpbeat.session import (
 def run_probe(
     port: int, host: str = "127.0.0.1", *, timeout: float, **options: object
 ) -> tuple[ProbeReport, list[Event]]:
-    """Probe with the exercise's rule (3 consecutive misses), which these tests count on."""
+    """Probe with the exercise's rule (3 consecutive misses), which these tests count on, and
+    with heartbeats numbered from 1, as the scripts name them."""
     events: list[Event] = []
     detector = ConsecutiveDetector(3, timeout)
     report = probe_sync(
-        host, port, timeout=timeout, detector=detector, on_event=events.append, **options
+        host,
+        port,
+        timeout=timeout,
+        detector=detector,
+        first_seq=1,
+        on_event=events.append,
+        **options,
     )
     return report, events
 
@@ -104,6 +111,7 @@ def test_reply_delayed_beyond_the_timeout_is_late() -> None:
             interval=0.05,
             timeout=0.25,
             detector=ConsecutiveDetector(3, 0.25),
+            first_seq=1,
             on_event=on_event,
             on_start=probers.append,
         )

@@ -18,7 +18,8 @@ from udpbeat.detector import (
     wilson_upper,
 )
 from udpbeat.errors import ConfigError
-from udpbeat.session import HeartbeatSent, ProbeConfig, ProbeSession, StateChanged
+from udpbeat.events import HeartbeatSent, StateChanged
+from udpbeat.session import ProbeConfig, ProbeSession
 from udpbeat.wire import text
 
 RTT = 0.001
@@ -309,12 +310,19 @@ def test_late_reply_while_down_counts_only_if_sent_after_the_verdict() -> None:
     assert up is not None and (up.old, up.new) == (State.DOWN, State.UP)
 
 
-def test_late_reply_before_any_answer_means_up() -> None:
+def test_late_reply_before_any_answer_means_up_only_if_its_age_is_known() -> None:
     detector = AdaptiveDetector()
     detector.on_sent(1, 0.0, probe=False)
+    detector.on_sent(2, 0.5, probe=False)
     detector.on_miss(1, 1.0, "timeout")
-    up = detector.on_late(1, math.nan, 1.5)
-    assert up is not None and up.new is State.UP and "rtt" not in up.evidence
+    detector.on_miss(2, 1.5, "timeout")
+    assert detector.state is State.SUSPECT
+    # A reply whose heartbeat was forgotten could be from any time: old news in every state.
+    assert detector.on_late(1, math.nan, 1.6) is None
+    assert detector.state is State.SUSPECT
+    up = detector.on_late(2, 1.1, 1.6)
+    assert up is not None and (up.old, up.new) == (State.SUSPECT, State.UP)
+    assert up.evidence["rtt"] == 1.1
 
 
 def test_rtt_jump_raises_the_timeout_within_the_bound() -> None:
@@ -449,7 +457,7 @@ def drive(
 
 def test_session_confirms_a_stop_with_fast_probes_and_stops_probing_once_down() -> None:
     config = ProbeConfig(count=None, interval=1.0, timeout=1.0, watch=True)
-    session = ProbeSession(config, AdaptiveDetector(1.0), 0.0)
+    session = ProbeSession(config, 0.0, detector=AdaptiveDetector(1.0))
     stop_at = 300.5
     events = drive(session, random.Random(7), loss=0.0, until=320.0, stop_at=stop_at)
     changes = [e.transition for e in events if isinstance(e, StateChanged)]
@@ -468,7 +476,7 @@ def test_session_confirms_a_stop_with_fast_probes_and_stops_probing_once_down() 
 def test_session_stays_up_through_random_30_percent_loss() -> None:
     heartbeats = 20_000
     config = ProbeConfig(count=heartbeats, interval=1.0, timeout=1.0, watch=True)
-    session = ProbeSession(config, AdaptiveDetector(1.0), 0.0)
+    session = ProbeSession(config, 0.0, detector=AdaptiveDetector(1.0))
     drive(session, random.Random(2026), loss=0.3, until=math.inf)
     report = session.report()
     assert session.finished

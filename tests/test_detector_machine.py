@@ -20,7 +20,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from udpbeat.cli import choose_detector, main
+from udpbeat.cli import main
+from udpbeat.cli.client import choose_detector
 from udpbeat.detector import (
     DETECTORS,
     AdaptiveDetector,
@@ -32,6 +33,7 @@ from udpbeat.detector import (
     make_detector,
 )
 from udpbeat.errors import ConfigError
+from udpbeat.session import ProbeConfig
 
 TIMEOUT = 1.0
 
@@ -111,7 +113,14 @@ class DetectorMachine(RuleBasedStateMachine):
 
     @rule(seq=st.integers(min_value=0, max_value=200), rtt=rtts)
     def late(self, seq: int, rtt: float) -> None:
-        self._apply(self.detector.on_late(seq, rtt, self.now), "late")
+        # The one rule for late replies: one of unknown age is old news in every state, and
+        # while DOWN so is one whose heartbeat left before the verdict.
+        down = self.detector.state is State.DOWN
+        old_news = math.isnan(rtt) or (down and self.now - rtt < self.history[-1].at)
+        transition = self.detector.on_late(seq, rtt, self.now)
+        if old_news:
+            assert transition is None
+        self._apply(transition, "late")
 
     @rule()
     def check(self) -> None:
@@ -264,14 +273,25 @@ def test_make_detector_rejects_a_bad_timeout() -> None:
 # --- choosing a detector from the command line -----------------------------------------------
 
 
+def chosen(name: str | None, timeout: float, interval: float, **options: float) -> Detector:
+    """The detector a client run with these flags builds (its ProbeConfig builds it)."""
+    detector, detector_options = choose_detector(name, **options)
+    config = ProbeConfig(
+        timeout=timeout, interval=interval, detector=detector, detector_options=detector_options
+    )
+    return config.build_detector()
+
+
 def test_client_flags_choose_the_detector() -> None:
-    assert isinstance(choose_detector(None, 1.0, 1.0), AdaptiveDetector)
-    only_misses = choose_detector(None, 1.0, 1.0, max_misses=5)
+    assert choose_detector(None) == ("adaptive", {})
+    assert choose_detector(None, max_misses=5, threshold=None) == ("consecutive", {"max_misses": 5})
+    assert isinstance(chosen(None, 1.0, 1.0), AdaptiveDetector)
+    only_misses = chosen(None, 1.0, 1.0, max_misses=5)
     assert isinstance(only_misses, ConsecutiveDetector) and only_misses.max_misses == 5
-    adaptive = choose_detector("adaptive", 2.0, 1.0, false_alarm=1e-6, confirm_interval=0.2)
+    adaptive = chosen("adaptive", 2.0, 1.0, false_alarm=1e-6, confirm_interval=0.2)
     assert isinstance(adaptive, AdaptiveDetector)
     assert (adaptive.false_alarm, adaptive.confirm_interval) == (1e-6, 0.2)
-    phi = choose_detector("phi", 1.0, 0.25, threshold=10.0, acceptable_pause=0.5)
+    phi = chosen("phi", 1.0, 0.25, threshold=10.0, acceptable_pause=0.5)
     assert isinstance(phi, PhiDetector)
     assert (phi.threshold, phi.acceptable_pause) == (10.0, 0.5)
     assert phi.first_heartbeat_estimate == 0.25  # the interval is the best first guess

@@ -12,24 +12,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from udpbeat import session as session_module
-from udpbeat.detector import ConsecutiveDetector, Detector, State
+from udpbeat.detector import AdaptiveDetector, ConsecutiveDetector, Detector, State
 from udpbeat.errors import ConfigError
-from udpbeat.session import (
+from udpbeat.events import (
     DuplicateReply,
     Event,
     HeartbeatLost,
     HeartbeatSent,
     LateReply,
     MalformedReply,
-    Outage,
-    ProbeConfig,
-    ProbeSession,
     ReplyReceived,
     SessionFinished,
     StateChanged,
     UnknownReply,
     event_to_dict,
 )
+from udpbeat.report import Outage
+from udpbeat.session import ProbeConfig, ProbeSession
 from udpbeat.wire.text import (
     Heartbeat,
     HeartbeatReply,
@@ -63,10 +62,12 @@ class Driver:
         detector: Detector | None = None,
         start: float = 100.0,
     ) -> None:
-        config = ProbeConfig(count=count, interval=interval, timeout=timeout, watch=watch)
+        config = ProbeConfig(
+            count=count, interval=interval, timeout=timeout, watch=watch, first_seq=1
+        )
         self.detector = detector or ConsecutiveDetector(max_misses=max_misses, timeout=timeout)
         self.now = start
-        self.session = ProbeSession(config, self.detector, now=start, target="test")
+        self.session = ProbeSession(config, now=start, target="test", detector=self.detector)
         self.sent: dict[int, tuple[float, Heartbeat]] = {}
         self.log: list[Event] = []
         self.step()
@@ -384,7 +385,8 @@ def test_refused_with_nothing_in_flight_is_counted_but_blames_no_heartbeat() -> 
     driver.reply(1)
     driver.refused()
     report = driver.session.report()
-    assert report.refused == 1
+    assert report.refused == 0  # a refusal naming no waiting heartbeat is stale
+    assert report.socket_errors == {"refused-stale": 1}
     assert driver.of_type(HeartbeatLost) == []
     assert driver.session.state is State.UP
 
@@ -561,6 +563,35 @@ def test_stop_mid_run_leaves_in_flight_heartbeats_out_of_the_loss() -> None:
     assert driver.sent_seqs() == [1, 2, 3]
 
 
+def probe_times(budget: int, until: float) -> list[float]:
+    """When confirmation probes leave while nothing answers (the adaptive detector wants dozens)."""
+    config = ProbeConfig(
+        count=None, interval=1.0, timeout=1.0, first_seq=1, probes_per_interval=budget
+    )
+    session = ProbeSession(config, 0.0, detector=AdaptiveDetector(1.0))
+    probes: list[float] = []
+    now = 0.0
+    while (when := session.get_timer()) is not None and when <= until:
+        now = max(now, when)
+        session.handle_timer(now, now + EPOCH)
+        session.datagrams_to_send()
+        probes += [e.at for e in session.events() if isinstance(e, HeartbeatSent) and e.probe]
+    assert session.state is State.SUSPECT
+    return probes
+
+
+def test_no_probe_budget_means_no_probes() -> None:
+    assert probe_times(0, until=5.0) == []
+
+
+def test_probes_are_bounded_by_a_bucket_refilled_per_interval() -> None:
+    probes = probe_times(3, until=3.0)
+    assert len(probes) > 3  # the bucket refills
+    for i, first in enumerate(probes):
+        for j in range(i, len(probes)):
+            assert j - i + 1 <= 3 + 3 * (probes[j] - first) + 1e-9
+
+
 def test_stop_before_anything_resolved_has_no_loss_figure() -> None:
     driver = Driver(count=10, interval=1.0, timeout=1.0)
     driver.session.stop(100.0)
@@ -606,6 +637,8 @@ SUMMARY_KEYS = [
     "transitions",
     "outages",
     "duration_s",
+    "socket_errors",
+    "first_seq",
 ]
 
 
@@ -653,6 +686,7 @@ def test_report_to_dict_has_stable_keys_and_milliseconds() -> None:
     assert summary["state"] == "UP"
     assert summary["detector"] == {"name": "consecutive", "timeout": 0.5, "max_misses": 3}
     assert summary["duration_s"] == pytest.approx(3.02)
+    assert (summary["socket_errors"], summary["first_seq"]) == ({}, 1)
     json.dumps(summary, allow_nan=False)
 
 
@@ -821,4 +855,5 @@ def test_a_refusal_read_after_a_deadline_leaves_the_overdue_heartbeat_timed_out(
     [lost] = driver.of_type(HeartbeatLost)
     assert (lost.seq, lost.reason, lost.at) == (1, "timeout", 100.5)
     report = driver.session.report()
-    assert (report.lost, report.refused) == (1, 1)  # the refusal is counted, blamed on nothing
+    assert (report.lost, report.refused) == (1, 0)  # the refusal is blamed on nothing
+    assert report.socket_errors == {"refused-stale": 1}  # but counted apart

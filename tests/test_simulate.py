@@ -80,7 +80,7 @@ def test_a_stop_is_detected_after_three_timeouts_and_the_restart_ends_one_outage
 def test_refusals_from_a_stopped_server_reach_the_detector() -> None:
     path = PathConfig(icmp_when_stopped=True)
     config = ProbeConfig(count=None, interval=1.0, timeout=1.0, watch=True)
-    session = ProbeSession(config, ConsecutiveDetector(3, 1.0), 0.0)
+    session = ProbeSession(config, 0.0, detector=ConsecutiveDetector(3, 1.0))
     simulation = Simulation(session, path, random.Random(1))
     simulation.stop_server(5.5)
     simulation.run(30.0, until_state=State.DOWN)
@@ -94,7 +94,7 @@ def test_refusals_from_a_stopped_server_reach_the_detector() -> None:
 def test_duplicated_replies_are_counted_once() -> None:
     path = PathConfig(duplicate=1.0)
     config = ProbeConfig(count=None, interval=1.0, timeout=1.0)
-    session = ProbeSession(config, ConsecutiveDetector(3, 1.0), 0.0)
+    session = ProbeSession(config, 0.0, detector=ConsecutiveDetector(3, 1.0))
     Simulation(session, path, random.Random(1)).run(49.5)  # heartbeats at 0, 1, ..., 49
     report = session.report()
     assert (report.sent, report.received, report.duplicates, report.lost) == (50, 50, 50, 0)
@@ -103,7 +103,7 @@ def test_duplicated_replies_are_counted_once() -> None:
 def test_round_trip_times_follow_the_path() -> None:
     path = PathConfig(rtt=0.010, jitter=0.002)
     config = ProbeConfig(count=2_000, interval=1.0, timeout=1.0)
-    session = ProbeSession(config, ConsecutiveDetector(3, 1.0), 0.0)
+    session = ProbeSession(config, 0.0, detector=ConsecutiveDetector(3, 1.0))
     Simulation(session, path, random.Random(1)).run()
     rtt = session.report().rtt
     assert rtt.min is not None and rtt.avg is not None
@@ -206,7 +206,7 @@ class _StuckDetector(Detector):
 
 def test_a_stuck_timer_is_an_error_not_a_hang() -> None:
     config = ProbeConfig(count=None, interval=1.0, timeout=1.0, watch=True)
-    session = ProbeSession(config, _StuckDetector(1.0), 0.0)
+    session = ProbeSession(config, 0.0, detector=_StuckDetector(1.0))
     with pytest.raises(RuntimeError, match="stuck"):
         Simulation(session, PathConfig(), random.Random(1)).run(10.0)
 
