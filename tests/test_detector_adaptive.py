@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import math
 import random
@@ -18,9 +17,10 @@ from udpbeat.detector import (
     wilson_upper,
 )
 from udpbeat.errors import ConfigError
-from udpbeat.events import HeartbeatSent, StateChanged
+from udpbeat.events import Event, HeartbeatSent, StateChanged
+from udpbeat.reflector import Reflector, ReflectorConfig
 from udpbeat.session import ProbeConfig, ProbeSession
-from udpbeat.wire import text
+from udpbeat.testing import SessionDriver
 
 RTT = 0.001
 FALSE_ALARM = 1e-9
@@ -416,50 +416,37 @@ def test_bad_parameters_raise_config_error(params: dict[str, object], message: s
 
 
 def drive(
-    session: ProbeSession,
+    config: ProbeConfig,
     rng: random.Random,
     *,
     loss: float,
     until: float,
     stop_at: float = math.inf,
-) -> list[object]:
-    """Run ``session`` against a simulated server until ``until``; returns every event.
+) -> tuple[ProbeSession, list[Event]]:
+    """Run a session with ``config`` against a simulated reflector until ``until``.
 
-    Each request is lost with probability ``loss``; the server answers after ``RTT`` unless it
-    was stopped (``stop_at``) before the request reached it.
+    Each request is lost with probability ``loss``; the reflector answers after ``RTT`` until
+    it stops at ``stop_at``. Returns the session and every event.
     """
-    arrivals: list[tuple[float, int, bytes]] = []
-    events: list[object] = []
-    now = 0.0
-    order = 0
-    while not session.finished:
-        timer = session.get_timer()
-        next_arrival = arrivals[0][0] if arrivals else math.inf
-        at = min(math.inf if timer is None else timer, next_arrival)
-        if at > until:
-            break
-        now = max(now, at)
-        if next_arrival <= now:
-            _, _, data = heapq.heappop(arrivals)
-            session.receive_datagram(data, now)
-        else:
-            session.handle_timer(now, 1_700_000_000.0 + now)
-        for datagram in session.datagrams_to_send():
-            if now + RTT / 2 >= stop_at or rng.random() < loss:
-                continue
-            request = text.decode_request(datagram)
-            reply = text.encode_reply(text.HeartbeatReply(request.seq, RTT / 2))
-            order += 1
-            heapq.heappush(arrivals, (now + RTT, order, reply))
-        events.extend(session.events())
-    return events
+    driver = SessionDriver(
+        config,
+        detector=AdaptiveDetector(1.0),
+        start=0.0,
+        reflector=Reflector(ReflectorConfig(rate_limit=0, log_events=False)),
+        rtt=RTT,
+        lost=lambda: rng.random() < loss,
+    )
+    if stop_at < until:
+        driver.advance(stop_at - RTT / 2)  # requests reaching it from then on go unanswered
+        driver.silence()
+    driver.run(limit=until)
+    return driver.session, driver.log
 
 
 def test_session_confirms_a_stop_with_fast_probes_and_stops_probing_once_down() -> None:
     config = ProbeConfig(count=None, interval=1.0, timeout=1.0, watch=True)
-    session = ProbeSession(config, 0.0, detector=AdaptiveDetector(1.0))
     stop_at = 300.5
-    events = drive(session, random.Random(7), loss=0.0, until=320.0, stop_at=stop_at)
+    _, events = drive(config, random.Random(7), loss=0.0, until=320.0, stop_at=stop_at)
     changes = [e.transition for e in events if isinstance(e, StateChanged)]
     assert [t.new for t in changes] == [State.UP, State.SUSPECT, State.DOWN]
     suspect_at, down_at = changes[1].at, changes[2].at
@@ -476,8 +463,7 @@ def test_session_confirms_a_stop_with_fast_probes_and_stops_probing_once_down() 
 def test_session_stays_up_through_random_30_percent_loss() -> None:
     heartbeats = 20_000
     config = ProbeConfig(count=heartbeats, interval=1.0, timeout=1.0, watch=True)
-    session = ProbeSession(config, 0.0, detector=AdaptiveDetector(1.0))
-    drive(session, random.Random(2026), loss=0.3, until=math.inf)
+    session, _ = drive(config, random.Random(2026), loss=0.3, until=math.inf)
     report = session.report()
     assert session.finished
     assert report.sent - report.probes == heartbeats

@@ -27,6 +27,10 @@ def test_probes_to_a_target_that_never_answers_stay_within_the_budget(budget: in
     # budget + budget * t / interval probes (and a hair of rounding).
     for count, at in enumerate(probes, 1):
         assert count <= budget + budget * at / interval + 1e-9, (count, at)
+    # And in any window: from any probe on, at most budget + budget * (elapsed / interval).
+    for i, first in enumerate(probes):
+        for j in range(i, len(probes)):
+            assert j - i + 1 <= budget + budget * (probes[j] - first) / interval + 1e-9
     assert driver.session.state is State.DOWN, "it is still declared down"
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from udpbeat import session as session_module
-from udpbeat.detector import AdaptiveDetector, ConsecutiveDetector, Detector, State
+from udpbeat.detector import ConsecutiveDetector, Detector, State
 from udpbeat.errors import ConfigError
 from udpbeat.events import (
     DuplicateReply,
@@ -28,28 +28,21 @@ from udpbeat.events import (
     event_to_dict,
 )
 from udpbeat.report import Outage
-from udpbeat.session import ProbeConfig, ProbeSession
+from udpbeat.session import ProbeConfig
+from udpbeat.testing import EPOCH, SessionDriver
 from udpbeat.wire.text import (
-    Heartbeat,
     HeartbeatReply,
-    decode_request,
     encode_reply,
     format_reply,
     parse_request,
 )
 
-#: The fake wall clock runs this far ahead of the fake monotonic one.
-EPOCH = 1_764_000_000.0
-
 E = TypeVar("E")
 
 
-class Driver:
-    """A fake I/O shell: drives a session on a virtual clock, as ``client.py`` does on a real one.
-
-    ``now`` only moves forward, through :meth:`advance`; every timer the session asks for on the
-    way is handled at the time it asked for.
-    """
+class Driver(SessionDriver):
+    """The public :class:`~udpbeat.testing.SessionDriver`, with this file's defaults: the
+    consecutive detector and sequence numbers from 1, so tests can name heartbeats."""
 
     def __init__(
         self,
@@ -65,40 +58,11 @@ class Driver:
         config = ProbeConfig(
             count=count, interval=interval, timeout=timeout, watch=watch, first_seq=1
         )
-        self.detector = detector or ConsecutiveDetector(max_misses=max_misses, timeout=timeout)
-        self.now = start
-        self.session = ProbeSession(config, now=start, target="test", detector=self.detector)
-        self.sent: dict[int, tuple[float, Heartbeat]] = {}
-        self.log: list[Event] = []
-        self.step()
-
-    def advance(self, to: float) -> None:
-        """Let time pass until ``to``, handling every timer due on the way."""
-        assert to >= self.now
-        for _ in range(100_000):
-            when = self.session.get_timer()
-            if when is None or when > to:
-                break
-            self.now = max(self.now, when)
-            self.step()
-        else:
-            raise AssertionError("the session's timer never settles")
-        self.now = to
-        self.step()
-
-    def run(self) -> None:
-        """Let time pass, answering nothing, until the session has no timer left."""
-        for _ in range(100_000):
-            when = self.session.get_timer()
-            if when is None:
-                return
-            self.now = max(self.now, when)
-            self.step()
-        raise AssertionError("the session never finishes")
-
-    def reply(self, seq: int, *, time_difference: float = 0.0005) -> None:
-        """A reply for ``seq`` arrives now."""
-        self.datagram(encode_reply(HeartbeatReply(seq, time_difference)))
+        super().__init__(
+            config,
+            detector=detector or ConsecutiveDetector(max_misses=max_misses, timeout=timeout),
+            start=start,
+        )
 
     def answer_as_the_exercise_server(self, seq: int) -> None:
         """A reply built from the heartbeat's own bytes, as the exercise server would."""
@@ -106,32 +70,11 @@ class Driver:
         digits, sent_time = parse_request(f"Heartbeat {seq} {heartbeat.sent_time}".encode())
         self.datagram(format_reply(digits, (self.now + EPOCH) - sent_time))
 
-    def datagram(self, data: bytes) -> None:
-        self.session.receive_datagram(data, self.now)
-        self.step()
-
-    def refused(self) -> None:
-        self.session.receive_error(self.now)
-        self.step()
-
-    def of_type(self, kind: type[E]) -> list[E]:
-        return [event for event in self.log if isinstance(event, kind)]
-
     def sent_seqs(self) -> list[int]:
         return list(self.sent)
 
     def in_flight(self) -> int:
         return self.session.report(self.now).in_flight
-
-    def step(self) -> None:
-        """What the shell does after anything happens: run the timer, send, drain events."""
-        session = self.session
-        session.handle_timer(self.now, self.now + EPOCH)
-        for datagram in session.datagrams_to_send():
-            heartbeat = decode_request(datagram)
-            assert heartbeat.seq not in self.sent, "a sequence number was reused"
-            self.sent[heartbeat.seq] = (self.now, heartbeat)
-        self.log.extend(session.events())
 
 
 def transitions(driver: Driver) -> list[tuple[State, State]]:
@@ -561,35 +504,6 @@ def test_stop_mid_run_leaves_in_flight_heartbeats_out_of_the_loss() -> None:
     assert driver.of_type(SessionFinished)[-1].at == 100.3
     driver.advance(110.0)
     assert driver.sent_seqs() == [1, 2, 3]
-
-
-def probe_times(budget: int, until: float) -> list[float]:
-    """When confirmation probes leave while nothing answers (the adaptive detector wants dozens)."""
-    config = ProbeConfig(
-        count=None, interval=1.0, timeout=1.0, first_seq=1, probes_per_interval=budget
-    )
-    session = ProbeSession(config, 0.0, detector=AdaptiveDetector(1.0))
-    probes: list[float] = []
-    now = 0.0
-    while (when := session.get_timer()) is not None and when <= until:
-        now = max(now, when)
-        session.handle_timer(now, now + EPOCH)
-        session.datagrams_to_send()
-        probes += [e.at for e in session.events() if isinstance(e, HeartbeatSent) and e.probe]
-    assert session.state is State.SUSPECT
-    return probes
-
-
-def test_no_probe_budget_means_no_probes() -> None:
-    assert probe_times(0, until=5.0) == []
-
-
-def test_probes_are_bounded_by_a_bucket_refilled_per_interval() -> None:
-    probes = probe_times(3, until=3.0)
-    assert len(probes) > 3  # the bucket refills
-    for i, first in enumerate(probes):
-        for j in range(i, len(probes)):
-            assert j - i + 1 <= 3 + 3 * (probes[j] - first) + 1e-9
 
 
 def test_stop_before_anything_resolved_has_no_loss_figure() -> None:

@@ -8,6 +8,7 @@ datagram to the session), with time that moves only when told to, in the spirit 
     driver.advance(0.5)            # timers due on the way are handled when they were due
     driver.reply(1)                # a reply for heartbeat 1 arrives now
     driver.answer_with(Reflector(), rtt=0.002, lost=lambda: random() < 0.3)
+    # (or SessionDriver(config, reflector=Reflector(), ...) to answer from the first heartbeat)
     driver.run()                   # until the session has nothing left to do
 
 Every datagram the session sends is decoded and kept in :attr:`SessionDriver.sent`; every event
@@ -46,7 +47,11 @@ class SessionDriver:
         detector: Detector | None = None,
         start: float = 100.0,
         target: str = "test",
+        reflector: Reflector | None = None,
+        rtt: float = 0.001,
+        lost: Callable[[], bool] = lambda: False,
     ) -> None:
+        """``reflector``: answer from the first heartbeat on, as :meth:`answer_with` does."""
         self.now = start
         self.session = ProbeSession(config, start, target=target, detector=detector)
         self.detector = self.session.detector
@@ -57,6 +62,8 @@ class SessionDriver:
         self._arrivals: list[tuple[float, int, bytes | None]] = []
         self._order = 0
         self._responder: Callable[[bytes], None] | None = None
+        if reflector is not None:
+            self.answer_with(reflector, rtt=rtt, lost=lost)
         self.step()
 
     # -- time ---------------------------------------------------------------------------------
