@@ -340,7 +340,7 @@ class Server:
         recvfrom = sock.recvfrom
         answer = functools.partial(self._answer, sock.sendto)
         receive_size = self.receive_size
-        clock = time.time
+        monotonic, wall_clock = time.monotonic, time.time
         while True:
             try:
                 data, source = recvfrom(receive_size)
@@ -351,13 +351,15 @@ class Server:
                 continue
             if self._stopping:
                 return
-            answer(data, source, clock())
+            answer(data, source, monotonic(), wall_clock())
 
-    def _answer(self, sendto: Callable[..., int], data: bytes, source: Any, now: float) -> None:
+    def _answer(
+        self, sendto: Callable[..., int], data: bytes, source: Any, now: float, wall_time: float
+    ) -> None:
         """Reflect one datagram and send its reply, if any, without blocking."""
         with self._lock:
             try:
-                reply = self.reflector.reflect(data, source, now)
+                reply = self.reflector.reflect(data, source, now, wall_time)
             except Exception as error:  # a defect: counted and survived, never a deaf server
                 self._internal_error(error)
                 return
@@ -406,7 +408,7 @@ class Server:
         reflect_batch = self.reflector.reflect_batch
         lock = self._lock
         receive_size = self.receive_size
-        clock = time.time
+        wall_clock = time.time
         family = sock.family
         sources: dict[bytes, tuple[object, ...]] = {}
         known = sources.get
@@ -451,7 +453,7 @@ class Server:
                 continue
             if self._stopping:
                 return
-            now = clock()
+            now, wall_time = monotonic(), wall_clock()
             if datagrams is not None and len(datagrams) == 1:
                 singles = SINGLES
                 name = names if isinstance(names, bytes) else names[0]
@@ -459,18 +461,18 @@ class Server:
                 datagrams = None
             if datagrams is None:
                 spinning = should_spin(now - answered_at, spin, singles)
-                answer(data, source, now)
-                answered_at = clock()
+                answer(data, source, now, wall_time)
+                answered_at = monotonic()
                 continue
             try:
                 if isinstance(names, bytes):  # one source sent the whole batch
                     source = known(names) or learn(names)
                     with lock:
-                        replies = reflect_batch(datagrams, source, now)
+                        replies = reflect_batch(datagrams, source, now, wall_time)
                 else:
                     with lock:
                         replies = [
-                            reflect(data, known(name) or learn(name), now)
+                            reflect(data, known(name) or learn(name), now, wall_time)
                             for data, name in zip(datagrams, names, strict=True)
                         ]
             except Exception as error:  # a defect: counted and survived, never a deaf server
