@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from udpbeat.errors import ConfigError
-from udpbeat.ratelimit import SourceLimiter, TokenBucket
+from udpbeat.ratelimit import MAX_BURST, MIN_RATE, SourceLimiter, TokenBucket
 
 #: A monotonic time far from zero (the clock's epoch is unspecified): precision must hold there.
 T0 = 1_764_064_900.0
@@ -86,6 +86,20 @@ def test_one_bucket_and_a_bucket_in_the_table_decide_alike(
         assert bucket.tokens(now) == limiter.tokens("a", now)
 
 
+@pytest.mark.parametrize(("rate", "burst"), [(MIN_RATE, 5), (MIN_RATE, MAX_BURST), (1e7, 1)])
+def test_extreme_settings_still_limit(rate: float, burst: int) -> None:
+    # burst / rate stays a finite number of seconds: the limit is never turned off by overflow.
+    bucket = TokenBucket(rate, burst)
+    limiter = SourceLimiter(rate, burst, 1)
+    checked = min(burst, 1000)
+    passed = sum(bucket.allow(T0) for _ in range(checked))
+    assert passed == checked
+    assert sum(limiter.allow("a", T0) for _ in range(checked)) == checked
+    if burst == checked:
+        assert not bucket.allow(T0)
+        assert not limiter.allow("a", T0)
+
+
 @given(
     rate=st.floats(0.5, 1000),
     burst=st.integers(1, 50),
@@ -105,7 +119,25 @@ def test_never_more_than_burst_plus_rate_times_elapsed(
 
 @pytest.mark.parametrize(
     ("rate", "burst"),
-    [(0, 1), (-1, 1), (float("nan"), 1), (float("inf"), 1), (1e8, 1), (1, 0), (1, 1.5), (1, True)],
+    [
+        (0, 1),
+        (-1, 1),
+        (float("nan"), 1),
+        (float("inf"), 1),
+        (1e8, 1),
+        pytest.param(10**400, 1, id="huge-int-rate"),
+        (True, 1),
+        ("5", 1),
+        # Rates whose 1 / rate or burst / rate overflowed to infinity, turning the limit off.
+        (1e-308, 5),
+        (5e-324, 1),
+        (MIN_RATE / 2, 1),
+        (1, 0),
+        (1, 1.5),
+        (1, True),
+        (1, MAX_BURST + 1),
+        pytest.param(1, 10**400, id="huge-int-burst"),
+    ],
 )
 def test_bad_settings_are_config_errors(rate: float, burst: int) -> None:
     with pytest.raises(ConfigError):

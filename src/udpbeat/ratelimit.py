@@ -22,7 +22,6 @@ being limited loosens the limit, and that is counted.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Hashable
 
@@ -31,22 +30,37 @@ from udpbeat.errors import ConfigError
 #: Slack on the last token, so that sums of ``1 / rate`` rounded in binary still let exactly
 #: ``burst`` requests through at once (199 * 0.01 added one by one exceeds 1.99).
 _ROUNDING = 1e-6
+#: Lowest rate accepted, in requests per second: one request in about 11.6 days. Below it
+#: ``burst / rate`` would leave the range of seconds a float keeps exactly (and, for the
+#: tiniest rates, overflow to infinity, which would turn the limit off).
+MIN_RATE = 1e-6
 #: Highest rate accepted, in requests per second: far above what one Python process can reflect.
 MAX_RATE = 1e7
+#: Largest burst accepted: far more than any socket can queue, and a whole number a float holds.
+MAX_BURST = 10**9
 
 
 def check_rate(rate: float, what: str) -> None:
-    """Raises: ConfigError unless ``0 < rate <= MAX_RATE``."""
-    if not (math.isfinite(rate) and 0.0 < rate <= MAX_RATE):
+    """Raises: ConfigError unless ``MIN_RATE <= rate <= MAX_RATE``."""
+    # Compared without converting to float, so a huge int is refused rather than overflowing;
+    # NaN fails the comparison, and infinity is above MAX_RATE.
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, (int, float))
+        or not MIN_RATE <= rate <= MAX_RATE
+    ):
         raise ConfigError(
-            f"{what} must be a number of requests per second in (0, {MAX_RATE:.0e}], got {rate!r}"
+            f"{what} must be a number of requests per second in "
+            f"[{MIN_RATE:g}, {MAX_RATE:g}], got {rate!r}"
         )
 
 
 def check_burst(burst: int, what: str) -> None:
-    """Raises: ConfigError unless ``burst`` is a whole number of requests, at least 1."""
-    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-        raise ConfigError(f"{what} must be a whole number of requests, at least 1, got {burst!r}")
+    """Raises: ConfigError unless ``burst`` is a whole number of requests in 1..``MAX_BURST``."""
+    if isinstance(burst, bool) or not isinstance(burst, int) or not 1 <= burst <= MAX_BURST:
+        raise ConfigError(
+            f"{what} must be a whole number of requests in 1..{MAX_BURST}, got {burst!r}"
+        )
 
 
 class Gcra:

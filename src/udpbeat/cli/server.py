@@ -14,6 +14,8 @@ import click
 from udpbeat._net import DEFAULT_PORT, display_address
 from udpbeat.cli.format import REFUSED, counters_line, format_record, json_line, limits, limits_text
 from udpbeat.cli.output import LineWriter, stdout_was_closed
+from udpbeat.errors import ConfigError
+from udpbeat.ratelimit import MAX_BURST, MAX_RATE, MIN_RATE, check_rate
 from udpbeat.reflector import MAX_DATAGRAM_SIZE, Reflected, ReflectorConfig
 from udpbeat.server import Server
 
@@ -28,6 +30,20 @@ def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> f
     """A click callback: ``FloatRange`` lets ``nan`` through."""
     if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"{value} is not a number")
+    return value
+
+
+def rate_or_off(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A click callback: 0 (no limit) or a rate the token buckets can keep, which is neither
+    too small for ``burst / rate`` to stay a finite number of seconds nor above their maximum."""
+    if value != 0:
+        try:
+            check_rate(value, "rate")
+        except ConfigError:
+            raise click.BadParameter(
+                f"must be 0 (no limit) or a number of requests per second in "
+                f"[{MIN_RATE:g}, {MAX_RATE:g}], got {value:g}"
+            ) from None
     return value
 
 
@@ -284,14 +300,16 @@ async def serve(
 @click.option(
     "--rate-limit",
     type=click.FloatRange(min=0.0),
+    callback=rate_or_off,
     default=_SERVER_DEFAULTS.rate_limit,
     show_default=True,
     metavar="PER_SECOND",
-    help="Requests a second answered per source address (0: no limit).",
+    help=f"Requests a second answered per source address, {MIN_RATE:g} to {MAX_RATE:g} "
+    "(0: no limit).",
 )
 @click.option(
     "--burst",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_BURST),
     default=_SERVER_DEFAULTS.burst,
     show_default=True,
     help="Requests a source may send at once before --rate-limit applies.",
@@ -306,10 +324,12 @@ async def serve(
 @click.option(
     "--global-rate-limit",
     type=click.FloatRange(min=0.0),
+    callback=rate_or_off,
     default=_SERVER_DEFAULTS.global_rate_limit,
     show_default=True,
     metavar="PER_SECOND",
-    help="Requests a second answered over all sources (0: no limit).",
+    help=f"Requests a second answered over all sources, {MIN_RATE:g} to {MAX_RATE:g} "
+    "(0: no limit).",
 )
 @click.option(
     "--allow",
