@@ -6,10 +6,11 @@ reflected under one acquisition of the lock with one receive time, and one ``sen
 them to the raw source addresses as received (:mod:`udpbeat._mmsg`). A lone datagram is
 answered with plain ``recvfrom``/``sendto``, cheaper than a ctypes call for one, and while lone
 requests come close together the reader busy-polls briefly before blocking, which keeps the
-round trip at low load level with a bare echo loop. Elsewhere, or with ``UDPBEAT_IO=portable``,
-the reader is the plain loop: ``recvfrom``, reflect, non-blocking ``sendto``. Both paths give
-the same replies, counters and log. ``docs/performance.md`` has the measurements, and its
-history those of the designs set aside: an ``add_reader`` drain (with and without uvloop).
+round trip at low load level with a bare echo loop. Elsewhere, or with
+``ServerConfig(io="portable")``, the reader is the plain loop: ``recvfrom``, reflect,
+non-blocking ``sendto``. Both paths give the same replies, counters and log.
+``docs/performance.md`` has the measurements, and its history those of the designs set aside:
+an ``add_reader`` drain (with and without uvloop).
 
 The event loop keeps everything else: signals, timers, and the log. Records are handed to
 ``on_records`` from the loop every ``FLUSH_INTERVAL`` seconds, in batches, never on the reader's
@@ -22,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import math
-import os
 import socket
 import threading
 import time
@@ -49,20 +48,21 @@ _SEND_FLAGS = _DONTWAIT
 #: (a server reads ``config.max_size + 1``; this is the size for the default config).
 RECEIVE_SIZE = text.MAX_REQUEST_SIZE + 1
 
-#: Datagrams taken per ``recvmmsg`` and answered per ``sendmmsg`` on the batched path.
+#: Datagrams taken per ``recvmmsg`` and answered per ``sendmmsg`` on the batched path, unless
+#: ``ServerConfig.batch`` says otherwise; at most ``MAX_BATCH`` (Linux's ``UIO_MAXIOV``).
 BATCH = 64
+MAX_BATCH = 1024
 #: Datagrams answered one by one after a batch of one, before a batch is tried again.
 SINGLES = 16
 #: Sources remembered by raw ``sockaddr`` bytes on the batched path (forgotten all at once when
 #: full, so that a flood of spoofed sources cannot grow memory).
 SOURCE_CACHE = 4096
-#: Environment variable choosing the receive path when ``Server(io=...)`` is not given.
-IO_ENV = "UDPBEAT_IO"
+#: The receive paths ``ServerConfig.io`` may name.
 IO_MODES = ("auto", "batched", "portable")
 #: Microseconds the reader spins on an empty socket, while lone requests come closer together
-#: than that, before it blocks; ``$UDPBEAT_BUSY_POLL_US`` overrides it (0: never spin).
+#: than that, before it blocks, unless ``ServerConfig.busy_poll_us`` says otherwise (0: never).
 BUSY_POLL_US = 50
-BUSY_POLL_ENV = "UDPBEAT_BUSY_POLL_US"
+MAX_BUSY_POLL_US = 1_000_000
 
 RecordSink = Callable[[list[Reflected]], None]
 
@@ -79,6 +79,48 @@ def should_spin(idle: float, spin: float, singles_left: int) -> bool:
     the wait show what spinning gives.
     """
     return spin > 0 and (idle < spin or singles_left == SINGLES // 2)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """How the server's I/O shell runs; what it answers is :class:`ReflectorConfig`'s business.
+
+    - ``io``: the receive path. ``"batched"`` is Linux's ``recvmmsg``/``sendmmsg``, ``"portable"``
+      the plain ``recvfrom``/``sendto`` loop, ``"auto"`` (the default) batched where the C
+      library has the calls. Both answer alike; ``docs/performance.md`` has their speeds.
+    - ``busy_poll_us``: microseconds the batched reader spins on an empty socket before it
+      blocks, while lone requests come closer together than that; 0 never spins.
+    - ``batch``: datagrams taken per ``recvmmsg`` and answered per ``sendmmsg``, 1..1024.
+
+    Raises:
+        ConfigError: a value out of range, named with what it accepts.
+    """
+
+    io: str = "auto"
+    busy_poll_us: float = BUSY_POLL_US
+    batch: int = BATCH
+
+    def __post_init__(self) -> None:
+        if self.io not in IO_MODES:
+            raise ConfigError(f"io must be one of {', '.join(IO_MODES)}, got {self.io!r}")
+        spin = self.busy_poll_us
+        if (
+            isinstance(spin, bool)
+            or not isinstance(spin, (int, float))
+            or not 0 <= spin <= MAX_BUSY_POLL_US
+        ):
+            raise ConfigError(
+                f"busy poll must be microseconds in 0..{MAX_BUSY_POLL_US} (0: never spin), "
+                f"got {spin!r}"
+            )
+        if (
+            isinstance(self.batch, bool)
+            or not isinstance(self.batch, int)
+            or not 1 <= self.batch <= MAX_BATCH
+        ):
+            raise ConfigError(
+                f"batch must be a whole number of datagrams in 1..{MAX_BATCH}, got {self.batch!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,49 +156,26 @@ def _wake(sock: socket.socket) -> None:
             poker.sendto(b"", (host, port))
 
 
-def choose_io(mode: str | None) -> tuple[str, tuple[_mmsg.MMsgFunction, _mmsg.MMsgFunction] | None]:
-    """The receive path to use: ``"batched"`` (Linux ``recvmmsg``) or ``"portable"``.
-
-    ``mode`` ``None`` reads ``$UDPBEAT_IO``; ``"auto"`` (the default) is batched where the C
-    library has ``recvmmsg``/``sendmmsg``, portable elsewhere.
+def choose_io(mode: str) -> tuple[str, tuple[_mmsg.MMsgFunction, _mmsg.MMsgFunction] | None]:
+    """The receive path to use for ``ServerConfig.io`` ``mode``: ``"batched"`` (Linux
+    ``recvmmsg``) or ``"portable"``; ``"auto"`` is batched where the C library has
+    ``recvmmsg``/``sendmmsg``, portable elsewhere.
 
     Raises:
         ConfigError: an unknown mode, or ``"batched"`` where it is not available.
     """
-    if mode is None:
-        mode = os.environ.get(IO_ENV, "").strip().lower() or "auto"
     if mode not in IO_MODES:
-        raise ConfigError(f"{IO_ENV} / io must be one of {', '.join(IO_MODES)}, got {mode!r}")
+        raise ConfigError(f"io must be one of {', '.join(IO_MODES)}, got {mode!r}")
     if mode == "portable":
         return "portable", None
     functions = _mmsg.load()
     if functions is None:
         if mode == "batched":
             raise ConfigError(
-                "batched I/O needs recvmmsg/sendmmsg (Linux); use UDPBEAT_IO=portable"
+                "batched I/O needs recvmmsg/sendmmsg (Linux); choose io 'auto' or 'portable'"
             )
         return "portable", None
     return "batched", functions
-
-
-def busy_poll_seconds() -> float:
-    """``$UDPBEAT_BUSY_POLL_US`` (microseconds, default ``BUSY_POLL_US``) in seconds.
-
-    Raises:
-        ConfigError: not a number of microseconds in 0..1,000,000.
-    """
-    value = os.environ.get(BUSY_POLL_ENV, "").strip()
-    if not value:
-        return BUSY_POLL_US / 1e6
-    try:
-        microseconds = float(value)
-    except ValueError:
-        microseconds = math.nan
-    if not 0 <= microseconds <= 1e6:
-        raise ConfigError(
-            f"{BUSY_POLL_ENV} must be microseconds in 0..1000000 (0: never spin), got {value!r}"
-        )
-    return microseconds / 1e6
 
 
 class ServerFailure(UdpbeatError):
@@ -176,14 +195,15 @@ class Server:
         config: ReflectorConfig | None = None,
         *,
         on_records: RecordSink | None = None,
-        io: str | None = None,
+        server_config: ServerConfig | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.server_config = server_config = server_config or ServerConfig()
         #: ``"batched"`` or ``"portable"``: the receive path, chosen by :func:`choose_io`.
-        self.io, self._mmsg_functions = choose_io(io)
+        self.io, self._mmsg_functions = choose_io(server_config.io)
         #: Seconds the batched reader may spin on an empty socket before blocking (0: never).
-        self.busy_poll = busy_poll_seconds()
+        self.busy_poll = server_config.busy_poll_us / 1e6
         self.reflector = Reflector(config)
         #: One byte past the largest datagram accepted: longer ones arrive cut to this size (the
         #: kernel truncates), are still longer than ``max_size``, and are counted as oversize.
@@ -399,7 +419,11 @@ class Server:
         """
         assert self._mmsg_functions is not None
         io = _mmsg.BatchSocket(
-            sock, self._mmsg_functions, self.receive_size, BATCH, text.MAX_REPLY_SIZE
+            sock,
+            self._mmsg_functions,
+            self.receive_size,
+            self.server_config.batch,
+            text.MAX_REPLY_SIZE,
         )
         receive, send = io.receive, io.send
         recvfrom = sock.recvfrom
@@ -533,8 +557,9 @@ class BackgroundServer:
         config: ReflectorConfig | None = None,
         *,
         on_records: RecordSink | None = None,
+        server_config: ServerConfig | None = None,
     ) -> None:
-        self.server = Server(host, port, config, on_records=on_records)
+        self.server = Server(host, port, config, on_records=on_records, server_config=server_config)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="udpbeat-server", daemon=True

@@ -17,7 +17,15 @@ from udpbeat.cli.output import LineWriter, stdout_was_closed
 from udpbeat.errors import ConfigError
 from udpbeat.ratelimit import MAX_BURST, MAX_RATE, MIN_RATE, check_rate
 from udpbeat.reflector import MAX_DATAGRAM_SIZE, Reflected, ReflectorConfig
-from udpbeat.server import Server
+from udpbeat.server import (
+    BATCH,
+    BUSY_POLL_US,
+    IO_MODES,
+    MAX_BATCH,
+    MAX_BUSY_POLL_US,
+    Server,
+    ServerConfig,
+)
 
 #: Refused datagrams (malformed, rate-limited, denied) are logged at most this many times a
 #: second; the rest are counted and the count is shown when the window closes.
@@ -196,13 +204,14 @@ async def serve(
     quiet: bool,
     stats_interval: float | None = None,
     stdout_closed: bool = False,
+    server_config: ServerConfig | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     console = Console(loop, stdout_closed=stdout_closed)
     printer = RecordPrinter(
         as_json=as_json, quiet=quiet, out=console.out.write, err=console.err.write
     )
-    server = Server(host, port, config, on_records=printer)
+    server = Server(host, port, config, on_records=printer, server_config=server_config)
     try:
         await server.start()
     except BaseException:
@@ -350,6 +359,32 @@ async def serve(
     metavar="BYTES",
     help="Longest datagram accepted; longer ones are counted as malformed (oversize).",
 )
+@click.option(
+    "--io",
+    type=click.Choice(IO_MODES),
+    default="auto",
+    show_default=True,
+    help="Receive path: 'batched' (Linux recvmmsg/sendmmsg), 'portable' (recvfrom/sendto), "
+    "'auto' batched where available. Both answer alike; see docs/performance.md.",
+)
+@click.option(
+    "--busy-poll-us",
+    type=click.FloatRange(0, MAX_BUSY_POLL_US),
+    callback=finite,
+    default=BUSY_POLL_US,
+    show_default=True,
+    metavar="MICROSECONDS",
+    help="How long the batched reader spins on an empty socket before it blocks, while lone "
+    "requests come closer together than that: a lower round trip for some CPU (0: never spin).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, MAX_BATCH),
+    default=BATCH,
+    show_default=True,
+    metavar="DATAGRAMS",
+    help="Datagrams taken per recvmmsg and answered per sendmmsg on the batched path.",
+)
 def server(
     host: str,
     port: int,
@@ -365,6 +400,9 @@ def server(
     allow: tuple[str, ...],
     allow_privileged_ports: bool,
     max_size: int,
+    io: str,
+    busy_poll_us: float,
+    batch: int,
 ) -> int:
     """Answer heartbeats (the reflector). Limits and counters: docs/reflector.md."""
     config = ReflectorConfig(
@@ -379,6 +417,7 @@ def server(
         allow=allow,
         allow_privileged_ports=allow_privileged_ports,
     )
+    server_config = ServerConfig(io=io, busy_poll_us=busy_poll_us, batch=batch)
     stdout_closed = stdout_was_closed()
     return asyncio.run(
         serve(
@@ -389,5 +428,6 @@ def server(
             quiet=quiet,
             stats_interval=stats_interval,
             stdout_closed=stdout_closed,
+            server_config=server_config,
         )
     )
