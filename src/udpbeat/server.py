@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -54,6 +55,12 @@ BATCH = 64
 MAX_BATCH = 1024
 #: Datagrams answered one by one after a batch of one, before a batch is tried again.
 SINGLES = 16
+#: Linux's ``IP_PKTINFO`` (Python's socket module names it only from 3.12 on).
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+#: Bytes of ancillary data read per datagram: room for an ``IPV6_PKTINFO`` and an
+#: ``IP_PKTINFO`` message together (72 bytes on 64-bit Linux), as a dual-stack socket gets them
+#: for IPv4 requests.
+CONTROL_SIZE = 128
 #: Sources remembered by raw ``sockaddr`` bytes on the batched path (forgotten all at once when
 #: full, so that a flood of spoofed sources cannot grow memory).
 SOURCE_CACHE = 4096
@@ -137,6 +144,39 @@ class SocketCounters:
             "send_dropped": self.send_dropped,
             "receive_errors": self.receive_errors,
         }
+
+
+def ask_destinations(sock: socket.socket) -> bool:
+    """Have the kernel tell each datagram's destination address, if ``sock`` needs it.
+
+    A socket bound to a wildcard address (``0.0.0.0``, ``::``) receives on every address of the
+    host, and a reply sent with a plain ``sendto`` leaves from the address the kernel's routing
+    picks: for a request to 127.1.2.3, or to a second address of an interface, not the address
+    the client sent to, and a client with a connected socket drops it. As DNS and NTP servers
+    do, the server then asks for ``IP_PKTINFO``/``IPV6_PKTINFO`` with every datagram and sends
+    the reply with the same control message, which makes it leave from that address (the
+    kernel's ``ipi_spec_dst``, the request's destination for unicast; ``ipi6_addr`` for IPv6),
+    through the interface it came in by.
+
+    A dual-stack IPv6 socket gets IPv4 requests too: both options are set on it. A socket bound
+    to one address already answers from it and is left alone, so are sockets on systems other
+    than Linux, whose options differ (they keep the routing's choice). Returns whether the
+    destinations will come.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    if sock.getsockname()[0] not in ("0.0.0.0", "::"):
+        return False
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            with contextlib.suppress(OSError):  # IPv6-only sockets may refuse it; none needed
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 def _wake(sock: socket.socket) -> None:
@@ -223,6 +263,9 @@ class Server:
         self.failure: ServerFailure | None = None
         #: The first internal error met while answering (it was counted and survived).
         self.first_internal_error: str | None = None
+        #: Whether replies are sent from each request's destination address (a wildcard bind
+        #: on Linux: :func:`ask_destinations`); set by :meth:`start`.
+        self.replies_from_destination = False
         self._internal_errors_logged = 0
 
     @property
@@ -254,6 +297,11 @@ class Server:
         loop = self._loop = asyncio.get_running_loop()
         sock = bind_udp(self.host, self.port)
         sock.setblocking(True)
+        try:
+            self.replies_from_destination = ask_destinations(sock)
+        except OSError:
+            sock.close()
+            raise
         self._sock, self._stopping, self.failure = sock, False, None
         target = self._receive if self._mmsg_functions is None else self._receive_batched
         reader_done: asyncio.Future[None] = loop.create_future()
@@ -356,14 +404,23 @@ class Server:
         await self.stop()
 
     def _receive(self, sock: socket.socket) -> None:
-        """The reader thread: every datagram is reflected and answered before the next is read."""
-        recvfrom = sock.recvfrom
-        answer = functools.partial(self._answer, sock.sendto)
+        """The reader thread: every datagram is reflected and answered before the next is read.
+
+        With :attr:`replies_from_destination`, ``recvmsg`` takes each datagram's destination
+        with it and ``sendmsg`` hands it back with the reply; otherwise ``recvfrom``/``sendto``.
+        """
+        recvfrom, recvmsg = sock.recvfrom, sock.recvmsg
+        answer = functools.partial(self._answer, sock.sendto, sock.sendmsg)
         receive_size = self.receive_size
+        destinations = self.replies_from_destination
         monotonic, wall_clock = time.monotonic, time.time
+        ancillary = None
         while True:
             try:
-                data, source = recvfrom(receive_size)
+                if destinations:
+                    data, ancillary, _, source = recvmsg(receive_size, CONTROL_SIZE)
+                else:
+                    data, source = recvfrom(receive_size)
             except OSError:
                 if self._stopping or sock.fileno() < 0:
                     return
@@ -371,12 +428,21 @@ class Server:
                 continue
             if self._stopping:
                 return
-            answer(data, source, monotonic(), wall_clock())
+            answer(data, source, monotonic(), wall_clock(), ancillary)
 
     def _answer(
-        self, sendto: Callable[..., int], data: bytes, source: Any, now: float, wall_time: float
+        self,
+        sendto: Callable[..., int],
+        sendmsg: Callable[..., int],
+        data: bytes,
+        source: Any,
+        now: float,
+        wall_time: float,
+        ancillary: list[tuple[int, int, bytes]] | None,
     ) -> None:
-        """Reflect one datagram and send its reply, if any, without blocking."""
+        """Reflect one datagram and send its reply, if any, without blocking; with the control
+        messages ``ancillary`` it came with, if given (the reply then leaves from the address
+        the request was sent to)."""
         with self._lock:
             try:
                 reply = self.reflector.reflect(data, source, now, wall_time)
@@ -385,7 +451,10 @@ class Server:
                 return
         if reply is not None:
             try:
-                sendto(reply, _SEND_FLAGS, source)
+                if ancillary is None:
+                    sendto(reply, _SEND_FLAGS, source)
+                else:
+                    sendmsg((reply,), ancillary, _SEND_FLAGS, source)
             except (BlockingIOError, InterruptedError):
                 self._send_dropped += 1
             except OSError:
@@ -416,18 +485,25 @@ class Server:
         answers the next ``SINGLES`` datagrams one by one, as the portable path does, then
         tries a batch again: a request arriving alone pays the plain calls' round trip, and a
         queue that builds up is back in batches after at most ``SINGLES`` datagrams.
+
+        With :attr:`replies_from_destination`, every message header has a control buffer: the
+        kernel puts each request's destination there, and the reply's header points to the
+        same bytes, so each reply leaves from the address its request was sent to at the cost
+        of two lengths copied per batch; lone datagrams use ``recvmsg``/``sendmsg``.
         """
         assert self._mmsg_functions is not None
+        destinations = self.replies_from_destination
         io = _mmsg.BatchSocket(
             sock,
             self._mmsg_functions,
             self.receive_size,
             self.server_config.batch,
             text.MAX_REPLY_SIZE,
+            CONTROL_SIZE if destinations else 0,
         )
         receive, send = io.receive, io.send
-        recvfrom = sock.recvfrom
-        answer = functools.partial(self._answer, sock.sendto)
+        recvfrom, recvmsg = sock.recvfrom, sock.recvmsg
+        answer = functools.partial(self._answer, sock.sendto, sock.sendmsg)
         reflect = self.reflector.reflect
         reflect_batch = self.reflector.reflect_batch
         lock = self._lock
@@ -447,24 +523,38 @@ class Server:
         spin = self.busy_poll
         monotonic = time.monotonic
 
-        def receive_spinning(size: int) -> tuple[bytes, Any]:
+        def receive_one(size: int, flags: int = 0) -> tuple[bytes, Any, Any]:
+            if destinations:
+                data, ancillary, _, source = recvmsg(size, CONTROL_SIZE, flags)
+                return data, source, ancillary
+            data, source = recvfrom(size, flags)
+            return data, source, None
+
+        def receive_spinning(size: int) -> tuple[bytes, Any, Any]:
             deadline = monotonic() + spin
             while True:
                 try:
-                    return recvfrom(size, _DONTWAIT)
+                    if destinations:
+                        data, ancillary, _, source = recvmsg(size, CONTROL_SIZE, _DONTWAIT)
+                        return data, source, ancillary
+                    data, source = recvfrom(size, _DONTWAIT)
+                    return data, source, None
                 except BlockingIOError:
                     if monotonic() >= deadline:
-                        return recvfrom(size)
+                        return receive_one(size)
 
         singles = 0
         spinning = False
         answered_at = 0.0
+        ancillary = None
         while True:
             try:
                 if singles:
                     singles -= 1
                     if spinning:
-                        data, source = receive_spinning(receive_size)
+                        data, source, ancillary = receive_spinning(receive_size)
+                    elif destinations:
+                        data, ancillary, _, source = recvmsg(receive_size, CONTROL_SIZE)
                     else:
                         data, source = recvfrom(receive_size)
                     datagrams = None
@@ -482,10 +572,11 @@ class Server:
                 singles = SINGLES
                 name = names if isinstance(names, bytes) else names[0]
                 data, source = datagrams[0], known(name) or learn(name)
+                ancillary = io.ancillary(0) if destinations else None
                 datagrams = None
             if datagrams is None:
                 spinning = should_spin(now - answered_at, spin, singles)
-                answer(data, source, now, wall_time)
+                answer(data, source, now, wall_time, ancillary)
                 answered_at = monotonic()
                 continue
             try:
@@ -504,9 +595,7 @@ class Server:
                     self._internal_error(error)
                 continue
             if None in replies:
-                if isinstance(names, bytes):
-                    names = [names] * len(replies)
-                kept = [name for name, reply in zip(names, replies, strict=True) if reply]
+                kept = [index for index, reply in enumerate(replies) if reply]
                 if not kept:
                     continue
                 dropped, failed = send([reply for reply in replies if reply], kept)
