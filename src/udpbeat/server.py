@@ -1,16 +1,17 @@
 """The reflector's I/O shell: a UDP socket on an asyncio loop around :class:`Reflector`.
 
 The receive path is a dedicated reader thread on a blocking socket. On Linux it is batched:
-``recvmmsg`` (waiting for the first datagram only) takes up to ``BATCH`` datagrams, they are
-reflected under one acquisition of the lock with one receive time, and one ``sendmmsg`` answers
-them to the raw source addresses as received (:mod:`udpbeat._mmsg`). A lone datagram is
-answered with plain ``recvfrom``/``sendto``, cheaper than a ctypes call for one, and while lone
-requests come close together the reader busy-polls briefly before blocking, which keeps the
-round trip at low load level with a bare echo loop. Elsewhere, or with
-``ServerConfig(io="portable")``, the reader is the plain loop: ``recvfrom``, reflect,
-non-blocking ``sendto``. Both paths give the same replies, counters and log.
-``docs/performance.md`` has the measurements, and its history those of the designs set aside:
-an ``add_reader`` drain (with and without uvloop).
+``recvmmsg`` (waiting for the first datagram only) takes up to ``ServerConfig.batch``
+datagrams, they are reflected under one acquisition of the lock with one reading of each
+clock, and one ``sendmmsg`` answers them to the raw source addresses as received
+(:mod:`udpbeat._mmsg`). A lone datagram is answered with plain ``recvfrom``/``sendto``, cheaper
+than a ctypes call for one, and while lone requests come close together the reader busy-polls
+briefly before blocking, which keeps the round trip at low load level with a bare echo loop.
+Elsewhere, or with ``ServerConfig(io="portable")``, the reader is the plain loop:
+``recvfrom``, reflect, non-blocking ``sendto``. Both paths give the same replies, counters and
+log. On a wildcard bind (Linux) both send each reply from the address its request was sent to
+(:func:`ask_destinations`). ``docs/performance.md`` has the measurements, and its history those
+of the designs set aside: an ``add_reader`` drain (with and without uvloop).
 
 The event loop keeps everything else: signals, timers, and the log. Records are handed to
 ``on_records`` from the loop every ``FLUSH_INTERVAL`` seconds, in batches, never on the reader's
