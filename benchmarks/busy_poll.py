@@ -1,7 +1,7 @@
 """What does the server's busy-poll cost, and what does it buy? Lone requests at steady rates.
 
 For each rate, ``udpbeat server`` is started twice on a free loopback port, with its default
-busy-poll and with ``UDPBEAT_BUSY_POLL_US=0`` (never spin), and the load generator sends one
+busy-poll and with ``--busy-poll-us 0`` (never spin), and the load generator sends one
 request every ``1/rate`` seconds from its own process (``loadgen.py --mode paced``). The table
 gives the server's CPU (share of one core, from /proc) and the round-trip p50/p99 at each rate.
 Rounds interleave the variants; the table shows the median of the rounds.
@@ -23,7 +23,7 @@ from reflector import TARGETS, cpu_seconds, loadgen, median, running
 
 VARIANTS: dict[str, list[str]] = {
     "busy-poll (default)": TARGETS["udpbeat"],
-    "no busy-poll": ["env", "UDPBEAT_BUSY_POLL_US=0", *TARGETS["udpbeat"]],
+    "no busy-poll": [*TARGETS["udpbeat"], "--busy-poll-us", "0"],
 }
 
 

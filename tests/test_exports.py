@@ -23,6 +23,7 @@ PUBLIC = [
     "Reflector",
     "ReflectorConfig",
     "Server",
+    "ServerConfig",
     "State",
     "Transition",
     "UdpbeatError",

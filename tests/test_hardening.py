@@ -47,15 +47,15 @@ def assert_reconciled(r: Reflector) -> None:
 
 def test_longer_than_max_size_is_malformed_oversize_and_never_parsed() -> None:
     r = reflector(max_size=20)
-    assert r.reflect(request(), CLIENT, NOW) is None  # a valid request, but 33 bytes
-    assert r.reflect(b"Heartbeat 1 0", CLIENT, NOW) is not None  # 13 bytes
+    assert r.reflect(request(), CLIENT, NOW, NOW) is None  # a valid request, but 33 bytes
+    assert r.reflect(b"Heartbeat 1 0", CLIENT, NOW, NOW) is not None  # 13 bytes
     assert r.counters.malformed == {"oversize": 1}
     assert_reconciled(r)
 
 
 def test_the_default_max_size_is_the_longest_valid_request() -> None:
     r = reflector()
-    assert r.reflect(b"x" * (MAX_REQUEST_SIZE + 1), CLIENT, NOW) is None
+    assert r.reflect(b"x" * (MAX_REQUEST_SIZE + 1), CLIENT, NOW, NOW) is None
     assert r.counters.malformed == {"oversize": 1}
 
 
@@ -76,18 +76,18 @@ def test_the_server_reads_one_byte_past_max_size() -> None:
 @pytest.mark.parametrize("port", [0, 7, 19, 53, 123, 1023])
 def test_privileged_source_ports_are_denied_by_default(port: int) -> None:
     r = reflector()
-    assert r.reflect(request(), ("192.0.2.10", port), NOW) is None
+    assert r.reflect(request(), ("192.0.2.10", port), NOW, NOW) is None
     assert r.counters.denied == {"privileged-port": 1}
     assert_reconciled(r)
 
 
 def test_port_1024_and_up_are_answered() -> None:
-    assert reflector().reflect(request(), ("192.0.2.10", 1024), NOW) is not None
+    assert reflector().reflect(request(), ("192.0.2.10", 1024), NOW, NOW) is not None
 
 
 def test_allow_privileged_ports_answers_them() -> None:
     r = reflector(allow_privileged_ports=True)
-    assert r.reflect(request(), ("192.0.2.10", 53), NOW) is not None
+    assert r.reflect(request(), ("192.0.2.10", 53), NOW, NOW) is not None
     assert r.counters.denied_total == 0
 
 
@@ -113,7 +113,7 @@ def test_allow_privileged_ports_answers_them() -> None:
 def test_allowlist(allow: tuple[str, ...], host: str, answered: bool) -> None:
     r = reflector(allow=allow)
     for _ in range(2):  # the second time from the cache of decisions
-        assert (r.reflect(request(), (host, 40000), NOW) is not None) is answered
+        assert (r.reflect(request(), (host, 40000), NOW, NOW) is not None) is answered
     assert r.counters.denied == ({} if answered else {"allowlist": 2})
     assert_reconciled(r)
 
@@ -141,31 +141,31 @@ def test_allow_must_be_a_list_not_one_string() -> None:
 
 def test_the_default_limits_each_source_to_its_burst_at_once() -> None:
     r = reflector()
-    replies = [r.reflect(request(seq), CLIENT, NOW) for seq in range(300)]
+    replies = [r.reflect(request(seq), CLIENT, NOW, NOW) for seq in range(300)]
     assert sum(reply is not None for reply in replies) == 200
     assert r.counters.rate_limited == {"source": 100}
     # Another source is not affected, and the first gets 100 more a second later.
-    assert r.reflect(request(), ("192.0.2.11", 40000), NOW) is not None
-    later = [r.reflect(request(seq), CLIENT, NOW + 1.0) for seq in range(150)]
+    assert r.reflect(request(), ("192.0.2.11", 40000), NOW, NOW) is not None
+    later = [r.reflect(request(seq), CLIENT, NOW + 1.0, NOW + 1.0) for seq in range(150)]
     assert sum(reply is not None for reply in later) == 100
     assert_reconciled(r)
 
 
 def test_rate_limit_zero_turns_it_off() -> None:
     r = reflector(rate_limit=0)
-    assert all(r.reflect(request(seq), CLIENT, NOW) for seq in range(1000))
+    assert all(r.reflect(request(seq), CLIENT, NOW, NOW) for seq in range(1000))
     assert r.stats()["sources_tracked"] == 0
 
 
 def test_a_source_is_its_address_not_its_port() -> None:
     r = reflector(rate_limit=1, burst=3)
-    answered = [r.reflect(request(), ("192.0.2.10", 40000 + i), NOW) for i in range(5)]
+    answered = [r.reflect(request(), ("192.0.2.10", 40000 + i), NOW, NOW) for i in range(5)]
     assert [reply is not None for reply in answered] == [True] * 3 + [False] * 2
 
 
 def test_the_global_limit_caps_all_sources_together() -> None:
     r = reflector(rate_limit=0, global_rate_limit=10)  # burst: one second's worth
-    answered = [r.reflect(request(), (f"192.0.2.{i}", 40000), NOW) for i in range(25)]
+    answered = [r.reflect(request(), (f"192.0.2.{i}", 40000), NOW, NOW) for i in range(25)]
     assert sum(reply is not None for reply in answered) == 10
     assert r.counters.rate_limited == {"global": 15}
     assert_reconciled(r)
@@ -174,8 +174,8 @@ def test_the_global_limit_caps_all_sources_together() -> None:
 def test_a_source_over_its_own_limit_does_not_spend_the_global_budget() -> None:
     r = reflector(rate_limit=1, burst=2, global_rate_limit=5)
     for _ in range(100):  # one loud source: 2 pass, 98 refused by its own bucket
-        r.reflect(request(), ("192.0.2.66", 40000), NOW)
-    others = [r.reflect(request(), (f"192.0.2.{i}", 40000), NOW) for i in range(1, 4)]
+        r.reflect(request(), ("192.0.2.66", 40000), NOW, NOW)
+    others = [r.reflect(request(), (f"192.0.2.{i}", 40000), NOW, NOW) for i in range(1, 4)]
     assert all(reply is not None for reply in others)
     assert r.counters.rate_limited == {"source": 98}
 
@@ -183,7 +183,7 @@ def test_a_source_over_its_own_limit_does_not_spend_the_global_budget() -> None:
 def test_a_flood_of_spoofed_sources_keeps_the_table_bounded() -> None:
     r = reflector(max_sources=500)
     for i in range(20_000):
-        r.reflect(request(), (f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 40000), NOW)
+        r.reflect(request(), (f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 40000), NOW, NOW)
     stats = r.stats()
     assert stats["sources_tracked"] == 500
     assert stats["sources_evicted"] == 19_500
@@ -212,16 +212,16 @@ def test_bad_limits_are_config_errors(settings: dict[str, object]) -> None:
 def test_garbage_over_the_rate_limit_is_refused_before_it_is_parsed() -> None:
     r = reflector(rate_limit=1, burst=5)
     for _ in range(50):
-        r.reflect(b"\xff" * 40, CLIENT, NOW)
+        r.reflect(b"\xff" * 40, CLIENT, NOW, NOW)
     assert r.counters.malformed == {"not-text": 5}
     assert r.counters.rate_limited == {"source": 45}
 
 
 def test_size_comes_first_then_port_then_allowlist() -> None:
     r = reflector(allow=("198.51.100.0/24",))
-    r.reflect(b"x" * 500, ("192.0.2.10", 53), NOW)
-    r.reflect(request(), ("192.0.2.10", 53), NOW)
-    r.reflect(request(), ("192.0.2.10", 40000), NOW)
+    r.reflect(b"x" * 500, ("192.0.2.10", 53), NOW, NOW)
+    r.reflect(request(), ("192.0.2.10", 53), NOW, NOW)
+    r.reflect(request(), ("192.0.2.10", 40000), NOW, NOW)
     assert r.counters.malformed == {"oversize": 1}
     assert r.counters.denied == {"privileged-port": 1, "allowlist": 1}
 
@@ -229,9 +229,9 @@ def test_size_comes_first_then_port_then_allowlist() -> None:
 def test_denied_sources_spend_no_tokens() -> None:
     r = reflector(rate_limit=1, burst=1, allow=("192.0.2.0/24",))
     for _ in range(10):
-        r.reflect(request(), ("198.51.100.1", 40000), NOW)
-        r.reflect(request(), ("192.0.2.10", 53), NOW)
-    assert r.reflect(request(), CLIENT, NOW) is not None
+        r.reflect(request(), ("198.51.100.1", 40000), NOW, NOW)
+        r.reflect(request(), ("192.0.2.10", 53), NOW, NOW)
+    assert r.reflect(request(), CLIENT, NOW, NOW) is not None
     assert r.counters.rate_limited_total == 0
 
 
@@ -280,7 +280,7 @@ def test_counters_reconcile_exactly_whatever_arrives(
     now = NOW
     for data, source, gap in traffic:
         now += gap
-        reply = r.reflect(data, source, now)
+        reply = r.reflect(data, source, now, now)
         assert_reconciled(r)
         if reply is not None:
             assert source[1] >= 1024 or privileged
@@ -294,9 +294,9 @@ def test_refusals_are_logged_only_when_asked() -> None:
     loud = Reflector(ReflectorConfig(rate_limit=1, burst=1))
     quiet = Reflector(ReflectorConfig(rate_limit=1, burst=1, log_events=False))
     for r in (loud, quiet):
-        r.reflect(request(), CLIENT, NOW)
-        r.reflect(request(), CLIENT, NOW)
-        r.reflect(request(), ("192.0.2.10", 53), NOW)
+        r.reflect(request(), CLIENT, NOW, NOW)
+        r.reflect(request(), CLIENT, NOW, NOW)
+        r.reflect(request(), ("192.0.2.10", 53), NOW, NOW)
     assert [(x.outcome, x.detail) for x in loud.drain_log()] == [
         ("replied", "Seq: 1, Time Difference: 0.250000 seconds"),
         ("rate-limited", "source"),

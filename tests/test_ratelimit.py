@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from udpbeat.errors import ConfigError
-from udpbeat.ratelimit import SourceLimiter, TokenBucket
+from udpbeat.ratelimit import MAX_BURST, MIN_RATE, SourceLimiter, TokenBucket
 
-#: A Unix time, as the reflector passes: precision must hold this far from zero.
+#: A monotonic time far from zero (the clock's epoch is unspecified): precision must hold there.
 T0 = 1_764_064_900.0
 
 
@@ -50,21 +51,53 @@ def test_a_steady_stream_at_twice_the_rate_gets_the_burst_plus_the_rate() -> Non
     assert allowed(bucket, times) in range(1019, 1022)
 
 
-def test_high_rates_keep_their_precision_at_unix_times() -> None:
-    # 1/rate is a few times the spacing of floats near 1.8e9 (2.4e-7 s): kept as Unix times, the
+def test_high_rates_keep_their_precision_far_from_the_clocks_epoch() -> None:
+    # 1/rate is a few times the spacing of floats near 1.8e9 (2.4e-7 s): kept as given, the
     # bucket's interval would round to 4 such steps (0.95 us) and let 5% too much through.
     bucket = TokenBucket(rate=1_000_000, burst=10)
     times = [T0 + i * 0.5e-6 for i in range(1, 200_001)]  # 0.1 s at twice the rate
     assert allowed(bucket, times) in range(99_000, 101_000)
 
 
-def test_a_clock_stepping_back_does_not_lock_the_source_out() -> None:
-    bucket = TokenBucket(rate=1, burst=2)
-    assert allowed(bucket, [T0, T0, T0]) == 2
-    # Wall time steps back an hour: without the reset, nothing would pass for an hour.
-    assert bucket.allow(T0 - 3600)
-    assert bucket.allow(T0 - 3600)
-    assert not bucket.allow(T0 - 3600)
+def test_the_clock_is_trusted_to_be_monotonic_nothing_refills_a_bucket_but_time() -> None:
+    # The reflector passes time.monotonic(): an earlier `now` is never taken for a stepped
+    # clock (as it was when the buckets ran on wall time) and gives no fresh bucket.
+    for limit in (TokenBucket(rate=1, burst=2), SourceLimiter(rate=1, burst=2, max_sources=4)):
+        allow = limit.allow if isinstance(limit, TokenBucket) else partial(limit.allow, "a")
+        assert [allow(T0) for _ in range(3)] == [True, True, False]
+        assert not allow(T0 - 3600)
+        assert allow(T0 + 1)
+
+
+@given(
+    rate=st.floats(0.5, 1000),
+    burst=st.integers(1, 50),
+    gaps=st.lists(st.floats(0, 0.5), min_size=1, max_size=100),
+)
+def test_one_bucket_and_a_bucket_in_the_table_decide_alike(
+    rate: float, burst: int, gaps: list[float]
+) -> None:
+    # Both run the one GCRA of ratelimit.Gcra.
+    bucket, limiter = TokenBucket(rate, burst), SourceLimiter(rate, burst, 1)
+    now = T0
+    for gap in gaps:
+        now += gap
+        assert bucket.allow(now) == limiter.allow("a", now)
+        assert bucket.tokens(now) == limiter.tokens("a", now)
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(MIN_RATE, 5), (MIN_RATE, MAX_BURST), (1e7, 1)])
+def test_extreme_settings_still_limit(rate: float, burst: int) -> None:
+    # burst / rate stays a finite number of seconds: the limit is never turned off by overflow.
+    bucket = TokenBucket(rate, burst)
+    limiter = SourceLimiter(rate, burst, 1)
+    checked = min(burst, 1000)
+    passed = sum(bucket.allow(T0) for _ in range(checked))
+    assert passed == checked
+    assert sum(limiter.allow("a", T0) for _ in range(checked)) == checked
+    if burst == checked:
+        assert not bucket.allow(T0)
+        assert not limiter.allow("a", T0)
 
 
 @given(
@@ -86,7 +119,25 @@ def test_never_more_than_burst_plus_rate_times_elapsed(
 
 @pytest.mark.parametrize(
     ("rate", "burst"),
-    [(0, 1), (-1, 1), (float("nan"), 1), (float("inf"), 1), (1e8, 1), (1, 0), (1, 1.5), (1, True)],
+    [
+        (0, 1),
+        (-1, 1),
+        (float("nan"), 1),
+        (float("inf"), 1),
+        (1e8, 1),
+        pytest.param(10**400, 1, id="huge-int-rate"),
+        (True, 1),
+        ("5", 1),
+        # Rates whose 1 / rate or burst / rate overflowed to infinity, turning the limit off.
+        (1e-308, 5),
+        (5e-324, 1),
+        (MIN_RATE / 2, 1),
+        (1, 0),
+        (1, 1.5),
+        (1, True),
+        (1, MAX_BURST + 1),
+        pytest.param(1, 10**400, id="huge-int-burst"),
+    ],
 )
 def test_bad_settings_are_config_errors(rate: float, burst: int) -> None:
     with pytest.raises(ConfigError):

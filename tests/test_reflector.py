@@ -30,7 +30,7 @@ def drops(reflector: Reflector, count: int) -> list[int]:
     """Sequence numbers of the valid requests the reflector dropped, out of ``count`` sent."""
     dropped = []
     for seq in range(1, count + 1):
-        if reflector.reflect(request(seq), SOURCE, at(seq)) is None:
+        if reflector.reflect(request(seq), SOURCE, at(seq), at(seq)) is None:
             dropped.append(seq)
     return dropped
 
@@ -56,19 +56,19 @@ def assert_reconciled(reflector: Reflector) -> None:
 )
 def test_reply_carries_now_minus_sent_time_with_six_decimals(sent_time: float, now: float) -> None:
     reflector = Reflector()
-    reply = reflector.reflect(f"Heartbeat 42 {sent_time}".encode(), SOURCE, now)
+    reply = reflector.reflect(f"Heartbeat 42 {sent_time}".encode(), SOURCE, now, now)
     assert reply == f"Seq: 42, Time Difference: {now - sent_time:.6f} seconds".encode()
     assert reflector.counters.replied == 1
 
 
 def test_reply_echoes_the_sequence_digits_as_sent() -> None:
-    reply = Reflector().reflect(b"Heartbeat 0042 1764064899.5\n", SOURCE, NOW)
+    reply = Reflector().reflect(b"Heartbeat 0042 1764064899.5\n", SOURCE, NOW, NOW)
     assert reply == b"Seq: 0042, Time Difference: 0.500000 seconds"
 
 
 def test_replies_are_logged_with_their_source() -> None:
     reflector = Reflector()
-    reflector.reflect(request(1), SOURCE, NOW)
+    reflector.reflect(request(1), SOURCE, NOW, NOW)
     [record] = reflector.drain_log()
     assert (record.at, record.source, record.outcome) == (NOW, SOURCE, "replied")
     assert record.detail.startswith("Seq: 1, ")
@@ -77,9 +77,9 @@ def test_replies_are_logged_with_their_source() -> None:
 
 def test_nothing_valid_is_logged_when_log_events_is_off() -> None:
     reflector = Reflector(ReflectorConfig(log_events=False))
-    assert reflector.reflect(request(1), SOURCE, NOW) is not None
+    assert reflector.reflect(request(1), SOURCE, NOW, NOW) is not None
     assert reflector.drain_log() == []
-    reflector.reflect(b"junk", SOURCE, NOW)
+    reflector.reflect(b"junk", SOURCE, NOW, NOW)
     assert [r.outcome for r in reflector.drain_log()] == ["malformed"]
 
 
@@ -112,9 +112,9 @@ def test_malformed_datagrams_do_not_shift_the_drop_sequence() -> None:
     clean, noisy = Reflector(config), Reflector(config)
     clean_outcomes, noisy_outcomes = [], []
     for seq in range(1, 500):
-        clean_outcomes.append(clean.reflect(request(seq), SOURCE, at(2 * seq)))
-        noisy.reflect(b"Heartbeat x 1.0", SOURCE, at(2 * seq - 1))
-        noisy_outcomes.append(noisy.reflect(request(seq), SOURCE, at(2 * seq)))
+        clean_outcomes.append(clean.reflect(request(seq), SOURCE, at(2 * seq), at(2 * seq)))
+        noisy.reflect(b"Heartbeat x 1.0", SOURCE, at(2 * seq - 1), at(2 * seq - 1))
+        noisy_outcomes.append(noisy.reflect(request(seq), SOURCE, at(2 * seq), at(2 * seq)))
     assert noisy_outcomes == clean_outcomes
 
 
@@ -174,7 +174,7 @@ def test_malformed_datagram_is_counted_by_reason_and_never_answered(
     data: bytes, reason: str
 ) -> None:
     reflector = Reflector(ReflectorConfig(loss=0.0))
-    assert reflector.reflect(data, SOURCE, NOW) is None
+    assert reflector.reflect(data, SOURCE, NOW, NOW) is None
     counters = reflector.counters
     assert dict(counters.malformed) == {reason: 1}
     assert (counters.received, counters.replied, counters.dropped_loss) == (1, 0, 0)
@@ -194,7 +194,7 @@ def test_any_datagrams_get_a_valid_reply_or_none_and_are_all_counted(
 ) -> None:
     reflector = Reflector(ReflectorConfig(loss=0.3, seed=5))
     for index, data in enumerate(datagrams):
-        reply = reflector.reflect(data, SOURCE, at(index))
+        reply = reflector.reflect(data, SOURCE, at(index), at(index))
         try:
             asked = decode_request(data)
         except WireError:
@@ -211,7 +211,7 @@ def test_counters_reconcile_over_a_mixed_stream() -> None:
     replies = 0
     for seq in range(1, 3001):
         data = MALFORMED[seq % len(MALFORMED)][0] if seq % 3 == 0 else request(seq)
-        if reflector.reflect(data, SOURCE, at(seq)) is not None:
+        if reflector.reflect(data, SOURCE, at(seq), at(seq)) is not None:
             replies += 1
         assert_reconciled(reflector)
     counters = reflector.counters
@@ -233,7 +233,7 @@ def test_log_backlog_is_bounded_and_counts_what_it_suppressed() -> None:
     reflector = Reflector()
     extra = 123
     for seq in range(LOG_BACKLOG + extra):
-        reflector.reflect(request(seq) if seq % 2 else b"junk", SOURCE, at(seq))
+        reflector.reflect(request(seq) if seq % 2 else b"junk", SOURCE, at(seq), at(seq))
     assert reflector.log_suppressed == extra
     records = reflector.drain_log()
     assert len(records) == LOG_BACKLOG
@@ -245,6 +245,6 @@ def test_log_backlog_is_bounded_and_counts_what_it_suppressed() -> None:
     assert reflector.counters.received == LOG_BACKLOG + extra
     assert_reconciled(reflector)
     # Draining makes room again.
-    reflector.reflect(request(1), SOURCE, at(LOG_BACKLOG + extra))
+    reflector.reflect(request(1), SOURCE, at(LOG_BACKLOG + extra), at(LOG_BACKLOG + extra))
     assert len(reflector.drain_log()) == 1
     assert reflector.log_suppressed == extra

@@ -38,7 +38,7 @@ def test_a_batch_is_reflected_as_its_datagrams_one_by_one(
     one_by_one, batched = Reflector(config), Reflector(config)
     for step, batch in enumerate(batches):
         now = 1_764_000_000.0 + step * 0.25
-        expected = [one_by_one.reflect(data, source, now) for data in batch]
-        assert batched.reflect_batch(batch, source, now) == expected
+        expected = [one_by_one.reflect(data, source, now, now) for data in batch]
+        assert batched.reflect_batch(batch, source, now, now) == expected
     assert batched.counters == one_by_one.counters
     assert batched.drain_log() == one_by_one.drain_log()

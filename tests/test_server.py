@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import signal
 import socket
 import time
 
+import helpers
 import pytest
 from helpers import (
     Process,
@@ -21,7 +23,6 @@ from helpers import (
 )
 
 from udpbeat import _mmsg
-from udpbeat.server import IO_ENV
 
 REPLY = re.compile(rb"Seq: ([0-9]+), Time Difference: (-?[0-9]+\.[0-9]{6}) seconds")
 
@@ -37,9 +38,10 @@ REPLY = re.compile(rb"Seq: ([0-9]+), Time Difference: (-?[0-9]+\.[0-9]{6}) secon
     ],
 )
 def io_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test here runs against both receive paths (``$UDPBEAT_IO``)."""
+    """Every test here runs against both receive paths (``udpbeat server --io``)."""
     path: str = request.param
-    monkeypatch.setenv(IO_ENV, path)
+    with_io = functools.partial(helpers.udpbeat_server, "--io", path)
+    monkeypatch.setitem(globals(), "udpbeat_server", with_io)
     return path
 
 
@@ -131,8 +133,9 @@ def test_malformed_datagrams_are_never_answered_and_counted_by_reason(
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_stops_cleanly_with_counters(signum: signal.Signals) -> None:
-    with Process(["-m", "udpbeat", "server", "--host", "127.0.0.1", "--port", "0"]) as server:
+def test_signal_stops_cleanly_with_counters(signum: signal.Signals, io_path: str) -> None:
+    args = ["-m", "udpbeat", "server", "--host", "127.0.0.1", "--port", "0", "--io", io_path]
+    with Process(args) as server:
         listening = server.wait_for(lambda line: "listening" in line)
         port = int(re.findall(r":(\d+)", listening)[0])
         with udp_socket() as sock:
@@ -219,8 +222,9 @@ def test_quiet_prints_no_line_per_packet() -> None:
     assert summary["received"] == summary["replied"] == 5
 
 
-def test_quiet_text_mode_prints_only_the_listening_line_and_counters() -> None:
+def test_quiet_text_mode_prints_only_the_listening_line_and_counters(io_path: str) -> None:
     args = ["-m", "udpbeat", "server", "--host", "127.0.0.1", "--port", "0", "--quiet"]
+    args += ["--io", io_path]
     with Process(args) as server:
         listening = server.wait_for(lambda line: "listening" in line)
         port = int(re.findall(r":(\d+)", listening)[0])

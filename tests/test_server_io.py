@@ -14,11 +14,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from helpers import has_ipv6_loopback, run_udpbeat
+from helpers import has_ipv6_loopback
 
-from udpbeat import BackgroundServer, ReflectorConfig, _mmsg
+from udpbeat import BackgroundServer, ReflectorConfig, ServerConfig, _mmsg
 from udpbeat import server as server_module
-from udpbeat.errors import ConfigError
 from udpbeat.reflector import Reflected
 
 HAS_MMSG = _mmsg.load() is not None
@@ -33,10 +32,8 @@ WAIT = 5.0
 
 
 @pytest.fixture(params=PATHS)
-def io_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    path: str = request.param
-    monkeypatch.setenv(server_module.IO_ENV, path)
-    return path
+def io_path(request: pytest.FixtureRequest) -> ServerConfig:
+    return ServerConfig(io=request.param)
 
 
 def _clients(count: int, host: str = "127.0.0.1") -> Iterator[socket.socket]:
@@ -53,29 +50,18 @@ def _config(**changes: object) -> ReflectorConfig:
     return ReflectorConfig(**settings)  # type: ignore[arg-type]
 
 
-def test_the_path_asked_for_is_the_path_used(io_path: str) -> None:
-    with BackgroundServer("127.0.0.1", 0, _config()) as background:
-        assert background.server.io == io_path
+def test_the_path_asked_for_is_the_path_used(io_path: ServerConfig) -> None:
+    with BackgroundServer("127.0.0.1", 0, _config(), server_config=io_path) as background:
+        assert background.server.io == io_path.io
 
 
-def test_auto_is_batched_where_recvmmsg_exists(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(server_module.IO_ENV, raising=False)
+def test_auto_is_batched_where_recvmmsg_exists() -> None:
     expected = "batched" if HAS_MMSG else "portable"
-    assert server_module.choose_io(None)[0] == expected
     assert server_module.choose_io("auto")[0] == expected
     assert server_module.choose_io("portable") == ("portable", None)
 
 
-def test_an_unknown_io_mode_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ConfigError, match="portable"):
-        server_module.choose_io("fast")
-    monkeypatch.setenv(server_module.IO_ENV, "fast")
-    status, _, stderr = run_udpbeat("server", "--host", "127.0.0.1", "--port", "0")
-    assert status == 2
-    assert len(stderr) == 1 and "UDPBEAT_IO" in stderr[0] and "Traceback" not in stderr[0]
-
-
-def test_bursts_from_several_sources_are_answered_exactly(io_path: str) -> None:
+def test_bursts_from_several_sources_are_answered_exactly(io_path: ServerConfig) -> None:
     # Each client sends a burst without waiting, valid requests (sequence numbers of different
     # widths, so replies differ in length) interleaved with malformed ones; every valid request
     # must be answered, to its own sender, in order, and nothing else.
@@ -84,7 +70,9 @@ def test_bursts_from_several_sources_are_answered_exactly(io_path: str) -> None:
     client_addresses = {tuple(client.getsockname()) for client in clients}
     rounds, per_burst = 4, 40
     try:
-        with BackgroundServer("127.0.0.1", 0, _config(), on_records=records.extend) as server:
+        with BackgroundServer(
+            "127.0.0.1", 0, _config(), on_records=records.extend, server_config=io_path
+        ) as server:
             address = server.address
             expected: dict[int, list[bytes]] = {index: [] for index in range(len(clients))}
             for burst in range(rounds):
@@ -120,10 +108,12 @@ def test_bursts_from_several_sources_are_answered_exactly(io_path: str) -> None:
 
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
-def test_ipv6_sources_are_what_recvfrom_gives(io_path: str) -> None:
+def test_ipv6_sources_are_what_recvfrom_gives(io_path: ServerConfig) -> None:
     records: list[Reflected] = []
     with (
-        BackgroundServer("::1", 0, _config(), on_records=records.extend) as server,
+        BackgroundServer(
+            "::1", 0, _config(), on_records=records.extend, server_config=io_path
+        ) as server,
         next(_clients(1, "::1")) as client,
     ):
         client.sendto(b"Heartbeat 7 %.6f" % time.time(), server.address)
@@ -133,12 +123,12 @@ def test_ipv6_sources_are_what_recvfrom_gives(io_path: str) -> None:
 
 
 def test_sources_are_answered_after_the_source_cache_is_cleared(
-    io_path: str, monkeypatch: pytest.MonkeyPatch
+    io_path: ServerConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(server_module, "SOURCE_CACHE", 2)
     clients = list(_clients(5))
     try:
-        with BackgroundServer("127.0.0.1", 0, _config()) as server:
+        with BackgroundServer("127.0.0.1", 0, _config(), server_config=io_path) as server:
             for round_number in range(3):
                 for index, client in enumerate(clients):
                     seq = b"%d%d" % (round_number, index)
@@ -167,11 +157,14 @@ def test_raw_socket_addresses_decode_as_recvfrom_returns_them() -> None:
     assert _mmsg.decode_address(socket.AF_INET6, raw_scoped) == ("fe80::1%lo", 9, 0, scope)
 
 
-def test_a_busy_polling_reader_answers_and_stops_promptly(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_busy_polling_reader_answers_and_stops_promptly() -> None:
     # A spin of a whole second: every lone request after the first is read by the spinning
     # loop, and stop() must still wake the reader at once rather than after the spin.
-    monkeypatch.setenv(server_module.BUSY_POLL_ENV, "1000000")
-    with BackgroundServer("127.0.0.1", 0, _config()) as server, next(_clients(1)) as client:
+    spinning = ServerConfig(busy_poll_us=1_000_000)
+    with (
+        BackgroundServer("127.0.0.1", 0, _config(), server_config=spinning) as server,
+        next(_clients(1)) as client,
+    ):
         assert server.server.busy_poll == 1.0
         for seq in range(20):
             client.sendto(b"Heartbeat %d %.6f" % (seq, time.time()), server.address)
@@ -194,18 +187,7 @@ def test_busy_polling_follows_the_wait_and_retries_once_per_cycle() -> None:
     assert not any(server_module.should_spin(0.0, 0.0, left) for left in range(cycle))
 
 
-@pytest.mark.parametrize("value", ["-1", "fast", "2e6", "nan"])
-def test_a_bad_busy_poll_setting_is_a_config_error(
-    value: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(server_module.BUSY_POLL_ENV, value)
-    with pytest.raises(ConfigError, match=server_module.BUSY_POLL_ENV):
-        server_module.busy_poll_seconds()
-    monkeypatch.setenv(server_module.BUSY_POLL_ENV, "0")
-    assert server_module.busy_poll_seconds() == 0.0
-
-
-def test_replies_of_equal_and_of_mixed_lengths_in_turn(io_path: str) -> None:
+def test_replies_of_equal_and_of_mixed_lengths_in_turn(io_path: ServerConfig) -> None:
     # The batched path lays a batch of equal-length replies out back to back and a mixed batch
     # in fixed slots; switching between the two must not garble or misdirect any reply.
     bursts = [
@@ -214,7 +196,10 @@ def test_replies_of_equal_and_of_mixed_lengths_in_turn(io_path: str) -> None:
         [b"%09d" % seq for seq in range(50)],
         [b"%06d" % seq for seq in range(50)],
     ]
-    with BackgroundServer("127.0.0.1", 0, _config()) as server, next(_clients(1)) as client:
+    with (
+        BackgroundServer("127.0.0.1", 0, _config(), server_config=io_path) as server,
+        next(_clients(1)) as client,
+    ):
         for burst in bursts:
             for seq in burst:
                 client.sendto(b"Heartbeat %s %.6f" % (seq, time.time()), server.address)
@@ -225,13 +210,15 @@ def test_replies_of_equal_and_of_mixed_lengths_in_turn(io_path: str) -> None:
 
 
 @pytest.mark.parametrize("max_size", [2000, 60000])
-def test_a_large_max_size_reads_long_datagrams_whole(io_path: str, max_size: int) -> None:
+def test_a_large_max_size_reads_long_datagrams_whole(io_path: ServerConfig, max_size: int) -> None:
     # Slots this large are copied out datagram by datagram, and fewer fit in a batch. The log
     # shows each datagram's length as read: a datagram of max_size bytes arrives whole (and the
     # codec refuses it), one byte more is cut to max_size + 1 and refused by the size check.
     records: list[Reflected] = []
     config = _config(max_size=max_size)
-    with BackgroundServer("127.0.0.1", 0, config, on_records=records.extend) as server:
+    with BackgroundServer(
+        "127.0.0.1", 0, config, on_records=records.extend, server_config=io_path
+    ) as server:
         with next(_clients(1)) as client:
             for round_number in range(3):
                 client.sendto(b"x" * max_size, server.address)  # as long as allowed

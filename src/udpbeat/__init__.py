@@ -18,7 +18,7 @@ from udpbeat.errors import ConfigError, UdpbeatError, WireError
 from udpbeat.events import event_to_dict
 from udpbeat.reflector import Counters, Reflector, ReflectorConfig
 from udpbeat.report import Outage, ProbeReport
-from udpbeat.server import BackgroundServer, Server, start_background_server
+from udpbeat.server import BackgroundServer, Server, ServerConfig, start_background_server
 from udpbeat.session import ProbeConfig, ProbeSession
 
 __version__ = "0.1.0"
@@ -40,6 +40,7 @@ __all__ = [
     "Reflector",
     "ReflectorConfig",
     "Server",
+    "ServerConfig",
     "State",
     "Transition",
     "UdpbeatError",

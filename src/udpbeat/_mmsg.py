@@ -9,6 +9,11 @@ does not hold up the event loop.
 allocated once, and what Python does per datagram is slicing bytes out of one copy of the
 buffers; lengths move between Python and the header arrays with one C-level operation per
 batch (``struct``, a strided ``memoryview``), never a ctypes attribute per message.
+
+With ``control_size``, each message also has a control buffer for ancillary data: the server
+asks for each datagram's destination address (``IP_PKTINFO``/``IPV6_PKTINFO``) and sends each
+reply with the control messages its request came with, which makes the reply leave from the
+address the request was sent to (see ``udpbeat.server``).
 """
 
 from __future__ import annotations
@@ -105,6 +110,15 @@ def _column(count: int, offset: int, stride: int) -> struct.Struct:
     return struct.Struct("=" + f"{offset}xI" + f"{stride - 4}xI" * (count - 1) if count else "=")
 
 
+def _header_column(messages: ctypes.Array[MMsgHdr], field: Any) -> memoryview:
+    """A writable view of one ``size_t`` field of ``msg_hdr`` in every one of ``messages``."""
+    stride = ctypes.sizeof(MMsgHdr)
+    word = ctypes.sizeof(ctypes.c_size_t)
+    assert field.offset % word == 0 and stride % word == 0
+    words = memoryview(messages).cast("B").cast(_WORD)
+    return words[field.offset // word :: stride // word]
+
+
 def decode_address(family: int, raw: bytes) -> tuple[Any, ...]:
     """A ``sockaddr_in``/``sockaddr_in6`` as ``recvfrom`` would return it."""
     port = int.from_bytes(raw[2:4], "big")
@@ -140,6 +154,7 @@ class BatchSocket:
         receive_size: int,
         batch: int,
         reply_size: int,
+        control_size: int = 0,
     ) -> None:
         self._recvmmsg, self._sendmmsg = functions
         self.family = sock.family
@@ -164,6 +179,22 @@ class BatchSocket:
                 header = messages[i].msg_hdr
                 header.msg_name = names_base + i * name_size
                 header.msg_namelen = name_size
+        # Control buffers, one slot per message, shared by the n-th request and the n-th reply
+        # like the names: the reply goes out with the control messages its request came with.
+        self._control_size = control_size
+        self._control = bytearray(control_size * batch)
+        # The kernel writes the length it used into each received header's msg_controllen: it is
+        # set back to the capacity before every recvmmsg, and copied to the replies' headers.
+        self._in_control_lengths = _header_column(self._in_messages, MsgHdr.msg_controllen)
+        self._out_control_lengths = _header_column(self._out_messages, MsgHdr.msg_controllen)
+        self._control_capacity = array.array(_WORD, [control_size] * batch)
+        if control_size:
+            control_base = _address(self._control)
+            for i in range(batch):
+                for messages in (self._in_messages, self._out_messages):
+                    messages[i].msg_hdr.msg_control = control_base + i * control_size
+            self._in_control_lengths[:] = self._control_capacity
+        self._count = 0
         self._in_view = memoryview(self._in)
         self._in_pointer = ctypes.c_void_p(ctypes.addressof(self._in_messages))
         self._out_pointer = ctypes.c_void_p(ctypes.addressof(self._out_messages))
@@ -191,9 +222,12 @@ class BatchSocket:
         Raises:
             OSError: from ``recvmmsg`` (``EINTR`` is retried, as Python's own calls do).
         """
+        if self._control_size:
+            self._in_control_lengths[: self._count] = self._control_capacity[: self._count]
         while True:
             count = self._recvmmsg(self._fd, self._in_pointer, self.batch, MSG_WAITFORONE, None)
             if count > 0:
+                self._count = count
                 break
             if count == 0:  # not for a blocking call; read again rather than hand back nothing
                 continue
@@ -221,15 +255,39 @@ class BatchSocket:
             return datagrams, first
         return datagrams, [names[start : start + size] for start in self._name_starts[:count]]
 
-    def send(self, replies: list[bytes], names: list[bytes] | None = None) -> tuple[int, int]:
-        """Send ``replies[i]`` without blocking to the i-th source of the last :meth:`receive`,
-        or to ``names[i]`` when given; returns ``(would-block, other errors)``.
+    def ancillary(self, index: int) -> list[tuple[int, int, bytes]]:
+        """The control messages of the ``index``-th datagram of the last :meth:`receive`, as
+        ``socket.recvmsg`` returns them (and ``socket.sendmsg`` takes them)."""
+        if not self._control_size:
+            return []
+        start = index * self._control_size
+        length = self._in_control_lengths[index]
+        return parse_control(bytes(self._control[start : start + length]))
 
-        A message that fails is skipped and the rest still go, as one ``sendto`` each would.
+    def send(self, replies: list[bytes], kept: list[int] | None = None) -> tuple[int, int]:
+        """Send ``replies[i]`` without blocking to the i-th source of the last :meth:`receive`,
+        or to the ``kept[i]``-th when given; returns ``(would-block, other errors)``.
+
+        Each reply goes with the control messages its request came with (when the socket was
+        made with a ``control_size``). A message that fails is skipped and the rest still go,
+        as one ``sendto`` each would.
         """
         count = len(replies)
-        if names is not None:
-            self._names[: count * self.name_size] = b"".join(names)
+        control_size = self._control_size
+        if kept is not None:
+            # Move the kept sources (and their control messages) to the first slots, in order.
+            size = self.name_size
+            names = bytes(self._names[: self._count * size])
+            self._names[: count * size] = b"".join([names[i * size : (i + 1) * size] for i in kept])
+            if control_size:
+                controls = bytes(self._control[: self._count * control_size])
+                self._control[: count * control_size] = b"".join(
+                    [controls[i * control_size : (i + 1) * control_size] for i in kept]
+                )
+                received = self._in_control_lengths
+                self._out_control_lengths[:count] = array.array(_WORD, [received[i] for i in kept])
+        elif control_size:
+            self._out_control_lengths[:count] = self._in_control_lengths[:count]
         lengths = array.array(_WORD, map(len, replies))
         length = lengths[0]
         if lengths.count(length) == count:
@@ -269,3 +327,27 @@ class BatchSocket:
             pointer = ctypes.c_void_p(
                 ctypes.addressof(self._out_messages) + first * ctypes.sizeof(MMsgHdr)
             )
+
+
+#: ``struct cmsghdr``: ``cmsg_len`` (``size_t``), ``cmsg_level``, ``cmsg_type``.
+_CMSG_HEADER = struct.Struct("=" + _WORD + "ii")
+_CMSG_ALIGN = ctypes.sizeof(ctypes.c_size_t)
+
+
+def _cmsg_align(length: int) -> int:
+    return (length + _CMSG_ALIGN - 1) & ~(_CMSG_ALIGN - 1)
+
+
+def parse_control(raw: bytes) -> list[tuple[int, int, bytes]]:
+    """The control messages in a ``msg_control`` buffer as ``(level, type, data)``, the form
+    ``socket.recvmsg`` gives; a truncated message at the end is left out."""
+    messages = []
+    offset = 0
+    header = _cmsg_align(_CMSG_HEADER.size)
+    while offset + _CMSG_HEADER.size <= len(raw):
+        length, level, kind = _CMSG_HEADER.unpack_from(raw, offset)
+        if length < _CMSG_HEADER.size or offset + length > len(raw):
+            break
+        messages.append((level, kind, raw[offset + header : offset + length]))
+        offset += _cmsg_align(length)
+    return messages

@@ -1,4 +1,4 @@
-"""The server's logic as a pure function of (datagram, source, receive time).
+"""The server's logic as a pure function of (datagram, source, receive times).
 
 :meth:`Reflector.reflect` decides what to answer; :mod:`udpbeat.server` is only the socket loop
 around it. Every datagram received ends in exactly one counter, so that
@@ -181,7 +181,7 @@ class Reflected(NamedTuple):
     logging, every malformed datagram), and builds in half the time.
     """
 
-    at: float
+    at: float  # Unix time the datagram was received
     source: Address
     outcome: str  # "replied", "dropped-loss", "rate-limited", "malformed" or "denied"
     detail: str
@@ -215,16 +215,20 @@ class Reflector:
         self._log: deque[Reflected] = deque()
         self.log_suppressed = 0
 
-    def reflect(self, data: bytes, source: Address, now: float) -> bytes | None:
+    def reflect(self, data: bytes, source: Address, now: float, wall_time: float) -> bytes | None:
         """The reply to send back to ``source``, or ``None`` to stay silent.
 
-        ``now`` is the Unix time the datagram was received, taken as early as the shell could.
+        Both clocks are read when the datagram was received, as early as the shell could:
+        ``now`` is monotonic seconds (``time.monotonic()``), for the rate limits, so a step of
+        the wall clock can neither lock a source out nor let a flood through; ``wall_time`` is
+        Unix time (``time.time()``), for the reply's time difference (the wire format compares
+        it with the sender's Unix timestamp) and the log's records.
         Never raises for bad input: every datagram refused is counted by reason and ignored.
         """
-        return self.reflect_batch((data,), source, now)[0]
+        return self.reflect_batch((data,), source, now, wall_time)[0]
 
     def reflect_batch(
-        self, datagrams: Sequence[bytes], source: Address, now: float
+        self, datagrams: Sequence[bytes], source: Address, now: float, wall_time: float
     ) -> list[bytes | None]:
         """:meth:`reflect` for datagrams from one source received together, in order.
 
@@ -248,42 +252,45 @@ class Reflector:
         add = replies.append
         for data in datagrams:
             if len(data) > max_size:
-                self._malformed(source, now, "oversize", f"{len(data)} bytes")
+                self._malformed(source, wall_time, "oversize", f"{len(data)} bytes")
                 add(None)
                 continue
             if privileged:
-                self._refused(counters.denied, source, now, "denied", "privileged-port")
+                self._refused(counters.denied, source, wall_time, "denied", "privileged-port")
                 add(None)
                 continue
             if denied:
-                self._refused(counters.denied, source, now, "denied", "allowlist")
+                self._refused(counters.denied, source, wall_time, "denied", "allowlist")
                 add(None)
                 continue
             # Per source first: a source over its own limit must not spend the global budget.
             if allow_source is not None and not allow_source(host, now):
-                self._refused(counters.rate_limited, source, now, "rate-limited", "source")
+                self._refused(counters.rate_limited, source, wall_time, "rate-limited", "source")
                 add(None)
                 continue
             if allow_global is not None and not allow_global(now):
-                self._refused(counters.rate_limited, source, now, "rate-limited", "global")
+                self._refused(counters.rate_limited, source, wall_time, "rate-limited", "global")
                 add(None)
                 continue
             try:
                 seq_digits, sent_time = parse(data)
             except WireError as error:
-                self._malformed(source, now, error.reason, str(error))
+                self._malformed(source, wall_time, error.reason, str(error))
                 add(None)
                 continue
             if loss and self._random() < loss:
                 counters.dropped_loss += 1
                 if log_events:
-                    self._note(Reflected(now, source, "dropped-loss", seq_digits.decode()))
+                    self._note(Reflected(wall_time, source, "dropped-loss", seq_digits.decode()))
                 add(None)
                 continue
-            reply = _REPLY_FORMAT % (seq_digits, now - sent_time)  # text.format_reply, inlined
+            reply = _REPLY_FORMAT % (
+                seq_digits,
+                wall_time - sent_time,
+            )  # text.format_reply, inlined
             counters.replied += 1
             if log_events:
-                self._note(Reflected(now, source, "replied", reply.decode()))
+                self._note(Reflected(wall_time, source, "replied", reply.decode()))
             add(reply)
         return replies
 
@@ -305,17 +312,17 @@ class Reflector:
         self._log.clear()
         return records
 
-    def _malformed(self, source: Address, now: float, reason: str, detail: str) -> None:
+    def _malformed(self, source: Address, at: float, reason: str, detail: str) -> None:
         self.counters.malformed[reason] += 1
-        self._note(Reflected(now, source, "malformed", f"{reason}: {detail}"))
+        self._note(Reflected(at, source, "malformed", f"{reason}: {detail}"))
 
     def _refused(
-        self, counter: Counter[str], source: Address, now: float, outcome: str, reason: str
+        self, counter: Counter[str], source: Address, at: float, outcome: str, reason: str
     ) -> None:
         counter[reason] += 1
         # Only when asked: these come in floods, and the counters already tell the story.
         if self._log_events:
-            self._note(Reflected(now, source, outcome, reason))
+            self._note(Reflected(at, source, outcome, reason))
 
     def _note(self, record: Reflected) -> None:
         if len(self._log) < LOG_BACKLOG:

@@ -1,15 +1,17 @@
 """The reflector's I/O shell: a UDP socket on an asyncio loop around :class:`Reflector`.
 
 The receive path is a dedicated reader thread on a blocking socket. On Linux it is batched:
-``recvmmsg`` (waiting for the first datagram only) takes up to ``BATCH`` datagrams, they are
-reflected under one acquisition of the lock with one receive time, and one ``sendmmsg`` answers
-them to the raw source addresses as received (:mod:`udpbeat._mmsg`). A lone datagram is
-answered with plain ``recvfrom``/``sendto``, cheaper than a ctypes call for one, and while lone
-requests come close together the reader busy-polls briefly before blocking, which keeps the
-round trip at low load level with a bare echo loop. Elsewhere, or with ``UDPBEAT_IO=portable``,
-the reader is the plain loop: ``recvfrom``, reflect, non-blocking ``sendto``. Both paths give
-the same replies, counters and log. ``docs/performance.md`` has the measurements, and its
-history those of the designs set aside: an ``add_reader`` drain (with and without uvloop).
+``recvmmsg`` (waiting for the first datagram only) takes up to ``ServerConfig.batch``
+datagrams, they are reflected under one acquisition of the lock with one reading of each
+clock, and one ``sendmmsg`` answers them to the raw source addresses as received
+(:mod:`udpbeat._mmsg`). A lone datagram is answered with plain ``recvfrom``/``sendto``, cheaper
+than a ctypes call for one, and while lone requests come close together the reader busy-polls
+briefly before blocking, which keeps the round trip at low load level with a bare echo loop.
+Elsewhere, or with ``ServerConfig(io="portable")``, the reader is the plain loop:
+``recvfrom``, reflect, non-blocking ``sendto``. Both paths give the same replies, counters and
+log. On a wildcard bind (Linux) both send each reply from the address its request was sent to
+(:func:`ask_destinations`). ``docs/performance.md`` has the measurements, and its history those
+of the designs set aside: an ``add_reader`` drain (with and without uvloop).
 
 The event loop keeps everything else: signals, timers, and the log. Records are handed to
 ``on_records`` from the loop every ``FLUSH_INTERVAL`` seconds, in batches, never on the reader's
@@ -22,9 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import math
-import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -49,20 +50,27 @@ _SEND_FLAGS = _DONTWAIT
 #: (a server reads ``config.max_size + 1``; this is the size for the default config).
 RECEIVE_SIZE = text.MAX_REQUEST_SIZE + 1
 
-#: Datagrams taken per ``recvmmsg`` and answered per ``sendmmsg`` on the batched path.
+#: Datagrams taken per ``recvmmsg`` and answered per ``sendmmsg`` on the batched path, unless
+#: ``ServerConfig.batch`` says otherwise; at most ``MAX_BATCH`` (Linux's ``UIO_MAXIOV``).
 BATCH = 64
+MAX_BATCH = 1024
 #: Datagrams answered one by one after a batch of one, before a batch is tried again.
 SINGLES = 16
+#: Linux's ``IP_PKTINFO`` (Python's socket module names it only from 3.12 on).
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+#: Bytes of ancillary data read per datagram: room for an ``IPV6_PKTINFO`` and an
+#: ``IP_PKTINFO`` message together (72 bytes on 64-bit Linux), as a dual-stack socket gets them
+#: for IPv4 requests.
+CONTROL_SIZE = 128
 #: Sources remembered by raw ``sockaddr`` bytes on the batched path (forgotten all at once when
 #: full, so that a flood of spoofed sources cannot grow memory).
 SOURCE_CACHE = 4096
-#: Environment variable choosing the receive path when ``Server(io=...)`` is not given.
-IO_ENV = "UDPBEAT_IO"
+#: The receive paths ``ServerConfig.io`` may name.
 IO_MODES = ("auto", "batched", "portable")
 #: Microseconds the reader spins on an empty socket, while lone requests come closer together
-#: than that, before it blocks; ``$UDPBEAT_BUSY_POLL_US`` overrides it (0: never spin).
+#: than that, before it blocks, unless ``ServerConfig.busy_poll_us`` says otherwise (0: never).
 BUSY_POLL_US = 50
-BUSY_POLL_ENV = "UDPBEAT_BUSY_POLL_US"
+MAX_BUSY_POLL_US = 1_000_000
 
 RecordSink = Callable[[list[Reflected]], None]
 
@@ -82,6 +90,48 @@ def should_spin(idle: float, spin: float, singles_left: int) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """How the server's I/O shell runs; what it answers is :class:`ReflectorConfig`'s business.
+
+    - ``io``: the receive path. ``"batched"`` is Linux's ``recvmmsg``/``sendmmsg``, ``"portable"``
+      the plain ``recvfrom``/``sendto`` loop, ``"auto"`` (the default) batched where the C
+      library has the calls. Both answer alike; ``docs/performance.md`` has their speeds.
+    - ``busy_poll_us``: microseconds the batched reader spins on an empty socket before it
+      blocks, while lone requests come closer together than that; 0 never spins.
+    - ``batch``: datagrams taken per ``recvmmsg`` and answered per ``sendmmsg``, 1..1024.
+
+    Raises:
+        ConfigError: a value out of range, named with what it accepts.
+    """
+
+    io: str = "auto"
+    busy_poll_us: float = BUSY_POLL_US
+    batch: int = BATCH
+
+    def __post_init__(self) -> None:
+        if self.io not in IO_MODES:
+            raise ConfigError(f"io must be one of {', '.join(IO_MODES)}, got {self.io!r}")
+        spin = self.busy_poll_us
+        if (
+            isinstance(spin, bool)
+            or not isinstance(spin, (int, float))
+            or not 0 <= spin <= MAX_BUSY_POLL_US
+        ):
+            raise ConfigError(
+                f"busy poll must be microseconds in 0..{MAX_BUSY_POLL_US} (0: never spin), "
+                f"got {spin!r}"
+            )
+        if (
+            isinstance(self.batch, bool)
+            or not isinstance(self.batch, int)
+            or not 1 <= self.batch <= MAX_BATCH
+        ):
+            raise ConfigError(
+                f"batch must be a whole number of datagrams in 1..{MAX_BATCH}, got {self.batch!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class SocketCounters:
     """What happened at the socket, outside the reflector's decisions."""
 
@@ -95,6 +145,39 @@ class SocketCounters:
             "send_dropped": self.send_dropped,
             "receive_errors": self.receive_errors,
         }
+
+
+def ask_destinations(sock: socket.socket) -> bool:
+    """Have the kernel tell each datagram's destination address, if ``sock`` needs it.
+
+    A socket bound to a wildcard address (``0.0.0.0``, ``::``) receives on every address of the
+    host, and a reply sent with a plain ``sendto`` leaves from the address the kernel's routing
+    picks: for a request to 127.1.2.3, or to a second address of an interface, not the address
+    the client sent to, and a client with a connected socket drops it. As DNS and NTP servers
+    do, the server then asks for ``IP_PKTINFO``/``IPV6_PKTINFO`` with every datagram and sends
+    the reply with the same control message, which makes it leave from that address (the
+    kernel's ``ipi_spec_dst``, the request's destination for unicast; ``ipi6_addr`` for IPv6),
+    through the interface it came in by.
+
+    A dual-stack IPv6 socket gets IPv4 requests too: both options are set on it. A socket bound
+    to one address already answers from it and is left alone, so are sockets on systems other
+    than Linux, whose options differ (they keep the routing's choice). Returns whether the
+    destinations will come.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    if sock.getsockname()[0] not in ("0.0.0.0", "::"):
+        return False
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            with contextlib.suppress(OSError):  # IPv6-only sockets may refuse it; none needed
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+    except (OSError, AttributeError):
+        return False
+    return True
 
 
 def _wake(sock: socket.socket) -> None:
@@ -114,49 +197,26 @@ def _wake(sock: socket.socket) -> None:
             poker.sendto(b"", (host, port))
 
 
-def choose_io(mode: str | None) -> tuple[str, tuple[_mmsg.MMsgFunction, _mmsg.MMsgFunction] | None]:
-    """The receive path to use: ``"batched"`` (Linux ``recvmmsg``) or ``"portable"``.
-
-    ``mode`` ``None`` reads ``$UDPBEAT_IO``; ``"auto"`` (the default) is batched where the C
-    library has ``recvmmsg``/``sendmmsg``, portable elsewhere.
+def choose_io(mode: str) -> tuple[str, tuple[_mmsg.MMsgFunction, _mmsg.MMsgFunction] | None]:
+    """The receive path to use for ``ServerConfig.io`` ``mode``: ``"batched"`` (Linux
+    ``recvmmsg``) or ``"portable"``; ``"auto"`` is batched where the C library has
+    ``recvmmsg``/``sendmmsg``, portable elsewhere.
 
     Raises:
         ConfigError: an unknown mode, or ``"batched"`` where it is not available.
     """
-    if mode is None:
-        mode = os.environ.get(IO_ENV, "").strip().lower() or "auto"
     if mode not in IO_MODES:
-        raise ConfigError(f"{IO_ENV} / io must be one of {', '.join(IO_MODES)}, got {mode!r}")
+        raise ConfigError(f"io must be one of {', '.join(IO_MODES)}, got {mode!r}")
     if mode == "portable":
         return "portable", None
     functions = _mmsg.load()
     if functions is None:
         if mode == "batched":
             raise ConfigError(
-                "batched I/O needs recvmmsg/sendmmsg (Linux); use UDPBEAT_IO=portable"
+                "batched I/O needs recvmmsg/sendmmsg (Linux); choose io 'auto' or 'portable'"
             )
         return "portable", None
     return "batched", functions
-
-
-def busy_poll_seconds() -> float:
-    """``$UDPBEAT_BUSY_POLL_US`` (microseconds, default ``BUSY_POLL_US``) in seconds.
-
-    Raises:
-        ConfigError: not a number of microseconds in 0..1,000,000.
-    """
-    value = os.environ.get(BUSY_POLL_ENV, "").strip()
-    if not value:
-        return BUSY_POLL_US / 1e6
-    try:
-        microseconds = float(value)
-    except ValueError:
-        microseconds = math.nan
-    if not 0 <= microseconds <= 1e6:
-        raise ConfigError(
-            f"{BUSY_POLL_ENV} must be microseconds in 0..1000000 (0: never spin), got {value!r}"
-        )
-    return microseconds / 1e6
 
 
 class ServerFailure(UdpbeatError):
@@ -176,14 +236,15 @@ class Server:
         config: ReflectorConfig | None = None,
         *,
         on_records: RecordSink | None = None,
-        io: str | None = None,
+        server_config: ServerConfig | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.server_config = server_config = server_config or ServerConfig()
         #: ``"batched"`` or ``"portable"``: the receive path, chosen by :func:`choose_io`.
-        self.io, self._mmsg_functions = choose_io(io)
+        self.io, self._mmsg_functions = choose_io(server_config.io)
         #: Seconds the batched reader may spin on an empty socket before blocking (0: never).
-        self.busy_poll = busy_poll_seconds()
+        self.busy_poll = server_config.busy_poll_us / 1e6
         self.reflector = Reflector(config)
         #: One byte past the largest datagram accepted: longer ones arrive cut to this size (the
         #: kernel truncates), are still longer than ``max_size``, and are counted as oversize.
@@ -203,6 +264,9 @@ class Server:
         self.failure: ServerFailure | None = None
         #: The first internal error met while answering (it was counted and survived).
         self.first_internal_error: str | None = None
+        #: Whether replies are sent from each request's destination address (a wildcard bind
+        #: on Linux: :func:`ask_destinations`); set by :meth:`start`.
+        self.replies_from_destination = False
         self._internal_errors_logged = 0
         self._not_logged_said = 0
 
@@ -235,6 +299,11 @@ class Server:
         loop = self._loop = asyncio.get_running_loop()
         sock = bind_udp(self.host, self.port)
         sock.setblocking(True)
+        try:
+            self.replies_from_destination = ask_destinations(sock)
+        except OSError:
+            sock.close()
+            raise
         self._sock, self._stopping, self.failure = sock, False, None
         target = self._receive if self._mmsg_functions is None else self._receive_batched
         reader_done: asyncio.Future[None] = loop.create_future()
@@ -338,14 +407,23 @@ class Server:
         await self.stop()
 
     def _receive(self, sock: socket.socket) -> None:
-        """The reader thread: every datagram is reflected and answered before the next is read."""
-        recvfrom = sock.recvfrom
-        answer = functools.partial(self._answer, sock.sendto)
+        """The reader thread: every datagram is reflected and answered before the next is read.
+
+        With :attr:`replies_from_destination`, ``recvmsg`` takes each datagram's destination
+        with it and ``sendmsg`` hands it back with the reply; otherwise ``recvfrom``/``sendto``.
+        """
+        recvfrom, recvmsg = sock.recvfrom, sock.recvmsg
+        answer = functools.partial(self._answer, sock.sendto, sock.sendmsg)
         receive_size = self.receive_size
-        clock = time.time
+        destinations = self.replies_from_destination
+        monotonic, wall_clock = time.monotonic, time.time
+        ancillary = None
         while True:
             try:
-                data, source = recvfrom(receive_size)
+                if destinations:
+                    data, ancillary, _, source = recvmsg(receive_size, CONTROL_SIZE)
+                else:
+                    data, source = recvfrom(receive_size)
             except OSError:
                 if self._stopping or sock.fileno() < 0:
                     return
@@ -353,19 +431,33 @@ class Server:
                 continue
             if self._stopping:
                 return
-            answer(data, source, clock())
+            answer(data, source, monotonic(), wall_clock(), ancillary)
 
-    def _answer(self, sendto: Callable[..., int], data: bytes, source: Any, now: float) -> None:
-        """Reflect one datagram and send its reply, if any, without blocking."""
+    def _answer(
+        self,
+        sendto: Callable[..., int],
+        sendmsg: Callable[..., int],
+        data: bytes,
+        source: Any,
+        now: float,
+        wall_time: float,
+        ancillary: list[tuple[int, int, bytes]] | None,
+    ) -> None:
+        """Reflect one datagram and send its reply, if any, without blocking; with the control
+        messages ``ancillary`` it came with, if given (the reply then leaves from the address
+        the request was sent to)."""
         with self._lock:
             try:
-                reply = self.reflector.reflect(data, source, now)
+                reply = self.reflector.reflect(data, source, now, wall_time)
             except Exception as error:  # a defect: counted and survived, never a deaf server
                 self._internal_error(error)
                 return
         if reply is not None:
             try:
-                sendto(reply, _SEND_FLAGS, source)
+                if ancillary is None:
+                    sendto(reply, _SEND_FLAGS, source)
+                else:
+                    sendmsg((reply,), ancillary, _SEND_FLAGS, source)
             except (BlockingIOError, InterruptedError):
                 self._send_dropped += 1
             except OSError:
@@ -396,19 +488,30 @@ class Server:
         answers the next ``SINGLES`` datagrams one by one, as the portable path does, then
         tries a batch again: a request arriving alone pays the plain calls' round trip, and a
         queue that builds up is back in batches after at most ``SINGLES`` datagrams.
+
+        With :attr:`replies_from_destination`, every message header has a control buffer: the
+        kernel puts each request's destination there, and the reply's header points to the
+        same bytes, so each reply leaves from the address its request was sent to at the cost
+        of two lengths copied per batch; lone datagrams use ``recvmsg``/``sendmsg``.
         """
         assert self._mmsg_functions is not None
+        destinations = self.replies_from_destination
         io = _mmsg.BatchSocket(
-            sock, self._mmsg_functions, self.receive_size, BATCH, text.MAX_REPLY_SIZE
+            sock,
+            self._mmsg_functions,
+            self.receive_size,
+            self.server_config.batch,
+            text.MAX_REPLY_SIZE,
+            CONTROL_SIZE if destinations else 0,
         )
         receive, send = io.receive, io.send
-        recvfrom = sock.recvfrom
-        answer = functools.partial(self._answer, sock.sendto)
+        recvfrom, recvmsg = sock.recvfrom, sock.recvmsg
+        answer = functools.partial(self._answer, sock.sendto, sock.sendmsg)
         reflect = self.reflector.reflect
         reflect_batch = self.reflector.reflect_batch
         lock = self._lock
         receive_size = self.receive_size
-        clock = time.time
+        wall_clock = time.time
         family = sock.family
         sources: dict[bytes, tuple[object, ...]] = {}
         known = sources.get
@@ -423,24 +526,38 @@ class Server:
         spin = self.busy_poll
         monotonic = time.monotonic
 
-        def receive_spinning(size: int) -> tuple[bytes, Any]:
+        def receive_one(size: int, flags: int = 0) -> tuple[bytes, Any, Any]:
+            if destinations:
+                data, ancillary, _, source = recvmsg(size, CONTROL_SIZE, flags)
+                return data, source, ancillary
+            data, source = recvfrom(size, flags)
+            return data, source, None
+
+        def receive_spinning(size: int) -> tuple[bytes, Any, Any]:
             deadline = monotonic() + spin
             while True:
                 try:
-                    return recvfrom(size, _DONTWAIT)
+                    if destinations:
+                        data, ancillary, _, source = recvmsg(size, CONTROL_SIZE, _DONTWAIT)
+                        return data, source, ancillary
+                    data, source = recvfrom(size, _DONTWAIT)
+                    return data, source, None
                 except BlockingIOError:
                     if monotonic() >= deadline:
-                        return recvfrom(size)
+                        return receive_one(size)
 
         singles = 0
         spinning = False
         answered_at = 0.0
+        ancillary = None
         while True:
             try:
                 if singles:
                     singles -= 1
                     if spinning:
-                        data, source = receive_spinning(receive_size)
+                        data, source, ancillary = receive_spinning(receive_size)
+                    elif destinations:
+                        data, ancillary, _, source = recvmsg(receive_size, CONTROL_SIZE)
                     else:
                         data, source = recvfrom(receive_size)
                     datagrams = None
@@ -453,26 +570,27 @@ class Server:
                 continue
             if self._stopping:
                 return
-            now = clock()
+            now, wall_time = monotonic(), wall_clock()
             if datagrams is not None and len(datagrams) == 1:
                 singles = SINGLES
                 name = names if isinstance(names, bytes) else names[0]
                 data, source = datagrams[0], known(name) or learn(name)
+                ancillary = io.ancillary(0) if destinations else None
                 datagrams = None
             if datagrams is None:
                 spinning = should_spin(now - answered_at, spin, singles)
-                answer(data, source, now)
-                answered_at = clock()
+                answer(data, source, now, wall_time, ancillary)
+                answered_at = monotonic()
                 continue
             try:
                 if isinstance(names, bytes):  # one source sent the whole batch
                     source = known(names) or learn(names)
                     with lock:
-                        replies = reflect_batch(datagrams, source, now)
+                        replies = reflect_batch(datagrams, source, now, wall_time)
                 else:
                     with lock:
                         replies = [
-                            reflect(data, known(name) or learn(name), now)
+                            reflect(data, known(name) or learn(name), now, wall_time)
                             for data, name in zip(datagrams, names, strict=True)
                         ]
             except Exception as error:  # a defect: counted and survived, never a deaf server
@@ -480,9 +598,7 @@ class Server:
                     self._internal_error(error)
                 continue
             if None in replies:
-                if isinstance(names, bytes):
-                    names = [names] * len(replies)
-                kept = [name for name, reply in zip(names, replies, strict=True) if reply]
+                kept = [index for index, reply in enumerate(replies) if reply]
                 if not kept:
                     continue
                 dropped, failed = send([reply for reply in replies if reply], kept)
@@ -538,8 +654,9 @@ class BackgroundServer:
         config: ReflectorConfig | None = None,
         *,
         on_records: RecordSink | None = None,
+        server_config: ServerConfig | None = None,
     ) -> None:
-        self.server = Server(host, port, config, on_records=on_records)
+        self.server = Server(host, port, config, on_records=on_records, server_config=server_config)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="udpbeat-server", daemon=True

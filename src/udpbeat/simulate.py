@@ -311,7 +311,9 @@ class Simulation:
             return
         if self._lost():
             return
-        reply = self.reflector.reflect(datagram, CLIENT_ADDRESS, WALL_CLOCK_EPOCH + at_server)
+        reply = self.reflector.reflect(
+            datagram, CLIENT_ADDRESS, at_server, WALL_CLOCK_EPOCH + at_server
+        )
         if reply is None:
             return
         self._arrive(at + rtt, reply)

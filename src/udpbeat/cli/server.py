@@ -14,8 +14,18 @@ import click
 from udpbeat._net import DEFAULT_PORT, display_address
 from udpbeat.cli.format import REFUSED, counters_line, format_record, json_line, limits, limits_text
 from udpbeat.cli.output import LineWriter, stdout_was_closed
+from udpbeat.errors import ConfigError
+from udpbeat.ratelimit import MAX_BURST, MAX_RATE, MIN_RATE, check_rate
 from udpbeat.reflector import MAX_DATAGRAM_SIZE, Reflected, ReflectorConfig
-from udpbeat.server import Server
+from udpbeat.server import (
+    BATCH,
+    BUSY_POLL_US,
+    IO_MODES,
+    MAX_BATCH,
+    MAX_BUSY_POLL_US,
+    Server,
+    ServerConfig,
+)
 
 #: Refused datagrams (malformed, rate-limited, denied) are logged at most this many times a
 #: second; the rest are counted and the count is shown when the window closes.
@@ -28,6 +38,20 @@ def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> f
     """A click callback: ``FloatRange`` lets ``nan`` through."""
     if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"{value} is not a number")
+    return value
+
+
+def rate_or_off(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """A click callback: 0 (no limit) or a rate the token buckets can keep, which is neither
+    too small for ``burst / rate`` to stay a finite number of seconds nor above their maximum."""
+    if value != 0:
+        try:
+            check_rate(value, "rate")
+        except ConfigError:
+            raise click.BadParameter(
+                f"must be 0 (no limit) or a number of requests per second in "
+                f"[{MIN_RATE:g}, {MAX_RATE:g}], got {value:g}"
+            ) from None
     return value
 
 
@@ -180,6 +204,7 @@ async def serve(
     quiet: bool,
     stats_interval: float | None = None,
     stdout_closed: bool = False,
+    server_config: ServerConfig | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     # First of all: from here on a signal is handled, whatever happens next.
@@ -190,7 +215,7 @@ async def serve(
     printer = RecordPrinter(
         as_json=as_json, quiet=quiet, out=console.out.write, err=console.err.write
     )
-    server = Server(host, port, config, on_records=printer)
+    server = Server(host, port, config, on_records=printer, server_config=server_config)
     try:
         await server.start()
     except BaseException:
@@ -284,14 +309,16 @@ async def serve(
 @click.option(
     "--rate-limit",
     type=click.FloatRange(min=0.0),
+    callback=rate_or_off,
     default=_SERVER_DEFAULTS.rate_limit,
     show_default=True,
     metavar="PER_SECOND",
-    help="Requests a second answered per source address (0: no limit).",
+    help=f"Requests a second answered per source address, {MIN_RATE:g} to {MAX_RATE:g} "
+    "(0: no limit).",
 )
 @click.option(
     "--burst",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_BURST),
     default=_SERVER_DEFAULTS.burst,
     show_default=True,
     help="Requests a source may send at once before --rate-limit applies.",
@@ -306,10 +333,12 @@ async def serve(
 @click.option(
     "--global-rate-limit",
     type=click.FloatRange(min=0.0),
+    callback=rate_or_off,
     default=_SERVER_DEFAULTS.global_rate_limit,
     show_default=True,
     metavar="PER_SECOND",
-    help="Requests a second answered over all sources (0: no limit).",
+    help=f"Requests a second answered over all sources, {MIN_RATE:g} to {MAX_RATE:g} "
+    "(0: no limit).",
 )
 @click.option(
     "--allow",
@@ -330,6 +359,32 @@ async def serve(
     metavar="BYTES",
     help="Longest datagram accepted; longer ones are counted as malformed (oversize).",
 )
+@click.option(
+    "--io",
+    type=click.Choice(IO_MODES),
+    default="auto",
+    show_default=True,
+    help="Receive path: 'batched' (Linux recvmmsg/sendmmsg), 'portable' (recvfrom/sendto), "
+    "'auto' batched where available. Both answer alike; see docs/performance.md.",
+)
+@click.option(
+    "--busy-poll-us",
+    type=click.FloatRange(0, MAX_BUSY_POLL_US),
+    callback=finite,
+    default=BUSY_POLL_US,
+    show_default=True,
+    metavar="MICROSECONDS",
+    help="How long the batched reader spins on an empty socket before it blocks, while lone "
+    "requests come closer together than that: a lower round trip for some CPU (0: never spin).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, MAX_BATCH),
+    default=BATCH,
+    show_default=True,
+    metavar="DATAGRAMS",
+    help="Datagrams taken per recvmmsg and answered per sendmmsg on the batched path.",
+)
 def server(
     host: str,
     port: int,
@@ -345,6 +400,9 @@ def server(
     allow: tuple[str, ...],
     allow_privileged_ports: bool,
     max_size: int,
+    io: str,
+    busy_poll_us: float,
+    batch: int,
 ) -> int:
     """Answer heartbeats (the reflector). Limits and counters: docs/reflector.md."""
     config = ReflectorConfig(
@@ -359,6 +417,7 @@ def server(
         allow=allow,
         allow_privileged_ports=allow_privileged_ports,
     )
+    server_config = ServerConfig(io=io, busy_poll_us=busy_poll_us, batch=batch)
     stdout_closed = stdout_was_closed()
     return asyncio.run(
         serve(
@@ -369,5 +428,6 @@ def server(
             quiet=quiet,
             stats_interval=stats_interval,
             stdout_closed=stdout_closed,
+            server_config=server_config,
         )
     )
