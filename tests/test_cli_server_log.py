@@ -83,7 +83,7 @@ def test_the_server_hands_over_the_count_of_records_it_could_not_keep() -> None:
         request = text.encode_request(text.Heartbeat(1, 1.7e9))
         with server._lock:  # as the reader does: many datagrams before the next hand-over
             for _ in range(LOG_BACKLOG + 25):
-                server.reflector.reflect(request, ("127.0.0.1", 40000), 1.7e9)
+                server.reflector.reflect(request, ("127.0.0.1", 40000), 1.0, 1.7e9)
         await server.stop()
 
     asyncio.run(run())

@@ -128,7 +128,7 @@ class SessionDriver:
             if lost():
                 return
             at_server = self.now + rtt / 2
-            reply = reflector.reflect(datagram, CLIENT_ADDRESS, EPOCH + at_server)
+            reply = reflector.reflect(datagram, CLIENT_ADDRESS, at_server, EPOCH + at_server)
             if reply is not None:
                 self.arrive_at(self.now + rtt, reply)
 
