@@ -141,7 +141,7 @@ class OverloadResult:
     @property
     def outcomes(self) -> int:
         s = self.summary
-        keys = ("replied", "dropped_loss", "rate_limited", "malformed", "denied")
+        keys = ("replied", "dropped_loss", "rate_limited", "malformed", "denied", "internal_errors")
         return sum(int(s[key]) for key in keys)  # type: ignore[call-overload]
 
 
@@ -261,12 +261,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0, help="flood seconds")
     parser.add_argument("--factor", type=float, default=2.0, help="x the measured capacity")
+    parser.add_argument(
+        "--capacity-duration", type=float, default=2.0, help="seconds measuring the capacity"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="end with one JSON object of every figure"
+    )
     args = parser.parse_args()
     print(f"$ python benchmarks/overload.py --duration {args.duration} --factor {args.factor}")
-    result = run(args.duration, args.factor)
+    result = run(args.duration, args.factor, args.capacity_duration)
     print("\n".join(report(result)))
     reconciled = result.outcomes == result.summary.get("received")
-    print(f"received = replied + dropped_loss + rate_limited + malformed + denied: {reconciled}")
+    print(
+        "received = replied + dropped_loss + rate_limited + malformed + denied + internal_errors:"
+        f" {reconciled}"
+    )
+    if args.json:
+        figures = {
+            "alive": result.alive,
+            "status": result.status,
+            "traceback": "Traceback" in result.stderr,
+            "sent": result.sent,
+            "outcomes": result.outcomes,
+            "kernel_drops": result.kernel_drops if result.snmp_before else None,
+            "probe_answered": result.probe.answered,
+            "rss_growth_kib": result.rss_after_kib - result.rss_before_kib,
+            "summary": result.summary,
+        }
+        print(json.dumps(figures))
     sys.exit(0 if reconciled and result.alive and result.status == 0 else 1)
 
 
