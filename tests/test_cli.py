@@ -56,7 +56,8 @@ EXERCISE_RULE = ("--detector", "consecutive")
 STATISTIC_KEYS = {"count", "min", "avg", "max", "mdev", "p50", "p90", "p99"}
 EVENT_FIELDS = {
     "sent": {"type", "seq", "at", "wall_time", "probe"},
-    "reply": {"type", "seq", "at", "rtt", "time_difference", "probe"},
+    "reply": {"type", "seq", "at", "rtt", "time_difference", "probe", "overdue"},
+    "overdue": {"type", "seq", "at", "waited", "probe"},
     "late": {"type", "seq", "at", "rtt", "time_difference"},
     "duplicate": {"type", "seq", "at"},
     "unknown": {"type", "seq", "at"},

@@ -12,12 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from udpbeat import session as session_module
-from udpbeat.detector import ConsecutiveDetector, Detector, State
+from udpbeat.detector import ConsecutiveDetector, Detector, MissReason, State, Transition
 from udpbeat.errors import ConfigError
 from udpbeat.events import (
     DuplicateReply,
     Event,
     HeartbeatLost,
+    HeartbeatOverdue,
     HeartbeatSent,
     LateReply,
     MalformedReply,
@@ -755,9 +756,18 @@ def test_every_heartbeat_is_accounted_for_once(
     # Unknown numbers are the ones not sent (yet) when their reply came.
     for unknown in driver.of_type(UnknownReply):
         assert unknown.seq not in driver.sent or driver.sent[unknown.seq][0] >= unknown.at
-    # Without watch, DOWN is the end; with it, the run goes on to its count.
+    # Without watch, DOWN ends the sending, and the run once no heartbeat waits any more;
+    # with it, the run goes on to its count.
     if report.state is State.DOWN and not watch:
-        assert driver.session.finished
+        down_at = report.transitions[-1].at
+        assert all(e.at <= down_at for e in driver.of_type(HeartbeatSent))
+        assert driver.session.finished or report.in_flight > 0
+        if report.in_flight:
+            assert driver.session.get_timer() == min(
+                sent_at + timeout
+                for seq, (sent_at, _) in driver.sent.items()
+                if seq not in lost and seq not in received
+            )
     if interval == 0:
         assert report.in_flight <= 1
 
@@ -771,3 +781,119 @@ def test_a_refusal_read_after_a_deadline_leaves_the_overdue_heartbeat_timed_out(
     report = driver.session.report()
     assert (report.lost, report.refused) == (1, 0)  # the refusal is blamed on nothing
     assert report.socket_errors == {"refused-stale": 1}  # but counted apart
+
+
+# --- the timeout is the timeout: a detector's early deadline never decides a fate ------------
+
+
+class SlowFifth(SessionDriver):
+    """Answers every datagram: every 5th after 120 ms, the rest after 0.5 ms (the issue's
+    reflector that delays every fifth reply)."""
+
+    def step(self) -> None:
+        before = set(self.sent)
+        super().step()
+        for seq in self.sent.keys() - before:
+            sent_at, _ = self.sent[seq]
+            delay = 0.12 if (seq - self.session.first_seq + 1) % 5 == 0 else 0.0005
+            self.arrive_at(sent_at + delay, encode_reply(HeartbeatReply(seq, 0.0003)))
+
+
+def test_a_reply_within_the_timeout_is_received_even_after_the_detectors_early_deadline() -> None:
+    config = ProbeConfig(count=20, interval=0.2, timeout=1.0, detector="adaptive", first_seq=1)
+    driver = SlowFifth(config, start=100.0)
+    driver.run()
+    session = driver.session
+    assert session.finished
+    report = session.report()
+    regular = [e for e in driver.of_type(ReplyReceived) if not e.probe]
+    assert len(regular) == 20  # every heartbeat got its reply within the 1 s timeout
+    assert report.late == 0 and report.lost == 0 and report.refused == 0
+    assert report.loss == 0.0
+    assert report.rtt.max == pytest.approx(0.12)  # the slow replies are in the statistics
+    assert not driver.of_type(LateReply)
+    assert not driver.of_type(HeartbeatLost)
+    # The detector did act on its own, shorter deadline: it was told of the misses then.
+    overdue = driver.of_type(HeartbeatOverdue)
+    assert overdue and all(e.waited < 1.0 for e in overdue)
+    assert {e.seq for e in overdue} <= {e.seq for e in driver.of_type(ReplyReceived)}
+    slow = [e for e in regular if e.rtt > 0.1]
+    assert all(e.overdue for e in slow if e.seq in {o.seq for o in overdue})
+    assert State.SUSPECT in [t.new for t in report.transitions]
+    assert report.state is State.UP
+
+
+def test_a_heartbeat_is_lost_only_when_the_configured_timeout_passes() -> None:
+    config = ProbeConfig(count=3, interval=1.0, timeout=1.0, detector="adaptive", first_seq=1)
+    driver = SessionDriver(config, start=100.0)
+    for seq in (1, 2):  # two quick replies teach the detector a short deadline of its own
+        driver.advance(99.001 + seq)
+        driver.reply(seq)
+    driver.advance(102.0)  # heartbeat 3 leaves, and nothing answers any more
+    assert driver.detector.reply_timeout() < 0.1
+    driver.advance(102.5)  # past the detector's deadline, within the timeout
+    [overdue] = [e for e in driver.of_type(HeartbeatOverdue) if not e.probe]
+    assert overdue.seq == 3 and overdue.at == pytest.approx(102.05)
+    # Its probes settled the verdict; the run still waits for every heartbeat's fate.
+    assert driver.session.state is State.DOWN and not driver.session.finished
+    assert not driver.of_type(HeartbeatLost)  # the probes are not lost yet either
+    driver.advance(102.99)
+    assert not driver.of_type(HeartbeatLost)
+    driver.advance(103.0)  # the timeout: now it is lost
+    lost = [e for e in driver.of_type(HeartbeatLost) if not e.probe]
+    assert [(e.seq, e.at) for e in lost] == [(3, pytest.approx(103.0))]
+    driver.run()
+    report = driver.session.report()
+    assert (report.received, report.in_flight) == (2, 0)
+    assert report.lost == report.sent - 2
+
+
+def test_an_overdue_reply_is_news_to_the_detector_as_a_late_one_is() -> None:
+    calls: list[str] = []
+
+    class Spy(ConsecutiveDetector):
+        def reply_timeout(self) -> float:
+            return 0.1
+
+        def on_reply(self, seq: int, rtt: float, now: float) -> Transition | None:
+            calls.append(f"reply {seq}")
+            return super().on_reply(seq, rtt, now)
+
+        def on_late(self, seq: int, rtt: float, now: float) -> Transition | None:
+            calls.append(f"late {seq}")
+            return super().on_reply(seq, rtt, now)
+
+        def on_miss(self, seq: int, now: float, reason: MissReason) -> Transition | None:
+            calls.append(f"miss {seq} {reason}")
+            return super().on_miss(seq, now, reason)
+
+    driver = Driver(count=3, interval=1.0, timeout=1.0, detector=Spy(timeout=1.0))
+    driver.advance(100.05)
+    driver.reply(1)
+    driver.advance(101.5)  # heartbeat 2 is overdue at 101.1, still within its timeout
+    driver.reply(2)
+    driver.advance(102.2)  # heartbeat 3 overdue at 102.1 ...
+    driver.refused(3)  # ... then refused: the detector already counted its miss
+    driver.run()
+    assert calls == ["reply 1", "miss 2 timeout", "late 2", "miss 3 timeout"]
+    report = driver.session.report()
+    assert (report.received, report.lost, report.refused, report.late) == (2, 0, 1, 0)
+    assert report.rtt.max == pytest.approx(0.5)
+
+
+def test_down_without_watch_waits_for_the_heartbeats_still_within_their_timeout() -> None:
+    config = ProbeConfig(count=None, interval=1.0, timeout=1.0, detector="adaptive", first_seq=1)
+    driver = SessionDriver(config, start=100.0)
+    driver.advance(100.001)
+    driver.reply(1)
+    driver.silence()
+    driver.run()
+    session = driver.session
+    assert session.state is State.DOWN and session.finished
+    down = session.report().transitions[-1]
+    [finished] = driver.of_type(SessionFinished)
+    assert down.new is State.DOWN and finished.at > down.at
+    report = session.report()
+    assert report.in_flight == 0  # every heartbeat's fate is known: no overdue left hanging
+    assert report.lost == report.sent - report.received
+    assert all(t <= down.at for t, _ in driver.sent.values())  # nothing sent after DOWN

@@ -33,6 +33,13 @@ class HeartbeatSent(Event):
 
 @dataclass(frozen=True, slots=True)
 class ReplyReceived(Event):
+    """A reply within ``--timeout``: received, whatever the detector thought meanwhile.
+
+    ``overdue``: it came after the detector's own, shorter deadline (see
+    :class:`HeartbeatOverdue`), so the detector had counted a miss and is told of it as of a
+    late reply; the heartbeat is received all the same.
+    """
+
     kind: ClassVar[str] = "reply"
 
     seq: int
@@ -40,11 +47,28 @@ class ReplyReceived(Event):
     rtt: float
     time_difference: float
     probe: bool
+    overdue: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatOverdue(Event):
+    """The detector's own deadline for this heartbeat passed (``waited`` seconds after it left,
+    less than ``--timeout``): the detector is told of a miss and may suspect the server, but
+    the heartbeat still waits for its reply until the timeout. Quiet: shown in JSON and in
+    verbose output only."""
+
+    kind: ClassVar[str] = "overdue"
+
+    seq: int
+    at: float
+    waited: float
+    probe: bool
 
 
 @dataclass(frozen=True, slots=True)
 class LateReply(Event):
-    """A reply that came after its heartbeat had timed out; it never answers a newer one."""
+    """A reply that came after ``--timeout`` (or after its heartbeat was refused): the heartbeat
+    stays lost, and the reply never answers a newer one."""
 
     kind: ClassVar[str] = "late"
 
@@ -84,6 +108,8 @@ class MalformedReply(Event):
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatLost(Event):
+    """No reply within ``--timeout`` (``timeout``), or the network refused it (``refused``)."""
+
     kind: ClassVar[str] = "lost"
 
     seq: int

@@ -34,6 +34,7 @@ from udpbeat.events import (
     DuplicateReply,
     Event,
     HeartbeatLost,
+    HeartbeatOverdue,
     HeartbeatSent,
     LateReply,
     MalformedReply,
@@ -152,8 +153,14 @@ class _Fate(Enum):
 @dataclass(slots=True)
 class _Pending:
     sent_at: float
+    #: ``sent_at + config.timeout``: the heartbeat is lost when this passes unanswered.
     deadline: float
+    #: The detector's own deadline (``reply_timeout()``), at most ``deadline``: when it passes,
+    #: the detector is told of a miss, but the heartbeat goes on waiting for its reply.
+    overdue_at: float
     probe: bool
+    #: The detector was told of a miss at ``overdue_at`` (and must not be told again).
+    overdue: bool = False
 
 
 @dataclass(slots=True)
@@ -191,6 +198,8 @@ class ProbeSession:
         #: The run's first sequence number; heartbeats are shown counted from it.
         self.first_seq = first_seq
         self.finished = False
+        #: DOWN without watch: nothing more is sent; the run ends once nothing is pending.
+        self._draining = False
         self._started = now
         self._ended: float | None = None
         self._next_seq = first_seq
@@ -227,7 +236,7 @@ class ProbeSession:
         # The earliest of four optional times, without building lists: this runs after every
         # datagram and timer, millions of times in the simulator.
         detector = self.detector
-        when = self._probe_due()
+        when = None if self._draining else self._probe_due()
         check = detector.check_at()
         if check is not None and (when is None or check < when):
             when = check
@@ -236,6 +245,7 @@ class ProbeSession:
             next_send is not None
             and (when is None or next_send < when)
             and not self._all_regular_sent()
+            and not self._draining
         ):
             when = next_send
         if self._deadlines:
@@ -250,6 +260,9 @@ class ProbeSession:
             return
         self._expire(now)
         self._record(self.detector.check(now), now)
+        if self._draining:
+            self._maybe_finish(now)
+            return
         if not self.finished and self._send_due(now) and not self._all_regular_sent():
             self._send(now, wall_time, probe=False)
             self._regular_sent += 1
@@ -284,14 +297,22 @@ class ProbeSession:
         seq = reply.seq
         pending = self._pending.pop(seq, None)
         if pending is not None:
+            # Within the timeout: received, even if the detector's own deadline passed first.
             rtt = now - pending.sent_at
             self._tally.received += 1
             self._rtt.add(rtt)
             self._jitter.add(rtt)
             self._time_difference.add(reply.time_difference)
             self._remember(seq, _Fate.ANSWERED)
-            self._events.append(ReplyReceived(seq, now, rtt, reply.time_difference, pending.probe))
-            self._record(self.detector.on_reply(seq, rtt, now), now)
+            self._events.append(
+                ReplyReceived(
+                    seq, now, rtt, reply.time_difference, pending.probe, overdue=pending.overdue
+                )
+            )
+            if pending.overdue:  # the detector counted a miss: to it, this reply is late
+                self._record(self.detector.on_late(seq, rtt, now), now)
+            else:
+                self._record(self.detector.on_reply(seq, rtt, now), now)
             self._resolved_one(now, pending)
             self._maybe_finish(now)
             return
@@ -316,16 +337,18 @@ class ProbeSession:
         """The network refused heartbeat ``seq`` (an ICMP error, e.g. port unreachable).
 
         Where the shell cannot tell which datagram caused it (``seq`` ``None``), it is charged
-        to the newest heartbeat still waiting for its reply. An error naming a heartbeat that is
-        not waiting (answered, expired, or never sent) is counted and changes nothing.
+        to the newest heartbeat still waiting for its reply (one the detector has not yet
+        counted as a miss, if any). An error naming a heartbeat that is not waiting (answered,
+        expired, or never sent) is counted and changes nothing.
         """
         if self.finished:
             return
-        self._expire(now)  # an overdue heartbeat timed out before this error came
+        self._expire(now)  # a heartbeat past its timeout was lost before this error came
         if self.finished:
             return
         if seq is None and self._pending:
-            seq = max(self._pending)
+            fresh = [s for s, p in self._pending.items() if not p.overdue]
+            seq = max(fresh or self._pending)
         pending = None if seq is None else self._pending.pop(seq, None)
         if pending is None:
             self._socket_errors["refused-stale"] += 1
@@ -422,8 +445,12 @@ class ProbeSession:
     def _send(self, now: float, wall_time: float, *, probe: bool) -> None:
         seq = self._next_seq
         self._next_seq += 1
-        deadline = now + min(self.detector.reply_timeout(), self.config.timeout)
-        self._pending[seq] = _Pending(now, deadline, probe)
+        timeout = self.config.timeout
+        deadline = now + timeout
+        overdue_at = now + min(self.detector.reply_timeout(), timeout)
+        self._pending[seq] = _Pending(now, deadline, overdue_at, probe)
+        if overdue_at < deadline:
+            heapq.heappush(self._deadlines, (overdue_at, seq))
         heapq.heappush(self._deadlines, (deadline, seq))
         self._outgoing.append(text.encode_request(text.Heartbeat(seq, wall_time)))
         self._tally.sent += 1
@@ -435,12 +462,21 @@ class ProbeSession:
     def _expire(self, now: float) -> None:
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
-            deadline, seq = heapq.heappop(deadlines)
+            when, seq = heapq.heappop(deadlines)
             pending = self._pending.get(seq)
-            if pending is None or pending.deadline != deadline:
+            if pending is None:
                 continue  # answered or refused already
-            del self._pending[seq]
-            self._miss(seq, pending, deadline, "timeout")
+            if when == pending.deadline:
+                del self._pending[seq]
+                self._miss(seq, pending, when, "timeout")
+            elif not pending.overdue:
+                self._overdue(seq, pending, when)
+
+    def _overdue(self, seq: int, pending: _Pending, now: float) -> None:
+        """The detector's deadline passed: it hears of a miss; the heartbeat keeps waiting."""
+        pending.overdue = True
+        self._events.append(HeartbeatOverdue(seq, now, now - pending.sent_at, pending.probe))
+        self._record(self.detector.on_miss(seq, now, "timeout"), now)
 
     def _miss(self, seq: int, pending: _Pending, now: float, reason: MissReason) -> None:
         if reason == "timeout":
@@ -450,7 +486,8 @@ class ProbeSession:
         if self._outage_start is not None:
             self._outage_lost += 1
         self._events.append(HeartbeatLost(seq, now, reason, pending.probe))
-        self._record(self.detector.on_miss(seq, now, reason), now)
+        if not pending.overdue:  # an overdue heartbeat's miss was counted already
+            self._record(self.detector.on_miss(seq, now, reason), now)
         self._resolved_one(now, pending)
 
     def _resolved_one(self, now: float, pending: _Pending) -> None:
@@ -480,10 +517,13 @@ class ProbeSession:
             self._outages.append(Outage(self._outage_start, transition.at, self._outage_lost))
             self._outage_start = None
         if transition.new is State.DOWN and not self.config.watch:
-            self._finish(now)
+            # The verdict ends the run: nothing more is sent, and the heartbeats still within
+            # their timeout are waited for, so that each one's fate is known.
+            self._draining = True
+            self._maybe_finish(now)
 
     def _maybe_finish(self, now: float) -> None:
-        if not self.finished and self._all_regular_sent() and not self._pending:
+        if not self.finished and (self._draining or self._all_regular_sent()) and not self._pending:
             self._finish(now)
 
     def _finish(self, now: float) -> None:

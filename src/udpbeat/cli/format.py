@@ -15,6 +15,7 @@ from udpbeat.events import (
     DuplicateReply,
     Event,
     HeartbeatLost,
+    HeartbeatOverdue,
     HeartbeatSent,
     LateReply,
     MalformedReply,
@@ -108,8 +109,11 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f}"
 
 
-def format_event(event: Event, target: str, first_seq: int = 1) -> str | None:
-    """One human line for an event, or ``None`` for events shown only in JSON.
+def format_event(
+    event: Event, target: str, first_seq: int = 1, *, verbose: bool = False
+) -> str | None:
+    """One human line for an event, or ``None`` for events shown only in JSON (or, with
+    ``verbose``, the quiet ones too: the detector's own deadlines).
 
     Heartbeats are numbered from 1: the wire's sequence number less the run's (random) first.
     """
@@ -118,6 +122,13 @@ def format_event(event: Event, target: str, first_seq: int = 1) -> str | None:
     match event:
         case HeartbeatSent():
             return None
+        case HeartbeatOverdue(waited=waited):
+            if not verbose:
+                return None
+            return (
+                f"{kind.capitalize()} {seq}: no reply after {_ms(waited)} ms, the detector's "
+                "deadline (counted as a miss by the detector; still waiting for the timeout)"
+            )
         case ReplyReceived(rtt=rtt, time_difference=diff):
             return f"Reply from {target}: {kind} {seq} rtt={_ms(rtt)} ms time diff={diff:.6f} s"
         case HeartbeatLost(reason="timeout"):
