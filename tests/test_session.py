@@ -28,6 +28,7 @@ from udpbeat.events import (
     UnknownReply,
     event_to_dict,
 )
+from udpbeat.reflector import Reflector, ReflectorConfig
 from udpbeat.report import Outage
 from udpbeat.session import ProbeConfig
 from udpbeat.testing import EPOCH, SessionDriver
@@ -454,9 +455,21 @@ def test_down_ends_the_run() -> None:
     report = driver.session.report()
     assert report.state is State.DOWN
     assert (report.lost, report.in_flight) == (3, 0)
+    # The three misses that led to the verdict belong to the outage.
     assert [o.to_dict() for o in report.outages] == [
-        {"start": pytest.approx(103.2), "end": None, "duration_s": None, "heartbeats_lost": 0}
+        {
+            "start": pytest.approx(103.2 + EPOCH),
+            "end": None,
+            "duration_s": None,
+            "heartbeats_lost": 3,
+            "probes_lost": 0,
+            "refused": 0,
+            "start_monotonic": pytest.approx(103.2),
+            "end_monotonic": None,
+        }
     ]
+    assert report.lost_in_outages == 3
+    assert report.loss_while_up == 0.0  # heartbeat 1 was answered: the path lost nothing
 
 
 def test_watch_mode_keeps_going_and_records_outages() -> None:
@@ -473,10 +486,13 @@ def test_watch_mode_keeps_going_and_records_outages() -> None:
     driver.advance(109.4)  # 9 lost while DOWN; 10 in flight
     assert driver.session.state is State.DOWN
     report = driver.session.report(109.4)
+    # Each outage owns the misses that led to it (2 and 3; 7 and 8) and those while DOWN.
     assert report.outages == (
-        Outage(start=102.5, end=105.1, heartbeats_lost=2),
-        Outage(start=107.5, end=None, heartbeats_lost=1),
+        Outage(102.5, 105.1, heartbeats_lost=4, start_time=102.5 + EPOCH, end_time=105.1 + EPOCH),
+        Outage(107.5, None, heartbeats_lost=3, start_time=107.5 + EPOCH),
     )
+    assert report.lost_in_outages == report.lost == 7
+    assert report.loss_while_up == 0.0
     assert report.outages[0].duration == pytest.approx(2.6)
     assert transitions(driver) == [
         (State.UNKNOWN, State.UP),
@@ -554,6 +570,11 @@ SUMMARY_KEYS = [
     "duration_s",
     "socket_errors",
     "first_seq",
+    "host",
+    "heartbeats",
+    "confirmation_probes",
+    "loss_while_up_percent",
+    "lost_in_outages",
 ]
 
 
@@ -668,34 +689,49 @@ def test_event_dicts_carry_their_fields() -> None:
     by_type = {}
     for event in events:
         by_type.setdefault(event_to_dict(event)["type"], event_to_dict(event))
+    # ``at`` is Unix time, as in the server's records; ``monotonic`` the session's clock.
     assert by_type["sent"] == {
         "type": "sent",
         "seq": 1,
-        "at": 100.0,
         "wall_time": 100.0 + EPOCH,
         "probe": False,
+        "number": 1,
+        "at": 100.0 + EPOCH,
+        "monotonic": 100.0,
     }
     assert by_type["reply"]["seq"] == 1
-    assert by_type["reply"]["rtt"] == pytest.approx(0.1)
+    assert by_type["reply"]["rtt"] == 0.1  # rounded to the nanosecond: no 0.09999999999990905
     assert by_type["reply"]["time_difference"] == 0.0005
     assert by_type["lost"] == {
         "type": "lost",
         "seq": 2,
-        "at": 101.5,
         "reason": "timeout",
         "probe": False,
+        "number": 2,
+        "at": 101.5 + EPOCH,
+        "monotonic": 101.5,
     }
-    assert by_type["late"]["rtt"] == pytest.approx(0.7)
+    assert by_type["late"]["rtt"] == 0.7
     assert by_type["malformed"]["reason"] == "not-text"
     assert by_type["state"] == {
         "type": "state",
-        "at": pytest.approx(100.1),
         "old": "UNKNOWN",
         "new": "UP",
         "reason": "reply",
-        "evidence": {"seq": 1, "rtt": pytest.approx(0.1)},
+        "evidence": {"seq": 1, "rtt": 0.1},
+        "seq": 1,
+        "number": 1,
+        "probe": False,
+        "at": 100.1 + EPOCH,
+        "monotonic": 100.1,
     }
-    assert by_type["finished"] == {"type": "finished", "at": 102.5, "state": "DOWN"}
+    assert by_type["finished"] == {
+        "type": "finished",
+        "state": "DOWN",
+        "received": 1,
+        "at": 102.5 + EPOCH,
+        "monotonic": 102.5,
+    }
 
 
 # --- invariants under any order of events ----------------------------------------------------
@@ -897,3 +933,119 @@ def test_down_without_watch_waits_for_the_heartbeats_still_within_their_timeout(
     assert report.in_flight == 0  # every heartbeat's fate is known: no overdue left hanging
     assert report.lost == report.sent - report.received
     assert all(t <= down.at for t, _ in driver.sent.values())  # nothing sent after DOWN
+
+
+# --- the count is the count: heartbeats 1..N, probes numbered apart ----------------------------
+
+
+def test_count_is_the_count_and_probes_are_numbered_apart() -> None:
+    config = ProbeConfig(count=20, interval=1.0, timeout=1.0, detector="adaptive", first_seq=1)
+    driver = SessionDriver(config, start=100.0)
+
+    class EveryFourthLost:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def __call__(self) -> bool:
+            self.n += 1
+            return self.n % 4 == 0
+
+    driver.answer_with(Reflector(ReflectorConfig(rate_limit=0)), lost=EveryFourthLost())
+    driver.run()
+    sent = driver.of_type(HeartbeatSent)
+    regular = [e for e in sent if not e.probe]
+    probes = [e for e in sent if e.probe]
+    assert probes  # the losses made the detector send probes, with sequence numbers of their own
+    assert [e.number for e in regular] == list(range(1, 21))
+    assert [e.number for e in probes] == list(range(1, len(probes) + 1))
+    assert sorted(e.seq for e in sent) == list(range(1, 21 + len(probes)))  # one wire series
+    number_of = {e.seq: (e.probe, e.number) for e in sent}
+    for event in [*driver.of_type(ReplyReceived), *driver.of_type(HeartbeatLost)]:
+        assert (event.probe, event.number) == number_of[event.seq]
+    for change in driver.of_type(StateChanged):
+        assert change.seq is not None and (change.probe, change.number) == number_of[change.seq]
+    report = driver.session.report()
+    assert report.heartbeats.sent == 20 and report.confirmation.sent == report.probes
+    assert report.sent == 20 + len(probes)
+    for counts in (report.heartbeats, report.confirmation):
+        assert counts.sent == counts.received + counts.lost + counts.refused + counts.in_flight
+    assert report.heartbeats.received + report.confirmation.received == report.received
+    summary = report.to_dict()
+    assert summary["heartbeats"] == {
+        "sent": 20,
+        "received": report.heartbeats.received,
+        "lost": report.heartbeats.lost,
+        "refused": 0,
+        "in_flight": 0,
+        "loss_percent": round(100 * report.heartbeats.lost / 20, 3),
+    }
+    assert summary["confirmation_probes"]["sent"] == summary["probes"]  # type: ignore[index]
+
+
+def test_a_late_or_duplicate_reply_names_its_heartbeat_by_number() -> None:
+    driver = Driver(count=3, interval=1.0, timeout=0.5)
+    driver.advance(100.1)
+    driver.reply(1)
+    driver.reply(1)
+    driver.advance(101.7)
+    driver.reply(2)
+    [duplicate] = driver.of_type(DuplicateReply)
+    [late] = driver.of_type(LateReply)
+    assert (duplicate.number, duplicate.probe, late.number, late.probe) == (1, False, 2, False)
+
+
+# --- outages own the misses that led to them; the path's loss while up is apart --------------
+
+
+def test_the_misses_that_led_to_down_belong_to_the_outage_not_to_the_path() -> None:
+    driver = Driver(count=None, interval=1.0, timeout=0.5, max_misses=3)
+    for seq in range(1, 11):  # 2 of 10 lost while up: 20 %
+        driver.advance(99.0 + seq + 0.01)
+        if seq not in (3, 7):
+            driver.reply(seq)
+    driver.run()  # then the server stops: 11, 12, 13 lost and DOWN
+    report = driver.session.report()
+    assert report.state is State.DOWN and report.sent == 13
+    assert report.heartbeats.loss == pytest.approx(5 / 13)  # what ping would say
+    assert report.loss_while_up == pytest.approx(0.2)  # what the path did
+    assert report.lost_in_outages == 3
+    [outage] = report.outages
+    assert (outage.heartbeats_lost, outage.probes_lost, outage.refused) == (3, 0, 0)
+    summary = report.to_dict()
+    assert summary["loss_while_up_percent"] == 20.0 and summary["lost_in_outages"] == 3
+    assert summary["loss_percent"] == round(100 * 5 / 13, 3)  # the stable key keeps its meaning
+
+
+def test_refused_heartbeats_count_as_lost_in_the_outage_they_led_to() -> None:
+    driver = Driver(count=None, interval=1.0, timeout=0.5, max_misses=3, watch=True)
+    driver.advance(100.01)
+    driver.reply(1)
+    for seq in range(2, 15):  # 13 refused: 3 lead to DOWN, 10 more while DOWN
+        driver.advance(99.0 + seq + 0.001)
+        driver.refused(seq)
+    assert driver.session.state is State.DOWN
+    report = driver.session.report(driver.now)
+    [outage] = report.outages
+    assert (outage.heartbeats_lost, outage.refused, outage.end) == (13, 13, None)
+    driver.advance(114.01)
+    driver.reply(15)  # the server is back
+    report = driver.session.report(driver.now)
+    [outage] = report.outages
+    assert (outage.heartbeats_lost, outage.refused) == (13, 13)
+    assert outage.end == pytest.approx(114.01)
+    assert report.loss_while_up == 0.0 and report.lost_in_outages == 13
+
+
+def test_a_heartbeat_sent_during_an_outage_and_lost_after_it_ended_is_the_outages() -> None:
+    driver = Driver(count=None, interval=0.25, timeout=1.0, max_misses=2, watch=True)
+    driver.advance(100.01)
+    driver.reply(1)
+    driver.advance(101.76)  # 2, 3 lost (at 101.25, 101.5): DOWN; 4 lost at 101.75
+    assert driver.session.state is State.DOWN
+    driver.reply(8)  # 8 (sent at 101.75) answers: UP; 5..7 were sent while the server was down
+    driver.advance(102.9)  # 5..7 time out after the outage ended
+    report = driver.session.report(driver.now)
+    # (This detector counts 5 and 6 as a new run and goes DOWN again; that outage owns only
+    # what was sent after 8.)
+    assert report.outages[0].heartbeats_lost == 6  # 2, 3, 4 and 5..7
+    assert report.lost_in_outages == report.lost == 6
