@@ -788,6 +788,10 @@ def test_every_heartbeat_is_accounted_for_once(
     assert not set(late) & set(received)
     lost = {e.seq for e in driver.of_type(HeartbeatLost)}
     assert set(late) <= lost
+    assert not lost & set(received)  # a heartbeat is received or lost, never both
+    # Numbers: regular heartbeats 1..n in the order sent, never above the count.
+    regular = [e.number for e in driver.of_type(HeartbeatSent) if not e.probe]
+    assert regular == list(range(1, len(regular) + 1)) and len(regular) <= 8
     assert report.rtt.count == report.received
     # Unknown numbers are the ones not sent (yet) when their reply came.
     for unknown in driver.of_type(UnknownReply):
