@@ -190,6 +190,9 @@ def test_never_answered_goes_down_only_after_the_no_history_number_of_misses() -
     assert down is not None and (down.old, down.new) == (State.SUSPECT, State.DOWN)
     assert down.evidence["misses"] == needed
     assert down.evidence["probability"] < FALSE_ALARM
+    assert down.reason == f"{needed} misses in a row"
+    # Nothing was measured: the evidence says so, so the 60 % reads as assumed.
+    assert (first.evidence["history"], down.evidence["history"]) == (0, 0)
 
 
 def test_all_lost_history_is_capped_so_a_verdict_stays_reachable() -> None:
@@ -214,6 +217,7 @@ def test_healthy_path_up_suspect_down_up_with_evidence_and_fast_probes() -> None
     suspect = driver.miss()
     assert suspect is not None and (suspect.old, suspect.new) == (State.UP, State.SUSPECT)
     assert suspect.evidence["misses"] == 1
+    assert (suspect.evidence["history"], suspect.evidence["history_losses"]) == (1000, 0)
     assert suspect.evidence["loss"] == pytest.approx(loss, abs=1e-6)
     assert suspect.evidence["burst_loss"] == pytest.approx(burst_loss, abs=1e-6)
     assert suspect.evidence["probability"] == pytest.approx(loss)
@@ -285,13 +289,20 @@ def test_late_reply_during_suspect_is_evidence_of_life() -> None:
     assert detector.state is State.SUSPECT
     driver.now += 0.2
     late = detector.on_late(seq, 0.25, driver.now)
+    # Within the 1 s timeout: a slow reply (the session counts it received), not a late one.
     assert late is not None and (late.old, late.new, late.reason) == (
         State.SUSPECT,
         State.UP,
-        "late reply",
+        "slow reply",
     )
     assert late.evidence["misses"] == 1
     assert detector.reply_timeout() > 0.25  # the late sample raised the timeout
+    seq = driver.send()
+    driver.now += detector.reply_timeout()
+    detector.on_miss(seq, driver.now, "timeout")
+    driver.now += 1.0
+    after_timeout = detector.on_late(seq, 1.3, driver.now)
+    assert after_timeout is not None and after_timeout.reason == "late reply"
 
 
 def test_late_reply_while_down_counts_only_if_sent_after_the_verdict() -> None:

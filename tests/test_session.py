@@ -12,12 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from udpbeat import session as session_module
-from udpbeat.detector import ConsecutiveDetector, Detector, State
+from udpbeat.detector import ConsecutiveDetector, Detector, MissReason, State, Transition
 from udpbeat.errors import ConfigError
 from udpbeat.events import (
     DuplicateReply,
     Event,
     HeartbeatLost,
+    HeartbeatOverdue,
     HeartbeatSent,
     LateReply,
     MalformedReply,
@@ -27,6 +28,7 @@ from udpbeat.events import (
     UnknownReply,
     event_to_dict,
 )
+from udpbeat.reflector import Reflector, ReflectorConfig
 from udpbeat.report import Outage
 from udpbeat.session import ProbeConfig
 from udpbeat.testing import EPOCH, SessionDriver
@@ -453,9 +455,21 @@ def test_down_ends_the_run() -> None:
     report = driver.session.report()
     assert report.state is State.DOWN
     assert (report.lost, report.in_flight) == (3, 0)
+    # The three misses that led to the verdict belong to the outage.
     assert [o.to_dict() for o in report.outages] == [
-        {"start": pytest.approx(103.2), "end": None, "duration_s": None, "heartbeats_lost": 0}
+        {
+            "start": pytest.approx(103.2 + EPOCH),
+            "end": None,
+            "duration_s": None,
+            "heartbeats_lost": 3,
+            "probes_lost": 0,
+            "refused": 0,
+            "start_monotonic": pytest.approx(103.2),
+            "end_monotonic": None,
+        }
     ]
+    assert report.lost_in_outages == 3
+    assert report.loss_while_up == 0.0  # heartbeat 1 was answered: the path lost nothing
 
 
 def test_watch_mode_keeps_going_and_records_outages() -> None:
@@ -472,10 +486,13 @@ def test_watch_mode_keeps_going_and_records_outages() -> None:
     driver.advance(109.4)  # 9 lost while DOWN; 10 in flight
     assert driver.session.state is State.DOWN
     report = driver.session.report(109.4)
+    # Each outage owns the misses that led to it (2 and 3; 7 and 8) and those while DOWN.
     assert report.outages == (
-        Outage(start=102.5, end=105.1, heartbeats_lost=2),
-        Outage(start=107.5, end=None, heartbeats_lost=1),
+        Outage(102.5, 105.1, heartbeats_lost=4, start_time=102.5 + EPOCH, end_time=105.1 + EPOCH),
+        Outage(107.5, None, heartbeats_lost=3, start_time=107.5 + EPOCH),
     )
+    assert report.lost_in_outages == report.lost == 7
+    assert report.loss_while_up == 0.0
     assert report.outages[0].duration == pytest.approx(2.6)
     assert transitions(driver) == [
         (State.UNKNOWN, State.UP),
@@ -553,6 +570,11 @@ SUMMARY_KEYS = [
     "duration_s",
     "socket_errors",
     "first_seq",
+    "host",
+    "heartbeats",
+    "confirmation_probes",
+    "loss_while_up_percent",
+    "lost_in_outages",
 ]
 
 
@@ -667,34 +689,49 @@ def test_event_dicts_carry_their_fields() -> None:
     by_type = {}
     for event in events:
         by_type.setdefault(event_to_dict(event)["type"], event_to_dict(event))
+    # ``at`` is Unix time, as in the server's records; ``monotonic`` the session's clock.
     assert by_type["sent"] == {
         "type": "sent",
         "seq": 1,
-        "at": 100.0,
         "wall_time": 100.0 + EPOCH,
         "probe": False,
+        "number": 1,
+        "at": 100.0 + EPOCH,
+        "monotonic": 100.0,
     }
     assert by_type["reply"]["seq"] == 1
-    assert by_type["reply"]["rtt"] == pytest.approx(0.1)
+    assert by_type["reply"]["rtt"] == 0.1  # rounded to the nanosecond: no 0.09999999999990905
     assert by_type["reply"]["time_difference"] == 0.0005
     assert by_type["lost"] == {
         "type": "lost",
         "seq": 2,
-        "at": 101.5,
         "reason": "timeout",
         "probe": False,
+        "number": 2,
+        "at": 101.5 + EPOCH,
+        "monotonic": 101.5,
     }
-    assert by_type["late"]["rtt"] == pytest.approx(0.7)
+    assert by_type["late"]["rtt"] == 0.7
     assert by_type["malformed"]["reason"] == "not-text"
     assert by_type["state"] == {
         "type": "state",
-        "at": pytest.approx(100.1),
         "old": "UNKNOWN",
         "new": "UP",
         "reason": "reply",
-        "evidence": {"seq": 1, "rtt": pytest.approx(0.1)},
+        "evidence": {"seq": 1, "rtt": 0.1},
+        "seq": 1,
+        "number": 1,
+        "probe": False,
+        "at": 100.1 + EPOCH,
+        "monotonic": 100.1,
     }
-    assert by_type["finished"] == {"type": "finished", "at": 102.5, "state": "DOWN"}
+    assert by_type["finished"] == {
+        "type": "finished",
+        "state": "DOWN",
+        "received": 1,
+        "at": 102.5 + EPOCH,
+        "monotonic": 102.5,
+    }
 
 
 # --- invariants under any order of events ----------------------------------------------------
@@ -751,13 +788,26 @@ def test_every_heartbeat_is_accounted_for_once(
     assert not set(late) & set(received)
     lost = {e.seq for e in driver.of_type(HeartbeatLost)}
     assert set(late) <= lost
+    assert not lost & set(received)  # a heartbeat is received or lost, never both
+    # Numbers: regular heartbeats 1..n in the order sent, never above the count.
+    regular = [e.number for e in driver.of_type(HeartbeatSent) if not e.probe]
+    assert regular == list(range(1, len(regular) + 1)) and len(regular) <= 8
     assert report.rtt.count == report.received
     # Unknown numbers are the ones not sent (yet) when their reply came.
     for unknown in driver.of_type(UnknownReply):
         assert unknown.seq not in driver.sent or driver.sent[unknown.seq][0] >= unknown.at
-    # Without watch, DOWN is the end; with it, the run goes on to its count.
+    # Without watch, DOWN ends the sending, and the run once no heartbeat waits any more;
+    # with it, the run goes on to its count.
     if report.state is State.DOWN and not watch:
-        assert driver.session.finished
+        down_at = report.transitions[-1].at
+        assert all(e.at <= down_at for e in driver.of_type(HeartbeatSent))
+        assert driver.session.finished or report.in_flight > 0
+        if report.in_flight:
+            assert driver.session.get_timer() == min(
+                sent_at + timeout
+                for seq, (sent_at, _) in driver.sent.items()
+                if seq not in lost and seq not in received
+            )
     if interval == 0:
         assert report.in_flight <= 1
 
@@ -771,3 +821,235 @@ def test_a_refusal_read_after_a_deadline_leaves_the_overdue_heartbeat_timed_out(
     report = driver.session.report()
     assert (report.lost, report.refused) == (1, 0)  # the refusal is blamed on nothing
     assert report.socket_errors == {"refused-stale": 1}  # but counted apart
+
+
+# --- the timeout is the timeout: a detector's early deadline never decides a fate ------------
+
+
+class SlowFifth(SessionDriver):
+    """Answers every datagram: every 5th after 120 ms, the rest after 0.5 ms (the issue's
+    reflector that delays every fifth reply)."""
+
+    def step(self) -> None:
+        before = set(self.sent)
+        super().step()
+        for seq in self.sent.keys() - before:
+            sent_at, _ = self.sent[seq]
+            delay = 0.12 if (seq - self.session.first_seq + 1) % 5 == 0 else 0.0005
+            self.arrive_at(sent_at + delay, encode_reply(HeartbeatReply(seq, 0.0003)))
+
+
+def test_a_reply_within_the_timeout_is_received_even_after_the_detectors_early_deadline() -> None:
+    config = ProbeConfig(count=20, interval=0.2, timeout=1.0, detector="adaptive", first_seq=1)
+    driver = SlowFifth(config, start=100.0)
+    driver.run()
+    session = driver.session
+    assert session.finished
+    report = session.report()
+    regular = [e for e in driver.of_type(ReplyReceived) if not e.probe]
+    assert len(regular) == 20  # every heartbeat got its reply within the 1 s timeout
+    assert report.late == 0 and report.lost == 0 and report.refused == 0
+    assert report.loss == 0.0
+    assert report.rtt.max == pytest.approx(0.12)  # the slow replies are in the statistics
+    assert not driver.of_type(LateReply)
+    assert not driver.of_type(HeartbeatLost)
+    # The detector did act on its own, shorter deadline: it was told of the misses then.
+    overdue = driver.of_type(HeartbeatOverdue)
+    assert overdue and all(e.waited < 1.0 for e in overdue)
+    assert {e.seq for e in overdue} <= {e.seq for e in driver.of_type(ReplyReceived)}
+    slow = [e for e in regular if e.rtt > 0.1]
+    assert all(e.overdue for e in slow if e.seq in {o.seq for o in overdue})
+    assert State.SUSPECT in [t.new for t in report.transitions]
+    assert report.state is State.UP
+
+
+def test_a_heartbeat_is_lost_only_when_the_configured_timeout_passes() -> None:
+    config = ProbeConfig(count=3, interval=1.0, timeout=1.0, detector="adaptive", first_seq=1)
+    driver = SessionDriver(config, start=100.0)
+    for seq in (1, 2):  # two quick replies teach the detector a short deadline of its own
+        driver.advance(99.001 + seq)
+        driver.reply(seq)
+    driver.advance(102.0)  # heartbeat 3 leaves, and nothing answers any more
+    assert driver.detector.reply_timeout() < 0.1
+    driver.advance(102.5)  # past the detector's deadline, within the timeout
+    [overdue] = [e for e in driver.of_type(HeartbeatOverdue) if not e.probe]
+    assert overdue.seq == 3 and overdue.at == pytest.approx(102.05)
+    # Its probes settled the verdict; the run still waits for every heartbeat's fate.
+    assert driver.session.state is State.DOWN and not driver.session.finished
+    assert not driver.of_type(HeartbeatLost)  # the probes are not lost yet either
+    driver.advance(102.99)
+    assert not driver.of_type(HeartbeatLost)
+    driver.advance(103.0)  # the timeout: now it is lost
+    lost = [e for e in driver.of_type(HeartbeatLost) if not e.probe]
+    assert [(e.seq, e.at) for e in lost] == [(3, pytest.approx(103.0))]
+    driver.run()
+    report = driver.session.report()
+    assert (report.received, report.in_flight) == (2, 0)
+    assert report.lost == report.sent - 2
+
+
+def test_an_overdue_reply_is_news_to_the_detector_as_a_late_one_is() -> None:
+    calls: list[str] = []
+
+    class Spy(ConsecutiveDetector):
+        def reply_timeout(self) -> float:
+            return 0.1
+
+        def on_reply(self, seq: int, rtt: float, now: float) -> Transition | None:
+            calls.append(f"reply {seq}")
+            return super().on_reply(seq, rtt, now)
+
+        def on_late(self, seq: int, rtt: float, now: float) -> Transition | None:
+            calls.append(f"late {seq}")
+            return super().on_reply(seq, rtt, now)
+
+        def on_miss(self, seq: int, now: float, reason: MissReason) -> Transition | None:
+            calls.append(f"miss {seq} {reason}")
+            return super().on_miss(seq, now, reason)
+
+    driver = Driver(count=3, interval=1.0, timeout=1.0, detector=Spy(timeout=1.0))
+    driver.advance(100.05)
+    driver.reply(1)
+    driver.advance(101.5)  # heartbeat 2 is overdue at 101.1, still within its timeout
+    driver.reply(2)
+    driver.advance(102.2)  # heartbeat 3 overdue at 102.1 ...
+    driver.refused(3)  # ... then refused: the detector already counted its miss
+    driver.run()
+    assert calls == ["reply 1", "miss 2 timeout", "late 2", "miss 3 timeout"]
+    report = driver.session.report()
+    assert (report.received, report.lost, report.refused, report.late) == (2, 0, 1, 0)
+    assert report.rtt.max == pytest.approx(0.5)
+
+
+def test_down_without_watch_waits_for_the_heartbeats_still_within_their_timeout() -> None:
+    config = ProbeConfig(count=None, interval=1.0, timeout=1.0, detector="adaptive", first_seq=1)
+    driver = SessionDriver(config, start=100.0)
+    driver.advance(100.001)
+    driver.reply(1)
+    driver.silence()
+    driver.run()
+    session = driver.session
+    assert session.state is State.DOWN and session.finished
+    down = session.report().transitions[-1]
+    [finished] = driver.of_type(SessionFinished)
+    assert down.new is State.DOWN and finished.at > down.at
+    report = session.report()
+    assert report.in_flight == 0  # every heartbeat's fate is known: no overdue left hanging
+    assert report.lost == report.sent - report.received
+    assert all(t <= down.at for t, _ in driver.sent.values())  # nothing sent after DOWN
+
+
+# --- the count is the count: heartbeats 1..N, probes numbered apart ----------------------------
+
+
+def test_count_is_the_count_and_probes_are_numbered_apart() -> None:
+    config = ProbeConfig(count=20, interval=1.0, timeout=1.0, detector="adaptive", first_seq=1)
+    driver = SessionDriver(config, start=100.0)
+
+    class EveryFourthLost:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def __call__(self) -> bool:
+            self.n += 1
+            return self.n % 4 == 0
+
+    driver.answer_with(Reflector(ReflectorConfig(rate_limit=0)), lost=EveryFourthLost())
+    driver.run()
+    sent = driver.of_type(HeartbeatSent)
+    regular = [e for e in sent if not e.probe]
+    probes = [e for e in sent if e.probe]
+    assert probes  # the losses made the detector send probes, with sequence numbers of their own
+    assert [e.number for e in regular] == list(range(1, 21))
+    assert [e.number for e in probes] == list(range(1, len(probes) + 1))
+    assert sorted(e.seq for e in sent) == list(range(1, 21 + len(probes)))  # one wire series
+    number_of = {e.seq: (e.probe, e.number) for e in sent}
+    for event in [*driver.of_type(ReplyReceived), *driver.of_type(HeartbeatLost)]:
+        assert (event.probe, event.number) == number_of[event.seq]
+    for change in driver.of_type(StateChanged):
+        assert change.seq is not None and (change.probe, change.number) == number_of[change.seq]
+    report = driver.session.report()
+    assert report.heartbeats.sent == 20 and report.confirmation.sent == report.probes
+    assert report.sent == 20 + len(probes)
+    for counts in (report.heartbeats, report.confirmation):
+        assert counts.sent == counts.received + counts.lost + counts.refused + counts.in_flight
+    assert report.heartbeats.received + report.confirmation.received == report.received
+    summary = report.to_dict()
+    assert summary["heartbeats"] == {
+        "sent": 20,
+        "received": report.heartbeats.received,
+        "lost": report.heartbeats.lost,
+        "refused": 0,
+        "in_flight": 0,
+        "loss_percent": round(100 * report.heartbeats.lost / 20, 3),
+    }
+    assert summary["confirmation_probes"]["sent"] == summary["probes"]  # type: ignore[index]
+
+
+def test_a_late_or_duplicate_reply_names_its_heartbeat_by_number() -> None:
+    driver = Driver(count=3, interval=1.0, timeout=0.5)
+    driver.advance(100.1)
+    driver.reply(1)
+    driver.reply(1)
+    driver.advance(101.7)
+    driver.reply(2)
+    [duplicate] = driver.of_type(DuplicateReply)
+    [late] = driver.of_type(LateReply)
+    assert (duplicate.number, duplicate.probe, late.number, late.probe) == (1, False, 2, False)
+
+
+# --- outages own the misses that led to them; the path's loss while up is apart --------------
+
+
+def test_the_misses_that_led_to_down_belong_to_the_outage_not_to_the_path() -> None:
+    driver = Driver(count=None, interval=1.0, timeout=0.5, max_misses=3)
+    for seq in range(1, 11):  # 2 of 10 lost while up: 20 %
+        driver.advance(99.0 + seq + 0.01)
+        if seq not in (3, 7):
+            driver.reply(seq)
+    driver.run()  # then the server stops: 11, 12, 13 lost and DOWN
+    report = driver.session.report()
+    assert report.state is State.DOWN and report.sent == 13
+    assert report.heartbeats.loss == pytest.approx(5 / 13)  # what ping would say
+    assert report.loss_while_up == pytest.approx(0.2)  # what the path did
+    assert report.lost_in_outages == 3
+    [outage] = report.outages
+    assert (outage.heartbeats_lost, outage.probes_lost, outage.refused) == (3, 0, 0)
+    summary = report.to_dict()
+    assert summary["loss_while_up_percent"] == 20.0 and summary["lost_in_outages"] == 3
+    assert summary["loss_percent"] == round(100 * 5 / 13, 3)  # the stable key keeps its meaning
+
+
+def test_refused_heartbeats_count_as_lost_in_the_outage_they_led_to() -> None:
+    driver = Driver(count=None, interval=1.0, timeout=0.5, max_misses=3, watch=True)
+    driver.advance(100.01)
+    driver.reply(1)
+    for seq in range(2, 15):  # 13 refused: 3 lead to DOWN, 10 more while DOWN
+        driver.advance(99.0 + seq + 0.001)
+        driver.refused(seq)
+    assert driver.session.state is State.DOWN
+    report = driver.session.report(driver.now)
+    [outage] = report.outages
+    assert (outage.heartbeats_lost, outage.refused, outage.end) == (13, 13, None)
+    driver.advance(114.01)
+    driver.reply(15)  # the server is back
+    report = driver.session.report(driver.now)
+    [outage] = report.outages
+    assert (outage.heartbeats_lost, outage.refused) == (13, 13)
+    assert outage.end == pytest.approx(114.01)
+    assert report.loss_while_up == 0.0 and report.lost_in_outages == 13
+
+
+def test_a_heartbeat_sent_during_an_outage_and_lost_after_it_ended_is_the_outages() -> None:
+    driver = Driver(count=None, interval=0.25, timeout=1.0, max_misses=2, watch=True)
+    driver.advance(100.01)
+    driver.reply(1)
+    driver.advance(101.76)  # 2, 3 lost (at 101.25, 101.5): DOWN; 4 lost at 101.75
+    assert driver.session.state is State.DOWN
+    driver.reply(8)  # 8 (sent at 101.75) answers: UP; 5..7 were sent while the server was down
+    driver.advance(102.9)  # 5..7 time out after the outage ended
+    report = driver.session.report(driver.now)
+    # (This detector counts 5 and 6 as a new run and goes DOWN again; that outage owns only
+    # what was sent after 8.)
+    assert report.outages[0].heartbeats_lost == 6  # 2, 3, 4 and 5..7
+    assert report.lost_in_outages == report.lost == 6

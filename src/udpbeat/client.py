@@ -233,7 +233,9 @@ async def probe(
         raise ConfigError("give either a ProbeConfig or keyword settings, not both")
     address, family = await resolve(host, port)
     loop = asyncio.get_running_loop()
-    session = ProbeSession(config, loop.time(), target=display_address(address), detector=detector)
+    session = ProbeSession(
+        config, loop.time(), target=display_address(address), host=host, detector=detector
+    )
     prober = Prober(session, on_event=on_event)
     if on_start is not None:
         on_start(prober)

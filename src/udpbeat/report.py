@@ -1,4 +1,9 @@
-"""The figures of a finished (or interrupted) run, and the one place their JSON shape lives."""
+"""The figures of a finished (or interrupted) run, and the one place their JSON shape lives.
+
+Times in the objects are the session's monotonic seconds, as in the events; in JSON
+(:meth:`ProbeReport.to_dict`) every instant is Unix time, as in the server's records and the
+client's JSON events, and every time is rounded to the nanosecond.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,62 @@ from udpbeat.detector import State, Transition
 from udpbeat.stats import Summary
 
 
+def _round(value: float | None, digits: int = 9) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else round(100.0 * fraction, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """What became of one kind of datagram (the regular heartbeats, or the confirmation
+    probes): every one sent is received, lost (no reply within the timeout), refused (ICMP)
+    or still in flight."""
+
+    sent: int = 0
+    received: int = 0
+    lost: int = 0
+    refused: int = 0
+    in_flight: int = 0
+
+    @property
+    def loss(self) -> float | None:
+        """Fraction of those resolved that got no reply in time (``None``: none resolved)."""
+        resolved = self.sent - self.in_flight
+        return None if resolved <= 0 else 1.0 - self.received / resolved
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "sent": self.sent,
+            "received": self.received,
+            "lost": self.lost,
+            "refused": self.refused,
+            "in_flight": self.in_flight,
+            "loss_percent": _percent(self.loss),
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class Outage:
-    """A period the detector held the server DOWN; ``end`` is ``None`` if it was still down."""
+    """A period the detector held the server DOWN; ``end`` is ``None`` if it was still down.
+
+    Its misses are those of every heartbeat and probe sent after the last one answered before
+    the verdict, and before the one whose reply ended it: the misses that led to the DOWN
+    verdict belong to the outage, as do those while DOWN. ``heartbeats_lost`` counts the
+    regular heartbeats among them, ``probes_lost`` the confirmation probes, and ``refused``
+    how many of both were refused (ICMP) rather than unanswered. ``start_time`` and
+    ``end_time`` are the same instants as Unix time, when the session knew the wall clock.
+    """
 
     start: float
     end: float | None
     heartbeats_lost: int
+    probes_lost: int = 0
+    refused: int = 0
+    start_time: float | None = None
+    end_time: float | None = None
 
     @property
     def duration(self) -> float | None:
@@ -22,16 +76,26 @@ class Outage:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "start": self.start,
-            "end": self.end,
-            "duration_s": self.duration,
+            "start": _round(self.start_time),
+            "end": _round(self.end_time),
+            "duration_s": _round(self.duration),
             "heartbeats_lost": self.heartbeats_lost,
+            "probes_lost": self.probes_lost,
+            "refused": self.refused,
+            "start_monotonic": _round(self.start),
+            "end_monotonic": _round(self.end),
         }
 
 
 @dataclass(frozen=True, slots=True)
 class ProbeReport:
-    """The figures of a run. Times are in seconds; :meth:`to_dict` gives the stable JSON keys."""
+    """The figures of a run. Times are in seconds; :meth:`to_dict` gives the stable JSON keys.
+
+    ``sent``, ``received``, ``lost``, ``refused`` and ``in_flight`` count every datagram, regular
+    heartbeats and confirmation probes alike; ``heartbeats`` and ``confirmation`` count each
+    kind apart. ``lost_in_outages``: the misses that belong to an outage (see :class:`Outage`),
+    left out of :attr:`loss_while_up`.
+    """
 
     target: str
     sent: int
@@ -57,15 +121,33 @@ class ProbeReport:
     socket_errors: dict[str, int] = field(default_factory=dict)
     #: The run's first sequence number (random unless configured).
     first_seq: int = 1
+    #: The host name as asked (``target`` is the address probed), or ``""``.
+    host: str = ""
+    #: The regular heartbeats alone, and the confirmation probes alone.
+    heartbeats: Counts = field(default_factory=Counts)
+    confirmation: Counts = field(default_factory=Counts)
+    lost_in_outages: int = 0
+    #: The Unix time of each transition, as it was recorded (``None``: wall clock unknown).
+    transition_times: tuple[float | None, ...] = ()
+    #: Unix time minus the session's monotonic time, as last seen (``None``: never seen).
+    wall_offset: float | None = None
 
     @property
     def loss(self) -> float | None:
-        """Fraction of resolved heartbeats with no reply in time (late replies count as lost)."""
+        """Fraction of resolved datagrams (heartbeats and probes) with no reply in time."""
         resolved = self.sent - self.in_flight
         return None if resolved <= 0 else 1.0 - self.received / resolved
 
+    @property
+    def loss_while_up(self) -> float | None:
+        """The path's loss outside outages: every resolved heartbeat and probe, less the misses
+        that belong to an outage (``None``: nothing resolved outside them)."""
+        resolved = self.sent - self.in_flight - self.lost_in_outages
+        missed = self.lost + self.refused - self.lost_in_outages
+        return None if resolved <= 0 else missed / resolved
+
     def to_dict(self) -> dict[str, object]:
-        loss = self.loss
+        times = self.transition_times or (None,) * len(self.transitions)
         return {
             "type": "summary",
             "target": self.target,
@@ -79,22 +161,31 @@ class ProbeReport:
             "unknown": self.unknown,
             "malformed": dict(self.malformed),
             "in_flight": self.in_flight,
-            "loss_percent": None if loss is None else round(100.0 * loss, 3),
+            "loss_percent": _percent(self.loss),
             "rtt_ms": _milliseconds(self.rtt),
-            "jitter_ms": None if self.jitter is None else self.jitter * 1e3,
+            "jitter_ms": None if self.jitter is None else round(self.jitter * 1e3, 6),
             "time_difference_ms": _milliseconds(self.time_difference),
             "state": str(self.state),
             "detector": dict(self.detector),
-            "transitions": [t.to_dict() for t in self.transitions],
+            "transitions": [
+                {**t.to_dict(), "at": _round(at), "monotonic": _round(t.at)}
+                for t, at in zip(self.transitions, times, strict=True)
+            ],
             "outages": [o.to_dict() for o in self.outages],
-            "duration_s": self.duration,
+            "duration_s": _round(self.duration),
             "socket_errors": dict(sorted(self.socket_errors.items())),
             "first_seq": self.first_seq,
+            "host": self.host,
+            "heartbeats": self.heartbeats.to_dict(),
+            "confirmation_probes": self.confirmation.to_dict(),
+            "loss_while_up_percent": _percent(self.loss_while_up),
+            "lost_in_outages": self.lost_in_outages,
         }
 
 
 def _milliseconds(summary: Summary) -> dict[str, float | int | None]:
+    """A summary of seconds in milliseconds, rounded to the nanosecond."""
     return {
-        key: (value if key == "count" or value is None else value * 1e3)
+        key: (value if key == "count" or value is None else round(value * 1e3, 6))
         for key, value in summary.to_dict().items()
     }

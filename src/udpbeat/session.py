@@ -34,6 +34,7 @@ from udpbeat.events import (
     DuplicateReply,
     Event,
     HeartbeatLost,
+    HeartbeatOverdue,
     HeartbeatSent,
     LateReply,
     MalformedReply,
@@ -42,7 +43,7 @@ from udpbeat.events import (
     StateChanged,
     UnknownReply,
 )
-from udpbeat.report import Outage, ProbeReport
+from udpbeat.report import Counts, Outage, ProbeReport
 from udpbeat.stats import Jitter, Series
 from udpbeat.wire import text
 
@@ -152,21 +153,81 @@ class _Fate(Enum):
 @dataclass(slots=True)
 class _Pending:
     sent_at: float
+    #: ``sent_at + config.timeout``: the heartbeat is lost when this passes unanswered.
     deadline: float
+    #: The detector's own deadline (``reply_timeout()``), at most ``deadline``: when it passes,
+    #: the detector is told of a miss, but the heartbeat goes on waiting for its reply.
+    overdue_at: float
     probe: bool
+    #: Regular heartbeats and probes are numbered apart, from 1, for people.
+    number: int
+    #: The detector was told of a miss at ``overdue_at`` (and must not be told again).
+    overdue: bool = False
+
+
+@dataclass(slots=True)
+class _Resolved:
+    fate: _Fate
+    probe: bool
+    number: int | None  # None: a late reply to a heartbeat whose fate was forgotten
+
+
+@dataclass(slots=True)
+class _Kind:
+    """Outcomes of one kind of datagram: regular heartbeats, or confirmation probes."""
+
+    sent: int = 0
+    received: int = 0
+    lost: int = 0
+    refused: int = 0
 
 
 @dataclass(slots=True)
 class _Tally:
-    sent: int = 0
-    probes: int = 0
-    received: int = 0
-    lost: int = 0
-    refused: int = 0
     late: int = 0
     duplicates: int = 0
     unknown: int = 0
     malformed: Counter[str] = field(default_factory=Counter)
+    regular: _Kind = field(default_factory=_Kind)
+    probes: _Kind = field(default_factory=_Kind)
+
+    def of(self, probe: bool) -> _Kind:
+        return self.probes if probe else self.regular
+
+
+@dataclass(slots=True)
+class _OutageTally:
+    """An outage as it is counted. Its misses are those of heartbeats numbered above
+    ``after_seq`` (the newest answered when DOWN was declared) and below ``until_seq`` (the one
+    whose reply ended it; ``None`` while it lasts)."""
+
+    start: float
+    start_time: float | None
+    after_seq: int
+    end: float | None = None
+    end_time: float | None = None
+    until_seq: int | None = None
+    heartbeats_lost: int = 0
+    probes_lost: int = 0
+    refused: int = 0
+
+    def count(self, probe: bool, refused: bool) -> None:
+        if probe:
+            self.probes_lost += 1
+        else:
+            self.heartbeats_lost += 1
+        self.refused += refused
+
+    def outage(self) -> Outage:
+        return Outage(
+            self.start,
+            self.end,
+            self.heartbeats_lost,
+            self.probes_lost,
+            self.refused,
+            self.start_time,
+            self.end_time,
+        )
 
 
 class ProbeSession:
@@ -178,27 +239,34 @@ class ProbeSession:
         now: float,
         *,
         target: str = "",
+        host: str = "",
         detector: Detector | None = None,
     ) -> None:
-        """``detector``: a detector object to use instead of the one ``config`` names (for a
-        detector of your own; the session then leaves its parameters to you)."""
+        """``target``: the address probed, as shown (``127.0.0.1:12000``); ``host``: the name
+        asked for, if any (``localhost``). ``detector``: a detector object to use instead of
+        the one ``config`` names (for a detector of your own; the session then leaves its
+        parameters to you)."""
         self.config = config
         self.detector = detector if detector is not None else config.build_detector()
         self.target = target
+        self.host = host
         first_seq = config.first_seq
         if first_seq is None:
             first_seq = 1 + secrets.randbelow(RANDOM_FIRST_SEQ_LIMIT)
-        #: The run's first sequence number; heartbeats are shown counted from it.
+        #: The run's first sequence number on the wire.
         self.first_seq = first_seq
         self.finished = False
+        #: DOWN without watch: nothing more is sent; the run ends once nothing is pending.
+        self._draining = False
         self._started = now
         self._ended: float | None = None
+        #: Unix time minus ``now``, from the last :meth:`handle_timer` (``None``: none yet).
+        self._wall_offset: float | None = None
         self._next_seq = first_seq
-        self._regular_sent = 0
         self._next_send: float | None = now
         self._pending: dict[int, _Pending] = {}
         self._deadlines: list[tuple[float, int]] = []
-        self._resolved: OrderedDict[int, _Fate] = OrderedDict()
+        self._resolved: OrderedDict[int, _Resolved] = OrderedDict()
         self._sent_at_of_expired: dict[int, float] = {}
         self._outgoing: list[bytes] = []
         self._events: deque[Event] = deque()
@@ -207,9 +275,12 @@ class ProbeSession:
         self._time_difference = Series()
         self._jitter = Jitter()
         self._transitions: list[Transition] = []
-        self._outages: list[Outage] = []
-        self._outage_start: float | None = None
-        self._outage_lost = 0
+        self._transition_times: list[float | None] = []
+        # Outages and the misses that may still join one: those of heartbeats sent after the
+        # newest one answered (``_alive_seq``), as (seq, probe, refused).
+        self._outages: list[_OutageTally] = []
+        self._alive_seq = first_seq - 1
+        self._run_misses: list[tuple[int, bool, bool]] = []
         self._socket_errors: Counter[str] = Counter()
         # The confirmation-probe budget: a bucket of ``probes_per_interval`` tokens, refilled
         # at that many per interval (per timeout when heartbeats are paced by their replies).
@@ -227,7 +298,7 @@ class ProbeSession:
         # The earliest of four optional times, without building lists: this runs after every
         # datagram and timer, millions of times in the simulator.
         detector = self.detector
-        when = self._probe_due()
+        when = None if self._draining else self._probe_due()
         check = detector.check_at()
         if check is not None and (when is None or check < when):
             when = check
@@ -236,6 +307,7 @@ class ProbeSession:
             next_send is not None
             and (when is None or next_send < when)
             and not self._all_regular_sent()
+            and not self._draining
         ):
             when = next_send
         if self._deadlines:
@@ -245,14 +317,21 @@ class ProbeSession:
         return when
 
     def handle_timer(self, now: float, wall_time: float) -> None:
-        """Expire timeouts, then send the heartbeat or probe that is due."""
+        """Expire timeouts, then send the heartbeat or probe that is due.
+
+        ``wall_time`` is the Unix time at ``now``: it stamps the heartbeats, and gives every
+        event its Unix ``time``.
+        """
         if self.finished:
             return
+        self._wall_offset = wall_time - now
         self._expire(now)
         self._record(self.detector.check(now), now)
+        if self._draining:
+            self._maybe_finish(now)
+            return
         if not self.finished and self._send_due(now) and not self._all_regular_sent():
             self._send(now, wall_time, probe=False)
-            self._regular_sent += 1
             interval = self.config.interval
             if interval > 0:
                 assert self._next_send is not None
@@ -270,68 +349,96 @@ class ProbeSession:
         if self.finished:
             return
         # The shell may read a datagram before it runs a timer that was due first: expire now,
-        # so that a reply arriving after its deadline is late, never received.
+        # so that a reply arriving after its timeout is late, never received.
         self._expire(now)
         if self.finished:
             return
+        time = self._unix(now)
         try:
             reply = text.decode_reply(data)
         except WireError as error:
             self._tally.malformed[error.reason] += 1
-            self._events.append(MalformedReply(error.reason, now, len(data), str(error)))
+            self._events.append(MalformedReply(error.reason, now, len(data), str(error), time))
             self._maybe_finish(now)
             return
         seq = reply.seq
         pending = self._pending.pop(seq, None)
         if pending is not None:
+            # Within the timeout: received, even if the detector's own deadline passed first.
             rtt = now - pending.sent_at
-            self._tally.received += 1
+            probe = pending.probe
+            self._tally.of(probe).received += 1
             self._rtt.add(rtt)
             self._jitter.add(rtt)
             self._time_difference.add(reply.time_difference)
-            self._remember(seq, _Fate.ANSWERED)
-            self._events.append(ReplyReceived(seq, now, rtt, reply.time_difference, pending.probe))
-            self._record(self.detector.on_reply(seq, rtt, now), now)
+            self._remember(seq, _Fate.ANSWERED, probe, pending.number)
+            self._alive(seq)
+            self._events.append(
+                ReplyReceived(
+                    seq,
+                    now,
+                    rtt,
+                    reply.time_difference,
+                    probe,
+                    overdue=pending.overdue,
+                    number=pending.number,
+                    time=time,
+                )
+            )
+            if pending.overdue:  # the detector counted a miss: to it, this reply is late
+                transition = self.detector.on_late(seq, rtt, now)
+            else:
+                transition = self.detector.on_reply(seq, rtt, now)
+            self._record(transition, now, seq, probe, pending.number)
             self._resolved_one(now, pending)
             self._maybe_finish(now)
             return
-        fate = self._resolved.get(seq)
-        if fate is _Fate.ANSWERED:
+        resolved = self._resolved.get(seq)
+        if resolved is not None and resolved.fate is _Fate.ANSWERED:
             self._tally.duplicates += 1
-            self._events.append(DuplicateReply(seq, now))
-        elif fate is _Fate.EXPIRED or self._forgotten(seq):
-            # Marked answered so that a second copy of a late reply counts as a duplicate.
-            self._remember(seq, _Fate.ANSWERED)
+            self._events.append(
+                DuplicateReply(seq, now, resolved.probe, resolved.number, time=time)
+            )
+        elif resolved is not None or self._forgotten(seq):
             self._tally.late += 1
             sent_at = self._sent_at_of_expired.pop(seq, None)
             rtt = math.nan if sent_at is None else now - sent_at
-            self._events.append(LateReply(seq, now, rtt, reply.time_difference))
-            self._record(self.detector.on_late(seq, rtt, now), now)
+            probe = resolved is not None and resolved.probe
+            number = None if resolved is None else resolved.number
+            # Marked answered so that a second copy of a late reply counts as a duplicate.
+            self._remember(seq, _Fate.ANSWERED, probe, number)
+            if not math.isnan(rtt):
+                self._alive(seq)
+            self._events.append(
+                LateReply(seq, now, rtt, reply.time_difference, probe, number, time=time)
+            )
+            self._record(self.detector.on_late(seq, rtt, now), now, seq, probe, number)
         else:
             self._tally.unknown += 1
-            self._events.append(UnknownReply(seq, now))
+            self._events.append(UnknownReply(seq, now, time))
         self._maybe_finish(now)
 
     def receive_error(self, now: float, seq: int | None = None) -> None:
         """The network refused heartbeat ``seq`` (an ICMP error, e.g. port unreachable).
 
         Where the shell cannot tell which datagram caused it (``seq`` ``None``), it is charged
-        to the newest heartbeat still waiting for its reply. An error naming a heartbeat that is
-        not waiting (answered, expired, or never sent) is counted and changes nothing.
+        to the newest heartbeat still waiting for its reply (one the detector has not yet
+        counted as a miss, if any). An error naming a heartbeat that is not waiting (answered,
+        expired, or never sent) is counted and changes nothing.
         """
         if self.finished:
             return
-        self._expire(now)  # an overdue heartbeat timed out before this error came
+        self._expire(now)  # a heartbeat past its timeout was lost before this error came
         if self.finished:
             return
         if seq is None and self._pending:
-            seq = max(self._pending)
+            fresh = [s for s, p in self._pending.items() if not p.overdue]
+            seq = max(fresh or self._pending)
         pending = None if seq is None else self._pending.pop(seq, None)
         if pending is None:
             self._socket_errors["refused-stale"] += 1
         else:
             assert seq is not None
-            self._tally.refused += 1
             self._miss(seq, pending, now, "refused")
         self._maybe_finish(now)
 
@@ -364,16 +471,18 @@ class ProbeSession:
         if end is None:
             end = self._started if now is None else now
         tally = self._tally
-        outages = list(self._outages)
-        if self._outage_start is not None:
-            outages.append(Outage(self._outage_start, None, self._outage_lost))
+        in_flight_probes = sum(1 for pending in self._pending.values() if pending.probe)
+        in_flight_regular = len(self._pending) - in_flight_probes
+        regular = _counts(tally.regular, in_flight_regular)
+        probes = _counts(tally.probes, in_flight_probes)
+        outages = tuple(outage.outage() for outage in self._outages)
         return ProbeReport(
             target=self.target,
-            sent=tally.sent,
-            probes=tally.probes,
-            received=tally.received,
-            lost=tally.lost,
-            refused=tally.refused,
+            sent=regular.sent + probes.sent,
+            probes=probes.sent,
+            received=regular.received + probes.received,
+            lost=regular.lost + probes.lost,
+            refused=regular.refused + probes.refused,
             late=tally.late,
             duplicates=tally.duplicates,
             unknown=tally.unknown,
@@ -385,13 +494,23 @@ class ProbeSession:
             state=self.detector.state,
             detector=self.detector.describe(),
             transitions=tuple(self._transitions),
-            outages=tuple(outages),
+            outages=outages,
             duration=end - self._started,
             socket_errors=dict(self._socket_errors),
             first_seq=self.first_seq,
+            host=self.host,
+            heartbeats=regular,
+            confirmation=probes,
+            lost_in_outages=sum(o.heartbeats_lost + o.probes_lost for o in outages),
+            transition_times=tuple(self._transition_times),
+            wall_offset=self._wall_offset,
         )
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _unix(self, now: float) -> float | None:
+        offset = self._wall_offset
+        return None if offset is None else now + offset
 
     def _probe_due(self) -> float | None:
         """When the next confirmation probe goes: when the detector wants it, or later if the
@@ -414,7 +533,7 @@ class ProbeSession:
 
     def _all_regular_sent(self) -> bool:
         count = self.config.count
-        return count is not None and self._regular_sent >= count
+        return count is not None and self._tally.regular.sent >= count
 
     def _send_due(self, now: float) -> bool:
         return self._next_send is not None and self._next_send <= now
@@ -422,44 +541,87 @@ class ProbeSession:
     def _send(self, now: float, wall_time: float, *, probe: bool) -> None:
         seq = self._next_seq
         self._next_seq += 1
-        deadline = now + min(self.detector.reply_timeout(), self.config.timeout)
-        self._pending[seq] = _Pending(now, deadline, probe)
+        kind = self._tally.of(probe)
+        kind.sent += 1
+        timeout = self.config.timeout
+        deadline = now + timeout
+        overdue_at = now + min(self.detector.reply_timeout(), timeout)
+        self._pending[seq] = _Pending(now, deadline, overdue_at, probe, kind.sent)
+        if overdue_at < deadline:
+            heapq.heappush(self._deadlines, (overdue_at, seq))
         heapq.heappush(self._deadlines, (deadline, seq))
         self._outgoing.append(text.encode_request(text.Heartbeat(seq, wall_time)))
-        self._tally.sent += 1
-        if probe:
-            self._tally.probes += 1
         self.detector.on_sent(seq, now, probe=probe)
-        self._events.append(HeartbeatSent(seq, now, wall_time, probe))
+        self._events.append(HeartbeatSent(seq, now, wall_time, probe, kind.sent, wall_time))
 
     def _expire(self, now: float) -> None:
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
-            deadline, seq = heapq.heappop(deadlines)
+            when, seq = heapq.heappop(deadlines)
             pending = self._pending.get(seq)
-            if pending is None or pending.deadline != deadline:
+            if pending is None:
                 continue  # answered or refused already
-            del self._pending[seq]
-            self._miss(seq, pending, deadline, "timeout")
+            if when == pending.deadline:
+                del self._pending[seq]
+                self._miss(seq, pending, when, "timeout")
+            elif not pending.overdue:
+                self._overdue(seq, pending, when)
+
+    def _overdue(self, seq: int, pending: _Pending, now: float) -> None:
+        """The detector's deadline passed: it hears of a miss; the heartbeat keeps waiting."""
+        pending.overdue = True
+        self._events.append(
+            HeartbeatOverdue(
+                seq, now, now - pending.sent_at, pending.probe, pending.number, self._unix(now)
+            )
+        )
+        transition = self.detector.on_miss(seq, now, "timeout")
+        self._record(transition, now, seq, pending.probe, pending.number)
 
     def _miss(self, seq: int, pending: _Pending, now: float, reason: MissReason) -> None:
-        if reason == "timeout":
-            self._tally.lost += 1
-        self._remember(seq, _Fate.EXPIRED)
+        probe = pending.probe
+        kind = self._tally.of(probe)
+        refused = reason == "refused"
+        if refused:
+            kind.refused += 1
+        else:
+            kind.lost += 1
+        self._remember(seq, _Fate.EXPIRED, probe, pending.number)
         self._sent_at_of_expired[seq] = pending.sent_at
-        if self._outage_start is not None:
-            self._outage_lost += 1
-        self._events.append(HeartbeatLost(seq, now, reason, pending.probe))
-        self._record(self.detector.on_miss(seq, now, reason), now)
+        outage = self._outage_of(seq)
+        if outage is not None:
+            outage.count(probe, refused)
+        elif seq > self._alive_seq:
+            self._run_misses.append((seq, probe, refused))
+        self._events.append(HeartbeatLost(seq, now, reason, probe, pending.number, self._unix(now)))
+        if not pending.overdue:  # an overdue heartbeat's miss was counted already
+            transition = self.detector.on_miss(seq, now, reason)
+            self._record(transition, now, seq, probe, pending.number)
         self._resolved_one(now, pending)
+
+    def _alive(self, seq: int) -> None:
+        """A reply to ``seq`` came: the misses of heartbeats sent before it were the path's."""
+        if seq > self._alive_seq:
+            self._alive_seq = seq
+            if self._run_misses:
+                self._run_misses = [miss for miss in self._run_misses if miss[0] > seq]
+
+    def _outage_of(self, seq: int) -> _OutageTally | None:
+        """The outage the miss of ``seq`` belongs to, if any."""
+        for outage in reversed(self._outages):
+            if outage.until_seq is not None and seq >= outage.until_seq:
+                return None
+            if seq > outage.after_seq:
+                return outage
+        return None
 
     def _resolved_one(self, now: float, pending: _Pending) -> None:
         if not pending.probe and self.config.interval == 0 and not self._all_regular_sent():
             self._next_send = now
 
-    def _remember(self, seq: int, fate: _Fate) -> None:
+    def _remember(self, seq: int, fate: _Fate, probe: bool, number: int | None) -> None:
         resolved = self._resolved
-        resolved[seq] = fate
+        resolved[seq] = _Resolved(fate, probe, number)
         while len(resolved) > REMEMBERED_SEQUENCES:
             old, _ = resolved.popitem(last=False)
             self._sent_at_of_expired.pop(old, None)
@@ -468,25 +630,47 @@ class ProbeSession:
         """Sent so long ago that its fate was forgotten."""
         return seq < self._next_seq and seq >= self.first_seq and seq not in self._pending
 
-    def _record(self, transition: Transition | None, now: float) -> None:
+    def _record(
+        self,
+        transition: Transition | None,
+        now: float,
+        seq: int | None = None,
+        probe: bool | None = None,
+        number: int | None = None,
+    ) -> None:
         if transition is None:
             return
+        time = self._unix(transition.at)
         self._transitions.append(transition)
-        self._events.append(StateChanged(transition))
+        self._transition_times.append(time)
+        self._events.append(StateChanged(transition, seq, number, probe, time))
         if transition.new is State.DOWN:
-            self._outage_start = transition.at
-            self._outage_lost = 0
-        elif transition.old is State.DOWN and self._outage_start is not None:
-            self._outages.append(Outage(self._outage_start, transition.at, self._outage_lost))
-            self._outage_start = None
+            # The misses since the newest reply led to this verdict: they belong to the outage.
+            outage = _OutageTally(transition.at, time, self._alive_seq)
+            for _, missed_probe, refused in self._run_misses:
+                outage.count(missed_probe, refused)
+            self._run_misses = []
+            self._outages.append(outage)
+        elif transition.old is State.DOWN and self._outages:
+            outage = self._outages[-1]
+            outage.end, outage.end_time = transition.at, time
+            outage.until_seq = self._next_seq if seq is None else seq
         if transition.new is State.DOWN and not self.config.watch:
-            self._finish(now)
+            # The verdict ends the run: nothing more is sent, and the heartbeats still within
+            # their timeout are waited for, so that each one's fate is known.
+            self._draining = True
+            self._maybe_finish(now)
 
     def _maybe_finish(self, now: float) -> None:
-        if not self.finished and self._all_regular_sent() and not self._pending:
+        if not self.finished and (self._draining or self._all_regular_sent()) and not self._pending:
             self._finish(now)
 
     def _finish(self, now: float) -> None:
         self.finished = True
         self._ended = now
-        self._events.append(SessionFinished(now, self.detector.state))
+        received = self._tally.regular.received + self._tally.probes.received
+        self._events.append(SessionFinished(now, self.detector.state, received, self._unix(now)))
+
+
+def _counts(kind: _Kind, in_flight: int) -> Counts:
+    return Counts(kind.sent, kind.received, kind.lost, kind.refused, in_flight)

@@ -74,12 +74,13 @@ def event_printer(
     target: str,
     first_seq: Callable[[], int],
     prefix: str = "",
+    verbose: bool = False,
 ) -> Callable[[Event], None]:
     def show(event: Event) -> None:
         if as_json:
             write(json_line(event_to_dict(event)))
             return
-        line = format_event(event, target, first_seq())
+        line = format_event(event, target, first_seq(), verbose=verbose)
         if line is not None and (not quiet or isinstance(event, StateChanged | SessionFinished)):
             write(prefix + line)
 

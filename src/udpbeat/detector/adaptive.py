@@ -171,6 +171,8 @@ class AdaptiveDetector(Detector):
         self._log_burst_loss = math.log(self.max_loss)
         self._run_timeouts = 0
         self._run_refused = 0
+        # The history the frozen rates came from: outcomes, and losses among them.
+        self._run_history = (0, 0)
         self._wanted = 0  # further misses needed for DOWN
 
     # -- estimates ----------------------------------------------------------------------------
@@ -242,7 +244,7 @@ class AdaptiveDetector(Detector):
             self._alive_seq = seq
         if self.state is State.UP:
             return None
-        return self._alive(now, "late reply", seq, rtt)
+        return self._alive(now, self.late_reason(rtt), seq, rtt)
 
     def on_miss(self, seq: int, now: float, reason: MissReason) -> Transition | None:
         if self._outstanding:
@@ -258,6 +260,7 @@ class AdaptiveDetector(Detector):
             self._run_loss = self.loss_bound()
             self._run_burst_loss = self.burst_loss_bound()
             self._log_burst_loss = math.log(self._run_burst_loss)
+            self._run_history = (self.history.count, self.history.losses)
             self._run_timeouts = self._run_refused = 0
         if reason == "refused":
             self._run_refused += 1
@@ -267,7 +270,7 @@ class AdaptiveDetector(Detector):
         if probability < self.false_alarm:
             self._wanted = 0
             misses = self._run_timeouts + self._run_refused
-            reason_text = f"{misses} misses in a row, p={probability:.2g}"
+            reason_text = f"{misses} misses in a row"
             return self._move(State.DOWN, now, reason_text, self._run_evidence(seq, reason))
         # At most this many more: each multiplies the probability by the burst loss, or less.
         self._wanted = (
@@ -278,6 +281,11 @@ class AdaptiveDetector(Detector):
         return self._move(State.SUSPECT, now, reason, self._run_evidence(seq, reason))
 
     def _run_evidence(self, seq: int, reason: MissReason) -> dict[str, float | int | str]:
+        """The run's figures. ``loss`` and ``burst_loss`` are the frozen upper bounds;
+        ``history`` and ``history_losses`` the outcomes they came from; ``assumed``: the loss
+        rate is ``max_loss``, assumed rather than measured (no history yet, or too little to
+        bound the rate below it)."""
+        count, losses = self._run_history
         return {
             "seq": seq,
             "cause": reason,
@@ -285,7 +293,10 @@ class AdaptiveDetector(Detector):
             "refused": self._run_refused,
             "loss": round(self._run_loss, 6),
             "burst_loss": round(self._run_burst_loss, 6),
-            "probability": self.run_probability(),
+            "probability": float(f"{self.run_probability():.6g}"),
+            "history": count,
+            "history_losses": losses,
+            "assumed": self._run_loss >= self.max_loss,
         }
 
     def describe(self) -> dict[str, object]:

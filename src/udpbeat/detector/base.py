@@ -115,6 +115,12 @@ class Detector(ABC):
         self.down_since = now if new is State.DOWN else None
         return transition
 
+    def late_reason(self, rtt: float) -> str:
+        """The reason a reply after a counted miss gives: ``slow reply`` if it came within the
+        timeout (after the detector's own deadline: the heartbeat is received), else
+        ``late reply`` (the heartbeat stays lost)."""
+        return "slow reply" if rtt < self._timeout else "late reply"
+
     def is_old_news(self, rtt: float, now: float) -> bool:
         """Whether a late reply says nothing about the server as it is now: the one rule for
         late replies, shared by every detector that listens to them.
@@ -156,6 +162,12 @@ def count_at_least(name: str, value: int, minimum: int) -> int:
     return value
 
 
+def seconds(value: float) -> float:
+    """A time for evidence: rounded to the nanosecond, so JSON shows ``0.000367215``, never
+    ``0.0003672149999829344``."""
+    return round(value, 9)
+
+
 def reply_evidence(seq: int, rtt: float) -> dict[str, float | int | str]:
     # A late reply whose heartbeat was forgotten has no RTT; NaN has no place in JSON.
-    return {"seq": seq, "rtt": rtt} if math.isfinite(rtt) else {"seq": seq}
+    return {"seq": seq, "rtt": seconds(rtt)} if math.isfinite(rtt) else {"seq": seq}

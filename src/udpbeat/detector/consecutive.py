@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from udpbeat.detector.base import Detector, MissReason, State, Transition
+from udpbeat.detector.base import Detector, MissReason, State, Transition, reply_evidence
 from udpbeat.errors import ConfigError
 
 
@@ -26,7 +26,7 @@ class ConsecutiveDetector(Detector):
 
     def on_reply(self, seq: int, rtt: float, now: float) -> Transition | None:
         self.misses = 0
-        return self._move(State.UP, now, "reply", {"seq": seq, "rtt": rtt})
+        return self._move(State.UP, now, "reply", reply_evidence(seq, rtt))
 
     def on_miss(self, seq: int, now: float, reason: MissReason) -> Transition | None:
         self.misses += 1

@@ -14,6 +14,7 @@ from udpbeat.detector.base import (
     non_negative_seconds,
     positive_seconds,
     reply_evidence,
+    seconds,
 )
 from udpbeat.errors import ConfigError
 
@@ -173,7 +174,7 @@ class PhiDetector(Detector):
     def on_late(self, seq: int, rtt: float, now: float) -> Transition | None:
         if self.is_old_news(rtt, now):
             return None
-        return self._arrival(seq, rtt, now, "late reply")
+        return self._arrival(seq, rtt, now, self.late_reason(rtt))
 
     def on_miss(self, seq: int, now: float, reason: MissReason) -> Transition | None:
         return self.check(now)
@@ -233,7 +234,7 @@ class PhiDetector(Detector):
         assert self._last_arrival is not None
         return {
             "phi": round(self.phi(now), 3),
-            "silence": now - self._last_arrival,
-            "mean_interval": self.mean_interval(),
-            "std_deviation": self.std_deviation(),
+            "silence": seconds(now - self._last_arrival),
+            "mean_interval": seconds(self.mean_interval()),
+            "std_deviation": seconds(self.std_deviation()),
         }
