@@ -410,11 +410,15 @@ def _stderr_fd() -> int | None:
         return None
 
 
-#: The slowest pace ``--confirm-interval`` may ask for must stay above the adaptive detector's
-#: fastest: checked here so that the error names the flag, not the detector's parameter.
-MIN_CONFIRM_INTERVAL = float(
-    inspect.signature(AdaptiveDetector).parameters["min_confirm_interval"].default
-)
+def _adaptive_default(name: str, fallback: float) -> float:
+    parameter = inspect.signature(AdaptiveDetector).parameters.get(name)
+    return fallback if parameter is None else float(parameter.default)
+
+
+#: ``--confirm-interval`` (the slowest pace of confirmation probes) may not be faster than the
+#: adaptive detector's fastest pace: checked by the option, so that the error names the flag
+#: rather than the detector's own parameter, which the command line does not have.
+MIN_CONFIRM_INTERVAL = _adaptive_default("min_confirm_interval", 0.01)
 
 
 @click.command()
