@@ -243,7 +243,7 @@ class _ClientRun:
         )
         self.wall_offset = time.time() - self.loop.time()
         self.hooks: HookRunner | None = None
-        self._handles: list[asyncio.TimerHandle] = []
+        self._handles: dict[str, asyncio.TimerHandle] = {}
 
     def stop(self) -> None:
         """End every probe now (a signal, the deadline, or stdout gone); summaries follow."""
@@ -273,17 +273,17 @@ class _ClientRun:
     def _arm_timers(self) -> None:
         loop, options = self.loop, self.options
         if options.deadline is not None:
-            self._handles.append(loop.call_later(options.deadline, self.stop))
+            self._handles["deadline"] = loop.call_later(options.deadline, self.stop)
         if options.stats_interval is not None:
             interval = options.stats_interval
 
             def tick(due: float) -> None:
                 self.show_stats()
                 due = max(due + interval, loop.time())  # on schedule; after a stall, skip
-                self._handles.append(loop.call_at(due, tick, due))
+                self._handles["stats"] = loop.call_at(due, tick, due)
 
             first = loop.time() + interval
-            self._handles.append(loop.call_at(first, tick, first))
+            self._handles["stats"] = loop.call_at(first, tick, first)
 
     async def run(self) -> list[ProbeReport] | None:
         loop, options, output = self.loop, self.options, self.output
@@ -319,7 +319,7 @@ class _ClientRun:
                 output.line("\n" + format_report(reports[0]))
             return None if output.lost else reports
         finally:
-            for handle in self._handles:
+            for handle in self._handles.values():
                 handle.cancel()
             for signum in ENDING_SIGNALS:
                 loop.remove_signal_handler(signum)
