@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import signal
 import socket
@@ -10,7 +11,6 @@ from typing import Any
 
 import pytest
 
-import udpbeat.client
 from udpbeat.cli.client import run_client
 from udpbeat.session import ProbeConfig
 
@@ -20,15 +20,18 @@ def test_interrupt_while_the_host_is_still_resolving_ends_the_run(
 ) -> None:
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
     silent.bind(("127.0.0.1", 0))
-    real_resolve = udpbeat.client.resolve
+    # The module, not the command of the same name that ``udpbeat.cli`` exports.
+    client_module = importlib.import_module("udpbeat.cli.client")
+    real_resolve = client_module.resolve
 
-    async def slow_resolve(host: str, port: int) -> tuple[tuple[Any, ...], int]:
+    async def slow_resolve(host: str, port: int, family: int = 0) -> tuple[tuple[Any, ...], int]:
         os.kill(os.getpid(), signal.SIGINT)
         for _ in range(50):  # let the loop run the signal handler before resolution "ends"
             await asyncio.sleep(0)
-        return await real_resolve(host, port)
+        return await real_resolve(host, port, family)
 
-    monkeypatch.setattr(udpbeat.client, "resolve", slow_resolve)
+    # The command resolves every name before it prints anything, then starts the probers.
+    monkeypatch.setattr(client_module, "resolve", slow_resolve)
     config = ProbeConfig(
         count=None,
         interval=0.05,

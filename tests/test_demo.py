@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
+
+from helpers import Process
 
 
 def test_demo_detects_the_stop_after_the_heartbeats_asked_for() -> None:
@@ -43,3 +46,18 @@ def test_demo_detects_the_stop_after_the_heartbeats_asked_for() -> None:
     assert server is not None
     received, replied, dropped = map(int, server.groups())
     assert received == replied + dropped and dropped > 0
+
+
+def test_ctrl_c_in_the_demo_prints_the_statistics_so_far_and_exits_130() -> None:
+    args = ["-m", "udpbeat", "demo", "--count", "1000", "--interval", "0.02", "--seed", "3"]
+    with Process(args) as demo:
+        demo.wait_for(lambda line: line.startswith("client | Reply from"))
+        demo.send_signal(signal.SIGINT)
+        status, stdout, stderr = demo.finish()
+    assert status == 130, demo.output()
+    assert stderr == []
+    assert any(line.endswith("udpbeat statistics ---") for line in stdout)
+    assert any(re.match(r"server: \d+ received, \d+ replied", line) for line in stdout)
+    assert stdout[-1] == (
+        "demo: interrupted before the server was stopped; the statistics so far are above"
+    )

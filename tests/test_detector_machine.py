@@ -306,7 +306,7 @@ def test_client_flags_choose_the_detector() -> None:
         (["--detector", "consecutive", "--acceptable-pause", "1"], "--acceptable-pause"),
         (["--detector", "gossip"], "--detector"),
         (["--false-alarm", "1"], "--false-alarm"),
-        (["--confirm-interval", "0.001"], "confirm-interval must be at least"),
+        (["--confirm-interval", "0.001"], "Invalid value for '--confirm-interval': 0.001"),
         (["--detector", "phi", "--phi-threshold", "500"], "phi-threshold must be"),
         (["--detector", "phi", "--min-std-deviation", "0"], "--min-std-deviation"),
     ],

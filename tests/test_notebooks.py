@@ -17,6 +17,7 @@ import re
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,21 +133,31 @@ def test_client_notebook_against_a_lossy_server(
     finally:
         counters = server.stop()
 
-    report = result(nb.cells[-1])
-    assert report["type"] == "summary"
-    assert report["target"] == f"{LOOPBACK}:{port}"
-    assert report["sent"] == counters.received > 0
+    reports = result(nb.cells[-1])
+    report, adaptive = reports["exercise"], reports["adaptive"]
+    for run in (report, adaptive):
+        assert run["type"] == "summary"
+        assert run["target"] == f"{LOOPBACK}:{port}"
+        assert run["malformed"] == {} and run["unknown"] == 0
+    assert report["detector"]["name"] == "consecutive"
+    assert adaptive["detector"]["name"] == "adaptive"
+    # The adaptive run sends every heartbeat asked for and never calls this healthy server dead.
+    assert adaptive["sent"] - adaptive["probes"] == 25 and adaptive["state"] != "DOWN"
+    assert report["sent"] + adaptive["sent"] == counters.received
     assert counters.dropped_loss > 0
-    # Every reply the server sent came back on loopback; only the very last one could arrive
-    # after the client had finished.
-    assert 0 < report["received"] <= counters.replied
-    assert counters.replied - 1 <= report["received"] + report["late"] <= counters.replied
-    assert report["malformed"] == {} and report["unknown"] == 0
+    # Every reply the server sent came back on loopback; only the last one of each run could
+    # arrive after that run had finished.
+    answered = sum(run["received"] + run["late"] for run in (report, adaptive))
+    assert report["received"] > 0 and adaptive["received"] > 0
+    assert counters.replied - 2 <= answered <= counters.replied
     lines = all_stdout(nb)
     assert "Sent: Heartbeat 1 " in lines
     assert re.search(r"Reply from \S+: Seq: \d+, Time Difference: -?\d+\.\d{6} seconds", lines)
     assert "Request timed out" in lines
     assert f"{report['received']} received" in lines
+    side_by_side = stdout(cell_with(nb, "for name, r in"))
+    assert re.search(r"exercise's rule: +\d+ sent .* verdict (UP|SUSPECT|DOWN)", side_by_side)
+    assert re.search(r"adaptive: +\d+ sent .* verdict (UP|SUSPECT)\n", side_by_side)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -234,9 +245,31 @@ def test_server_notebook_serves_a_real_client(
     assert served.count("Responded to ") == counters["replied"]
     assert served.count("Simulating packet loss") == counters["dropped_loss"]
     assert served.count("Ignored a malformed datagram") == len(garbage)
-    assert f"Server stopped after {counters['received']} datagrams" in served
+    assert f"Server stopped after {counters['received']} datagrams ({count} datagrams)" in served
     assert "heartbeats dropped on purpose" in stdout(nb.cells[-1])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_server_notebook_stops_soon_after_its_client_goes_quiet(
+    kernel_specs: KernelSpecManager, tmp_path: Path
+) -> None:
+    # No COUNT, DURATION beyond the cell timeout: the notebook passes only if IDLE stops it.
+    nb = load("UDPHeartbeatServer", HOST=LOOPBACK, PORT=0, IDLE=0.5, DURATION=3.0 * CELL_TIMEOUT)
+    client = notebook_client(nb, kernel_specs, tmp_path)
+    with client.setup_kernel(cleanup_kc=True):
+        for index, cell in code_cells(nb):
+            client.execute_cell(cell, index)
+            running = re.search(r"running on \S+:(\d+)", stdout(cell))
+            if running:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                    for seq in range(3):
+                        sock.sendto(
+                            f"Heartbeat {seq} {time.time()}".encode(),
+                            (LOOPBACK, int(running.group(1))),
+                        )
+    served = stdout(cell_with(nb, "def describe(record)"))
+    assert "Server stopped after 3 datagrams (no datagram for 0.5 s)" in served
+    assert result(nb.cells[-1])["received"] == 3
 
 
 def test_demo_notebook_shows_loss_and_detects_the_stop(

@@ -27,7 +27,7 @@ from udpbeat import BackgroundServer, ReflectorConfig, Server, State, Transition
 from udpbeat.cli.format import format_report
 from udpbeat.detector import DETECTORS, make_detector
 from udpbeat.events import Event, HeartbeatSent, StateChanged
-from udpbeat.hooks import HookRunner, hook_environment
+from udpbeat.hooks import ChangeFilter, HookRunner, hook_environment
 from udpbeat.report import ProbeReport
 from udpbeat.session import ProbeConfig, ProbeSession
 from udpbeat.simulate import Bernoulli, PathConfig, Simulation
@@ -242,9 +242,17 @@ def test_cli_watch_sees_a_real_stop_and_restart_and_runs_the_hooks(tmp_path: Pat
     outage = summary["outages"][0]
     assert (outage["start"], outage["end"]) == (down["at"], up["at"])
     assert outage["heartbeats_lost"] > 0
-    # The client waits for its hooks before it exits: one ran per change, each saw its change.
+    # The client waits for its hooks before it exits: one ran per change to UP or DOWN (none
+    # for a flap to SUSPECT and back), each saw its change.
     hooks_run = Counter(hook_log.read_text().splitlines())
-    assert hooks_run == Counter(f"{c['old']} {c['new']}" for c in changes), stderr
+    wanted = ChangeFilter()
+    expected = Counter(
+        f"{c['old']} {c['new']}"
+        for c in changes
+        if wanted.wants(Transition(0.0, State(c["old"]), State(c["new"]), "", {}))
+    )
+    assert hooks_run == expected, stderr
+    assert set(expected) >= {"UNKNOWN UP", "DOWN UP"} and sum(expected.values()) == 3
 
 
 # --- on-change hooks ---------------------------------------------------------------------------

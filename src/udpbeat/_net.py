@@ -11,7 +11,7 @@ import ipaddress
 import socket
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from udpbeat.errors import ConfigError
@@ -61,17 +61,132 @@ def display_address(address: tuple[object, ...]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def resolve(host: str, port: int) -> tuple[tuple[Any, ...], int]:
-    """The first UDP address of ``host``; raises ConfigError if it does not resolve."""
+#: What ``-4`` and ``-6`` ask for, by the number people say.
+FAMILIES = {4: socket.AF_INET, 6: socket.AF_INET6}
+
+
+def _family_name(family: int) -> str:
+    names = {int(socket.AF_INET): "IPv4", int(socket.AF_INET6): "IPv6"}
+    return names.get(int(family), "any family")
+
+
+async def resolve(
+    host: str, port: int, family: int = socket.AF_UNSPEC
+) -> tuple[tuple[Any, ...], int]:
+    """The first UDP address of ``host`` (of ``family``, if given).
+
+    Raises:
+        ConfigError: the port is out of range or the host does not resolve (in that family).
+    """
     if not 0 < port <= 65535:
         raise ConfigError(f"port must be in 1..65535, got {port}")
     loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
     except socket.gaierror as error:
-        raise ConfigError(f"cannot resolve host {host!r}: {error.strerror}") from None
+        wanted = "" if family == socket.AF_UNSPEC else f" as {_family_name(family)}"
+        raise ConfigError(f"cannot resolve host {host!r}{wanted}: {error.strerror}") from None
     family, _, _, _, sockaddr = infos[0]
     return sockaddr, family
+
+
+def source_address(source: str, family: int) -> tuple[Any, ...]:
+    """The local address ``source`` (a numeric address or a name) in ``family``, port 0:
+    what a probe socket binds to before it connects to a target of that family.
+
+    Raises:
+        ConfigError: ``source`` has no address of that family.
+    """
+    try:
+        infos = socket.getaddrinfo(
+            source, 0, family=family, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as error:
+        raise ConfigError(
+            f"source address {source!r} has no {_family_name(family)} address for an "
+            f"{_family_name(family)} target ({error.strerror})"
+        ) from None
+    return tuple(infos[0][4])
+
+
+def check_source(source: str, family: int) -> None:
+    """That a probe socket of ``family`` can send from ``source``: it resolves, and binding a
+    socket to it works (the socket is closed at once; nothing is sent).
+
+    Raises:
+        ConfigError: it does not resolve in that family, or is not an address of this host.
+    """
+    address = source_address(source, family)
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(address)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise ConfigError(f"cannot send from source address {address[0]}: {reason}") from None
+
+
+def split_host_port(target: str) -> tuple[str, int | None]:
+    """``HOST``, ``HOST:PORT``, ``[V6]`` or ``[V6]:PORT`` as (host, port or ``None``).
+
+    A bare IPv6 address (``::1``, two colons or more) is a host without a port, as ``ping``
+    takes it; give its port as ``[::1]:12000``.
+
+    Raises:
+        ConfigError: brackets that do not close, or a port that is not a number in 1..65535.
+    """
+    host, port = target, ""
+    if target.startswith("["):
+        close = target.find("]")
+        rest = target[close + 1 :]
+        if close < 0 or (rest and not rest.startswith(":")):
+            raise ConfigError(f"{target!r} is not HOST, HOST:PORT or [IPV6]:PORT")
+        host, port = target[1:close], rest[1:]
+        if not rest:
+            return host, None
+    elif target.count(":") == 1:
+        host, _, port = target.partition(":")
+    else:
+        return target, None
+    if not host:
+        raise ConfigError(f"{target!r} names no host")
+    if not (port.isascii() and port.isdigit() and 0 < int(port) <= 65535):
+        raise ConfigError(f"{target!r}: the port must be a number in 1..65535, got {port!r}")
+    return host, int(port)
+
+
+def receivable_families(bound_host: str) -> frozenset[int]:
+    """The address families of the sources a UDP socket bound to ``bound_host`` can hear from.
+
+    An IPv4 socket hears IPv4 only; an IPv6 socket bound to one address hears IPv6 only; one
+    bound to ``::`` hears both (IPv4 as mapped addresses; udpbeat binds it so).
+    """
+    try:
+        address = ipaddress.ip_address(bound_host.partition("%")[0])
+    except ValueError:
+        return frozenset({4, 6})
+    if address.version == 6 and address.is_unspecified:
+        return frozenset({4, 6})
+    return frozenset({address.version})
+
+
+def check_allow_families(allow: Sequence[str], bound_host: str) -> None:
+    """Refuse ``--allow`` networks that a socket bound to ``bound_host`` can never hear from.
+
+    Raises:
+        ConfigError: a network of another address family than the bound socket receives.
+    """
+    families = receivable_families(bound_host)
+    for network in allow:
+        try:
+            version = ipaddress.ip_network(network, strict=False).version
+        except ValueError:
+            continue  # the reflector's own check names a malformed network
+        if version not in families:
+            heard = "IPv4" if families == {4} else "IPv6"
+            raise ConfigError(
+                f"--allow {network} is an IPv{version} network, but the server is bound to "
+                f"{bound_host} and hears {heard} sources only: it could never match"
+            )
 
 
 # --- ICMP errors with their sender (Linux IP_RECVERR) ---------------------------------------

@@ -34,6 +34,7 @@ from udpbeat._net import (
     read_error_queue,
     resolve,
     same_host,
+    source_address,
 )
 from udpbeat.detector import Detector
 from udpbeat.errors import ConfigError, WireError
@@ -68,18 +69,30 @@ class Prober:
         self._inbox: deque[tuple[float, bytes | int | None]] = deque()
         self._wake = asyncio.Event()
 
-    async def run(self, address: tuple[Any, ...], family: int) -> ProbeReport:
-        """Probe ``address`` until the session finishes; returns its report.
+    async def run(
+        self, address: tuple[Any, ...], family: int, source: tuple[Any, ...] | None = None
+    ) -> ProbeReport:
+        """Probe ``address`` until the session finishes; returns its report. ``source``: the
+        local address to send from (port 0: any), as ``ping -I`` does.
 
         Raises:
+            ConfigError: the socket cannot be bound to ``source``.
             Whatever the session or ``on_event`` raised: the run ends with it.
         """
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
             self._error_queue = enable_error_queue(sock)
+            if source is not None:
+                try:
+                    sock.bind(source)
+                except OSError as error:
+                    reason = error.strerror or str(error)
+                    raise ConfigError(
+                        f"cannot send from source address {source[0]}: {reason}"
+                    ) from None
             sock.connect(address)
-        except OSError:
+        except (OSError, ConfigError):
             sock.close()
             raise
         self._sock, self._target = sock, address
@@ -210,6 +223,8 @@ async def probe(
     *,
     on_event: EventSink | None = None,
     on_start: Callable[[Prober], None] | None = None,
+    family: int = socket.AF_UNSPEC,
+    source: str | None = None,
     **settings: Any,
 ) -> ProbeReport:
     """Send heartbeats to ``host:port`` and return the report (the async entry point).
@@ -220,9 +235,12 @@ async def probe(
     ``detector`` may also be a :class:`~udpbeat.detector.Detector` object of your own.
     ``on_event`` sees every event as it happens; ``on_start`` receives the :class:`Prober`,
     whose ``stop()`` ends the run early (the report then covers what happened so far).
+    ``family`` (``socket.AF_INET`` or ``AF_INET6``) restricts the host's addresses, as
+    ``ping -4``/``-6``; ``source`` is the local address to send from, as ``ping -I``.
 
     Raises:
-        ConfigError: a setting is out of range or the host does not resolve.
+        ConfigError: a setting is out of range, the host does not resolve (in ``family``), or
+            the source address is not of the target's family or not one of this host's.
     """
     detector: Detector | None = None
     if isinstance(settings.get("detector"), Detector):
@@ -231,7 +249,8 @@ async def probe(
         config = _make_config(settings)
     elif settings:
         raise ConfigError("give either a ProbeConfig or keyword settings, not both")
-    address, family = await resolve(host, port)
+    address, family = await resolve(host, port, family)
+    bind_to = None if source is None else source_address(source, family)
     loop = asyncio.get_running_loop()
     session = ProbeSession(
         config, loop.time(), target=display_address(address), host=host, detector=detector
@@ -239,7 +258,7 @@ async def probe(
     prober = Prober(session, on_event=on_event)
     if on_start is not None:
         on_start(prober)
-    return await prober.run(address, family)
+    return await prober.run(address, family, bind_to)
 
 
 def _make_config(settings: dict[str, Any]) -> ProbeConfig:

@@ -12,6 +12,11 @@ its environment (:func:`hook_environment`):
 ``UDPBEAT_TIME``       Unix time of the change, in seconds
 =====================  ==========================================================
 
+Which changes run it (:class:`ChangeFilter`): by default those that change the *settled*
+state, UP or DOWN (``UNKNOWN -> UP``, ``SUSPECT -> DOWN``, ``DOWN -> UP``); a flap to SUSPECT and
+back to UP, which a lossy path makes often, runs nothing. ``include_suspect`` (the client's
+``--on-change-suspect``) runs the hook on every change.
+
 An I/O shell like :mod:`udpbeat.client`: hooks run as asyncio subprocesses on the prober's own
 loop, so a slow hook never delays a heartbeat. At most ``max_running`` run at once, in the order
 of the changes; up to ``max_waiting`` more wait their turn, and past that a change gets no hook
@@ -32,7 +37,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 
-from udpbeat.detector import Transition
+from udpbeat.detector import State, Transition
 
 MAX_RUNNING = 4
 MAX_WAITING = 64
@@ -56,6 +61,27 @@ def hook_environment(transition: Transition, target: str, wall_time: float) -> d
         "UDPBEAT_EVIDENCE": json.dumps(evidence, sort_keys=True),
         "UDPBEAT_TIME": f"{wall_time:.6f}",
     }
+
+
+class ChangeFilter:
+    """Which state changes of one target run the hook (pure).
+
+    By default a change runs it when it lands on UP or DOWN and that differs from the last
+    state that ran it: ``UP -> SUSPECT -> UP`` runs nothing, ``UP -> SUSPECT -> DOWN`` runs it
+    once (for ``SUSPECT -> DOWN``). With ``include_suspect`` every change runs it.
+    """
+
+    def __init__(self, *, include_suspect: bool = False) -> None:
+        self.include_suspect = include_suspect
+        self._settled = State.UNKNOWN
+
+    def wants(self, transition: Transition) -> bool:
+        """Whether ``transition`` runs the hook; call it once per change, in order."""
+        if transition.new not in (State.UP, State.DOWN):
+            return self.include_suspect
+        settled_changed = transition.new is not self._settled
+        self._settled = transition.new
+        return settled_changed or self.include_suspect
 
 
 class HookRunner:
@@ -95,9 +121,14 @@ class HookRunner:
         """Hooks whose process is running now."""
         return len(self._processes)
 
-    def notify(self, transition: Transition) -> None:
-        """Schedule the hook for ``transition``; returns at once."""
+    def notify(self, transition: Transition, target: str | None = None) -> None:
+        """Schedule the hook for ``transition`` of ``target`` (default: the runner's);
+        returns at once."""
         change = f"{transition.old} -> {transition.new}"
+        if target is None or target == self.target:
+            target = self.target
+        else:
+            change = f"{target} {change}"  # several targets share one runner
         if self._closing or len(self._tasks) >= self._max_running + self._max_waiting:
             self.skipped += 1
             self._on_failure(
@@ -107,7 +138,7 @@ class HookRunner:
             return
         # ``transition.at`` is on the loop's monotonic clock; the hook gets Unix time.
         wall_time = time.time() - (self._loop.time() - transition.at)
-        environment = {**self._base, **hook_environment(transition, self.target, wall_time)}
+        environment = {**self._base, **hook_environment(transition, target, wall_time)}
         task = self._loop.create_task(self._run(environment, change))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -9,6 +9,7 @@ answered); 2 bad usage or an error that stopped the run, with one line on stderr
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -22,6 +23,8 @@ from udpbeat.cli.server import server
 from udpbeat.errors import UdpbeatError
 
 EXIT_ERROR = 2
+#: Set by the shell's completion script (``_UDPBEAT_COMPLETE=bash_source udpbeat`` makes one).
+COMPLETE_VARIABLE = "_UDPBEAT_COMPLETE"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,12 +47,26 @@ def _error(message: str) -> None:
         pass
 
 
+def _usage() -> None:
+    """``udpbeat`` alone: the whole help, on stderr (it is not what was asked for), exit 2."""
+    context = click.Context(cli, info_name="udpbeat", **cli.context_settings)
+    try:
+        sys.stderr.write(cli.get_help(context) + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Console entry point: click's parsing with one-line errors and our exit codes."""
     stdout_closed = guard_standard_streams()
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args and COMPLETE_VARIABLE not in os.environ:  # completion runs with no arguments
+        _usage()
+        sys.exit(EXIT_ERROR)
     try:
         status = cli.main(
-            args=argv,
+            args=args,
             prog_name="udpbeat",
             standalone_mode=False,
             obj={STDOUT_CLOSED: stdout_closed},

@@ -1,26 +1,52 @@
-"""``udpbeat client``: the prober's command line, its live lines and its summary."""
+"""``udpbeat client``: the prober's command line, its live lines and its summaries.
+
+One target reads like ``ping``: a header, a line per reply or miss, the statistics at the end.
+Several targets are probed at once, as ``fping`` does: every live line starts with its target,
+and the run ends with one summary line per target. Every name is resolved before anything is
+printed, so a name that does not resolve is one line on stderr and nothing else.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
+import socket
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
 
 import click
 
-from udpbeat._net import DEFAULT_PORT, display_address
-from udpbeat.cli.format import format_event, format_report, json_line
+from udpbeat._net import (
+    DEFAULT_PORT,
+    FAMILIES,
+    check_source,
+    display_address,
+    resolve,
+    split_host_port,
+)
+from udpbeat.cli.format import format_event, format_header, format_report, json_line
+from udpbeat.cli.lines import summary_line, target_prefix, timestamp
+from udpbeat.cli.options import Integer, Number, Seconds
 from udpbeat.cli.output import LineWriter, stdout_was_closed
 from udpbeat.client import Prober, probe
-from udpbeat.detector import DETECTORS, State
+from udpbeat.detector import DETECTORS, AdaptiveDetector, State
+from udpbeat.errors import ConfigError
 from udpbeat.events import Event, SessionFinished, StateChanged, event_to_dict
-from udpbeat.hooks import HookRunner
+from udpbeat.hooks import ChangeFilter, HookRunner
 from udpbeat.report import ProbeReport
 from udpbeat.session import PROBES_PER_INTERVAL, ProbeConfig
 
 EXIT_UP = 0
 EXIT_DOWN = 1
+
+#: Signals that end a run with its summary (SIGHUP too: a client has nothing to re-read).
+ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: ping's Ctrl-\: statistics so far, and the run goes on.
+STATS_SIGNAL = getattr(signal, "SIGQUIT", None)
 
 
 def exit_status(report: ProbeReport) -> int:
@@ -30,11 +56,39 @@ def exit_status(report: ProbeReport) -> int:
     return EXIT_UP
 
 
+def exit_status_all(reports: Sequence[ProbeReport]) -> int:
+    """0 only if every target ended up (fping's rule); else 1."""
+    return max((exit_status(report) for report in reports), default=EXIT_DOWN)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """How ``udpbeat client`` shows a run: everything but what the session is told."""
+
+    as_json: bool = False
+    #: ping -q: the header and the summary only (with ``as_json``: the summary only).
+    quiet: bool = False
+    #: State changes and the summary only.
+    changes_only: bool = False
+    #: ping -D: each live line starts with its Unix time.
+    timestamps: bool = False
+    on_change: str | None = None
+    on_change_suspect: bool = False
+    stats_interval: float | None = None
+    deadline: float | None = None
+    #: Where the JSON Lines also go (``-o FILE``), open for writing.
+    output: TextIO | None = None
+    family: int = socket.AF_UNSPEC
+    source: str | None = None
+    stdout_closed: bool = False
+
+
 class ClientOutput:
-    """The client's stdout and stderr, written off the event loop.
+    """The client's stdout, stderr and ``-o`` file, written off the event loop.
 
     When stdout's reader goes away (``| head -3``) the client has no one left to tell: it
-    ends at once and quietly, as ``ping | head`` does (``on_lost`` is called on the loop).
+    ends at once and quietly, as ``ping | head`` does (``on_lost`` is called on the loop). A
+    ``-o`` file that fails is said once on stderr; the run goes on without it.
     """
 
     def __init__(
@@ -43,6 +97,7 @@ class ClientOutput:
         on_lost: Callable[[], None],
         *,
         stdout_closed: bool = False,
+        json_file: TextIO | None = None,
     ) -> None:
         self.lost = stdout_closed
         self._on_lost = on_lost
@@ -52,6 +107,15 @@ class ClientOutput:
 
         self.out = LineWriter(None if stdout_closed else sys.stdout, on_lost=lost)
         self.err = LineWriter(sys.stderr, name="udpbeat-stderr")
+        self.file: LineWriter | None = None
+        if json_file is not None:
+            name = getattr(json_file, "name", "the output file")
+
+            def file_lost(error: OSError) -> None:
+                reason = error.strerror or str(error)
+                self.err.write(f"udpbeat: cannot write to {name}: {reason}; going on without it")
+
+            self.file = LineWriter(json_file, on_lost=file_lost, name="udpbeat-file")
 
     def _lose(self) -> None:
         if not self.lost:
@@ -61,8 +125,15 @@ class ClientOutput:
     def line(self, text: str) -> None:
         self.out.write(text)
 
+    def record(self, obj: dict[str, object]) -> None:
+        """A JSON object for the ``-o`` file, if there is one."""
+        if self.file is not None:
+            self.file.write(json_line(obj))
+
     def close(self) -> None:
         self.out.close()
+        if self.file is not None:
+            self.file.close()
         self.err.close()
 
 
@@ -74,17 +145,56 @@ def event_printer(
     target: str,
     first_seq: Callable[[], int],
     prefix: str = "",
+    changes_only: bool = False,
+    wall_time: Callable[[Event], float] | None = None,
+    extra: dict[str, object] | None = None,
     verbose: bool = False,
 ) -> Callable[[Event], None]:
+    """What a run shows of each event on stdout.
+
+    ``quiet``: nothing (the summary says it all); ``changes_only``: state changes (and the
+    verdict that ends a run); ``wall_time``: each line starts with ``[unix time]`` (``-D``);
+    ``extra``: keys added to every JSON object (``target`` when there are several);
+    ``verbose``: also the quiet events (a detector's early deadline).
+    """
+
     def show(event: Event) -> None:
+        if quiet:
+            return
+        change = isinstance(event, StateChanged)
         if as_json:
-            write(json_line(event_to_dict(event)))
+            if changes_only and not change:
+                return
+            write(json_line({**event_to_dict(event), **(extra or {})}))
+            return
+        if changes_only and not (change or isinstance(event, SessionFinished)):
             return
         line = format_event(event, target, first_seq(), verbose=verbose)
-        if line is not None and (not quiet or isinstance(event, StateChanged | SessionFinished)):
-            write(prefix + line)
+        if line is None:
+            return
+        stamp = "" if wall_time is None else timestamp(wall_time(event))
+        write(stamp + prefix + line)
 
     return show
+
+
+@dataclass
+class _Target:
+    """One target of a run: as given, as resolved, and its prober once it starts."""
+
+    host: str
+    port: int
+    address: tuple[Any, ...] = ()
+    family: int = socket.AF_UNSPEC
+    prober: Prober | None = None
+    hook_filter: ChangeFilter = field(default_factory=ChangeFilter)
+
+    @property
+    def display(self) -> str:
+        return display_address(self.address) if self.address else f"{self.host}:{self.port}"
+
+    def first_seq(self) -> int:
+        return self.prober.session.first_seq if self.prober is not None else 1
 
 
 async def run_client(
@@ -97,65 +207,201 @@ async def run_client(
     on_change: str | None = None,
     stdout_closed: bool = False,
 ) -> ProbeReport | None:
-    """Probe ``host``; the report, or ``None`` if stdout was lost (nothing more to say)."""
-    probers: list[Prober] = []
-    interrupted = stdout_closed  # with no one to tell, end as soon as the prober exists
-    loop = asyncio.get_running_loop()
-
-    def interrupt() -> None:
-        nonlocal interrupted
-        interrupted = True
-        for prober in probers:
-            prober.stop()
-
-    def started(prober: Prober) -> None:
-        # Ctrl-C while the host name was still resolving: stop as soon as the prober exists.
-        probers.append(prober)
-        if interrupted:
-            prober.stop()
-
-    output = ClientOutput(loop, interrupt, stdout_closed=stdout_closed)
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(signum, interrupt)
-    target = display_address((host, port))
-    if not as_json and not quiet:
-        output.line(
-            f"UDPBEAT {target}: {config.count or 'unlimited'} heartbeats, "
-            f"interval {config.interval}s, timeout {config.timeout}s"
-        )
-    show = event_printer(
-        output.line,
-        as_json=as_json,
-        quiet=quiet,
-        target=target,
-        first_seq=lambda: probers[0].session.first_seq if probers else 1,
+    """Probe one target; the report, or ``None`` if stdout was lost (nothing more to say)."""
+    options = ClientOptions(
+        as_json=as_json, quiet=quiet, on_change=on_change, stdout_closed=stdout_closed
     )
-    hooks = None
-    if on_change:
-        # The hook's output goes to stderr, so that --json keeps stdout pure JSON Lines.
-        hooks = HookRunner(
-            on_change,
-            target,
-            on_failure=lambda message: output.err.write(f"udpbeat: {message}"),
-            stdout=_stderr_fd(),
+    reports = await run_targets([(host, port)], config, options)
+    return None if reports is None else reports[0]
+
+
+async def run_targets(
+    targets: Sequence[tuple[str, int]], config: ProbeConfig, options: ClientOptions
+) -> list[ProbeReport] | None:
+    """Probe every target at once; their reports in order, or ``None`` if stdout was lost.
+
+    Raises:
+        ConfigError: a target does not resolve (nothing is printed then), or cannot be
+            probed from ``options.source``.
+    """
+    return await _ClientRun(targets, config, options).run()
+
+
+class _ClientRun:
+    """One ``udpbeat client`` run: its targets, its output, its signals and timers."""
+
+    def __init__(
+        self, targets: Sequence[tuple[str, int]], config: ProbeConfig, options: ClientOptions
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.targets = [_Target(host, port) for host, port in targets]
+        self.several = len(self.targets) > 1
+        self.config = config
+        self.options = options
+        # With no one to tell, end as soon as the probers exist.
+        self.stopping = options.stdout_closed
+        self.output = ClientOutput(
+            self.loop, self.stop, stdout_closed=options.stdout_closed, json_file=options.output
+        )
+        self.wall_offset = time.time() - self.loop.time()
+        self.hooks: HookRunner | None = None
+        self._handles: dict[str, asyncio.TimerHandle] = {}
+
+    def stop(self) -> None:
+        """End every probe now (a signal, the deadline, or stdout gone); summaries follow."""
+        self.stopping = True
+        for target in self.targets:
+            if target.prober is not None:
+                target.prober.stop()
+
+    def show_stats(self) -> None:
+        """Statistics so far, one line (or a ``stats`` object) per target; the run goes on."""
+        now = self.loop.time()
+        for target in self.targets:
+            if target.prober is None:
+                continue
+            report = target.prober.session.report(now)
+            stats = {**report.to_dict(), "type": "stats"}
+            self.output.record(stats)
+            if self.options.as_json:
+                self.output.line(json_line(stats))
+            else:
+                stamp = timestamp(now + self.wall_offset) if self.options.timestamps else ""
+                self.output.line(stamp + summary_line(report))
+
+    def _wall_time(self, event: Event) -> float:
+        return float(getattr(event, "at", self.loop.time())) + self.wall_offset
+
+    def _arm_timers(self) -> None:
+        loop, options = self.loop, self.options
+        if options.deadline is not None:
+            self._handles["deadline"] = loop.call_later(options.deadline, self.stop)
+        if options.stats_interval is not None:
+            interval = options.stats_interval
+
+            def tick(due: float) -> None:
+                self.show_stats()
+                due = max(due + interval, loop.time())  # on schedule; after a stall, skip
+                self._handles["stats"] = loop.call_at(due, tick, due)
+
+            first = loop.time() + interval
+            self._handles["stats"] = loop.call_at(first, tick, first)
+
+    async def run(self) -> list[ProbeReport] | None:
+        loop, options, output = self.loop, self.options, self.output
+        for signum in ENDING_SIGNALS:
+            loop.add_signal_handler(signum, self.stop)
+        if STATS_SIGNAL is not None:
+            loop.add_signal_handler(STATS_SIGNAL, self.show_stats)
+        self._arm_timers()
+        try:
+            await self._resolve()
+            if not options.as_json:
+                for target in self.targets:
+                    output.line(format_header(target.host, target.display, self.config))
+            if options.on_change:
+                # The hook's output goes to stderr, so that --json keeps stdout pure JSON Lines.
+                self.hooks = HookRunner(
+                    options.on_change,
+                    self.targets[0].display,
+                    on_failure=lambda message: output.err.write(f"udpbeat: {message}"),
+                    stdout=_stderr_fd(),
+                )
+            reports = await self._probe_all()
+            if output.lost:
+                return None
+            for report in reports:
+                output.record(report.to_dict())
+            if options.as_json:
+                for report in reports:
+                    output.line(json_line(report.to_dict()))
+            elif self.several:
+                output.line("\n" + "\n".join(summary_line(report) for report in reports))
+            else:
+                output.line("\n" + format_report(reports[0]))
+            return None if output.lost else reports
+        finally:
+            for handle in self._handles.values():
+                handle.cancel()
+            for signum in ENDING_SIGNALS:
+                loop.remove_signal_handler(signum)
+            if STATS_SIGNAL is not None:
+                loop.remove_signal_handler(STATS_SIGNAL)
+            if self.hooks is not None:
+                await self.hooks.close()
+            output.close()
+
+    async def _resolve(self) -> None:
+        """Every name (and the source address) first: an error is then the only thing said."""
+        outcomes = await asyncio.gather(
+            *(resolve(t.host, t.port, self.options.family) for t in self.targets),
+            return_exceptions=True,
+        )
+        for target, outcome in zip(self.targets, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            target.address, target.family = outcome
+            if self.options.source is not None:
+                check_source(self.options.source, target.family)
+
+    async def _probe_all(self) -> list[ProbeReport]:
+        """One prober per target, concurrently; an error in any ends them all."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._probe(target)) for target in self.targets]
+        except BaseExceptionGroup as errors:
+            raise _first_leaf(errors) from None
+        return [task.result() for task in tasks]
+
+    async def _probe(self, target: _Target) -> ProbeReport:
+        options = self.options
+        display = target.display
+        show = event_printer(
+            self.output.line,
+            as_json=options.as_json,
+            quiet=options.quiet,
+            changes_only=options.changes_only,
+            target=display,
+            first_seq=target.first_seq,
+            prefix=target_prefix(display) if self.several else "",
+            wall_time=self._wall_time if options.timestamps else None,
+            extra={"target": display} if self.several else None,
+        )
+        target.hook_filter = ChangeFilter(include_suspect=options.on_change_suspect)
+        record_extra = {"target": display} if self.several else {}
+
+        def on_event(event: Event) -> None:
+            show(event)
+            self.output.record({**event_to_dict(event), **record_extra})
+            if (
+                self.hooks is not None
+                and isinstance(event, StateChanged)
+                and target.hook_filter.wants(event.transition)
+            ):
+                self.hooks.notify(event.transition, display)
+
+        def started(prober: Prober) -> None:
+            # Stopped while the name was still resolving: stop as soon as the prober exists.
+            target.prober = prober
+            if self.stopping:
+                prober.stop()
+
+        return await probe(
+            str(target.address[0]),
+            target.port,
+            self.config,
+            on_event=on_event,
+            on_start=started,
+            family=target.family,
+            source=options.source,
         )
 
-    def on_event(event: Event) -> None:
-        show(event)
-        if hooks is not None and isinstance(event, StateChanged):
-            hooks.notify(event.transition)
 
-    try:
-        report = await probe(host, port, config, on_event=on_event, on_start=started)
-        if not output.lost:
-            output.line(json_line(report.to_dict()) if as_json else "\n" + format_report(report))
-        return None if output.lost else report
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.remove_signal_handler(signum)
-        if hooks is not None:
-            await hooks.close()
-        output.close()
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _stderr_fd() -> int | None:
@@ -166,13 +412,32 @@ def _stderr_fd() -> int | None:
         return None
 
 
+def _adaptive_default(name: str, fallback: float) -> float:
+    parameter = inspect.signature(AdaptiveDetector).parameters.get(name)
+    return fallback if parameter is None else float(parameter.default)
+
+
+#: ``--confirm-interval`` (the slowest pace of confirmation probes) may not be faster than the
+#: adaptive detector's fastest pace: checked by the option, so that the error names the flag
+#: rather than the detector's own parameter, which the command line does not have.
+MIN_CONFIRM_INTERVAL = _adaptive_default("min_confirm_interval", 0.01)
+
+
 @click.command()
-@click.argument("host")
-@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+@click.argument("targets", metavar="HOST[:PORT]...", nargs=-1, required=True)
+@click.option(
+    "--port",
+    type=Integer(1, 65535),
+    metavar="PORT",
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="UDP port of every HOST given without one (HOST:PORT or [IPV6]:PORT sets its own).",
+)
 @click.option(
     "--count",
     "-c",
-    type=click.IntRange(min=0),
+    type=Integer(min=0),
+    metavar="N",
     default=100,
     show_default=True,
     help="Heartbeats to send (0: until stopped).",
@@ -180,7 +445,8 @@ def _stderr_fd() -> int | None:
 @click.option(
     "--interval",
     "-i",
-    type=click.FloatRange(min=0.0),
+    type=Seconds(min=0.0),
+    metavar="SECONDS",
     default=1.0,
     show_default=True,
     help="Seconds between heartbeats (0: next one as soon as the last is resolved).",
@@ -188,10 +454,28 @@ def _stderr_fd() -> int | None:
 @click.option(
     "--timeout",
     "-W",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=Seconds(min=0.0, min_open=True),
+    metavar="SECONDS",
     default=1.0,
     show_default=True,
     help="Longest wait for a reply, in seconds.",
+)
+@click.option(
+    "--deadline",
+    "-w",
+    type=Seconds(min=0.0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Stop after SECONDS whatever the count (ping -w), with the summary.",
+)
+@click.option("-4", "ipv4", is_flag=True, help="Use IPv4 addresses only (names resolve to IPv4).")
+@click.option("-6", "ipv6", is_flag=True, help="Use IPv6 addresses only (names resolve to IPv6).")
+@click.option(
+    "--source",
+    "-I",
+    metavar="ADDRESS",
+    default=None,
+    help="Send from this local address (ping -I; an address, not an interface name).",
 )
 @click.option(
     "--detector",
@@ -203,48 +487,55 @@ def _stderr_fd() -> int | None:
 )
 @click.option(
     "--max-misses",
-    type=click.IntRange(min=1),
+    type=Integer(min=1),
+    metavar="N",
     default=None,
     help="consecutive: down after this many consecutive misses [default: 3].",
 )
 @click.option(
     "--false-alarm",
-    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    type=Number(0.0, 1.0, min_open=True, max_open=True),
+    metavar="P",
     default=None,
     help="adaptive: highest accepted chance that a live server is declared down [default: 1e-9].",
 )
 @click.option(
     "--confirm-interval",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=Seconds(min=MIN_CONFIRM_INTERVAL),
+    metavar="SECONDS",
     default=None,
     help="adaptive: slowest pace of confirmation probes after a miss, in seconds; the pace "
-    "follows the RTT, never below 0.01 s [default: 0.05].",
+    f"follows the RTT, never below {MIN_CONFIRM_INTERVAL:g} s [default: 0.05].",
 )
 @click.option(
     "--phi-threshold",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=Number(min=0.0, min_open=True),
+    metavar="PHI",
     default=None,
     help="phi: suspicion level that means down; half of it means suspect [default: 8].",
 )
 @click.option(
     "--min-std-deviation",
-    type=click.FloatRange(min=0.0, min_open=True),
+    type=Seconds(min=0.0, min_open=True),
+    metavar="SECONDS",
     default=None,
     help="phi: floor of the reply intervals' standard deviation, in seconds [default: 0.1].",
 )
 @click.option(
     "--acceptable-pause",
-    type=click.FloatRange(min=0.0),
+    type=Seconds(min=0.0),
+    metavar="SECONDS",
     default=None,
     help="phi: silence tolerated on top of the usual interval, in seconds [default: 0].",
 )
 @click.option(
     "--probes-per-interval",
-    type=click.IntRange(min=0),
+    type=Integer(min=0),
+    metavar="N",
     default=PROBES_PER_INTERVAL,
     show_default=True,
     help="Most confirmation probes per interval (a bucket that refills that many per "
-    "interval; 0: none). Fewer probes mean a slower verdict: docs/detectors.md.",
+    "interval; 0: none). Fewer probes mean a slower verdict.",
 )
 @click.option(
     "--watch",
@@ -255,19 +546,63 @@ def _stderr_fd() -> int | None:
     "--on-change",
     metavar="CMD",
     default=None,
-    help="Shell command run on every state change, with UDPBEAT_TARGET, UDPBEAT_OLD_STATE, "
-    "UDPBEAT_NEW_STATE, UDPBEAT_REASON, UDPBEAT_EVIDENCE (JSON) and UDPBEAT_TIME set.",
+    help="Shell command run when a target goes UP or DOWN, with UDPBEAT_TARGET, "
+    "UDPBEAT_OLD_STATE, UDPBEAT_NEW_STATE, UDPBEAT_REASON, UDPBEAT_EVIDENCE (JSON) and "
+    "UDPBEAT_TIME set.",
+)
+@click.option(
+    "--on-change-suspect",
+    is_flag=True,
+    help="Run the --on-change command on every change, SUSPECT flaps included.",
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="JSON Lines: an object per event, then a summary."
 )
-@click.option("--quiet", "-q", is_flag=True, help="Only state changes and the summary.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.File("w", encoding="utf-8", lazy=False),
+    default=None,
+    metavar="FILE",
+    help="Also write the JSON Lines (every event, then the summary) to FILE.",
+)
+@click.option(
+    "--quiet",
+    "-q",
+    is_flag=True,
+    help="Only the header and the summary, as ping -q (with --json: the summary only).",
+)
+@click.option(
+    "--changes-only",
+    is_flag=True,
+    help="Only state changes and the summary.",
+)
+@click.option(
+    "--timestamps",
+    "-D",
+    "timestamps",
+    is_flag=True,
+    help="Start each live line with its Unix time, [1733112345.123456] (ping -D).",
+)
+@click.option(
+    "--stats-interval",
+    type=Seconds(min=0.1),
+    default=None,
+    metavar="SECONDS",
+    help="Print the statistics so far every SECONDS (also on SIGQUIT, Ctrl-\\).",
+)
+@click.pass_context
 def client(
-    host: str,
+    ctx: click.Context,
+    targets: tuple[str, ...],
     port: int,
     count: int,
     interval: float,
     timeout: float,
+    deadline: float | None,
+    ipv4: bool,
+    ipv6: bool,
+    source: str | None,
     detector_name: str | None,
     max_misses: int | None,
     false_alarm: float | None,
@@ -278,10 +613,27 @@ def client(
     probes_per_interval: int,
     watch: bool,
     on_change: str | None,
+    on_change_suspect: bool,
     as_json: bool,
+    output: TextIO | None,
     quiet: bool,
+    changes_only: bool,
+    timestamps: bool,
+    stats_interval: float | None,
 ) -> int:
-    """Send heartbeats to HOST and report how it answers."""
+    """Send heartbeats to each HOST and report how it answers.
+
+    Several hosts are probed at once; the exit status is 0 only if every one ends up.
+    """
+    if ipv4 and ipv6:
+        raise click.UsageError("-4 and -6 exclude each other")
+    if quiet and changes_only:
+        raise click.UsageError("-q and --changes-only exclude each other: -q shows no changes")
+    if timestamps and as_json:
+        raise click.UsageError("-D stamps text lines; with --json every event has its own time")
+    if on_change_suspect and not on_change:
+        raise click.UsageError("--on-change-suspect needs --on-change CMD")
+    port_given = ctx.get_parameter_source("port") is not click.core.ParameterSource.DEFAULT
     name, options = choose_detector(
         detector_name,
         max_misses=max_misses,
@@ -300,19 +652,42 @@ def client(
         detector_options=options,
         probes_per_interval=probes_per_interval,
     )
-    stdout_closed = stdout_was_closed()
-    report = asyncio.run(
-        run_client(
-            host,
-            port,
-            config,
-            as_json=as_json,
-            quiet=quiet,
-            on_change=on_change,
-            stdout_closed=stdout_closed,
-        )
+    addresses = [target_address(target, port, port_given=port_given) for target in targets]
+    settings = ClientOptions(
+        as_json=as_json,
+        quiet=quiet,
+        changes_only=changes_only,
+        timestamps=timestamps,
+        on_change=on_change,
+        on_change_suspect=on_change_suspect,
+        stats_interval=stats_interval,
+        deadline=deadline,
+        output=output,
+        family=FAMILIES[4] if ipv4 else FAMILIES[6] if ipv6 else socket.AF_UNSPEC,
+        source=source,
+        stdout_closed=stdout_was_closed(),
     )
-    return EXIT_DOWN if report is None else exit_status(report)
+    reports = asyncio.run(run_targets(addresses, config, settings))
+    return EXIT_DOWN if reports is None else exit_status_all(reports)
+
+
+def target_address(target: str, port: int, *, port_given: bool) -> tuple[str, int]:
+    """The host and port of one ``HOST[:PORT]`` argument; ``port`` is ``--port``'s value.
+
+    Raises:
+        click.UsageError: a malformed target, or a port in it that ``--port`` contradicts.
+    """
+    try:
+        host, own_port = split_host_port(target)
+    except ConfigError as error:
+        raise click.UsageError(str(error)) from None
+    if own_port is None:
+        return host, port
+    if port_given and own_port != port:
+        raise click.UsageError(
+            f"{target} names port {own_port} but --port says {port}: give the port once"
+        )
+    return host, own_port
 
 
 #: Each detector's own options: the parameter name and the flag that sets it.

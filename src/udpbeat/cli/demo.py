@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Callable
 
@@ -11,8 +12,9 @@ import click
 from udpbeat._net import display_address
 from udpbeat.cli.client import EXIT_DOWN, EXIT_UP, event_printer
 from udpbeat.cli.format import format_report
+from udpbeat.cli.options import Integer, Number, Seconds
 from udpbeat.cli.output import LineWriter
-from udpbeat.client import probe
+from udpbeat.client import Prober, probe
 from udpbeat.detector import State
 from udpbeat.events import Event, HeartbeatSent
 from udpbeat.reflector import ReflectorConfig
@@ -20,20 +22,44 @@ from udpbeat.report import ProbeReport
 from udpbeat.server import Server
 from udpbeat.session import ProbeConfig
 
+#: Exit status of a demo stopped by Ctrl-C (or SIGTERM) before it could show the detection.
+EXIT_INTERRUPTED = 130
+
 
 @click.command()
-@click.option("--loss", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True)
-@click.option("--seed", type=int, default=None, help="Seed for the server's loss RNG.")
+@click.option(
+    "--loss",
+    type=Number(0.0, 1.0),
+    default=0.3,
+    show_default=True,
+    help="Fraction of heartbeats the server drops on purpose (0.3 = 30%).",
+)
+@click.option(
+    "--seed",
+    type=Integer(),
+    default=None,
+    help="Seed for the server's loss (the same seed drops the same heartbeats) [default: random].",
+)
 @click.option(
     "--count",
-    type=click.IntRange(min=1),
+    type=Integer(min=1),
     default=40,
     show_default=True,
     help="Heartbeats before the server is stopped.",
 )
-@click.option("--interval", type=click.FloatRange(min=0.01), default=0.1, show_default=True)
+@click.option(
+    "--interval",
+    type=Seconds(min=0.01),
+    default=0.1,
+    show_default=True,
+    help="Seconds between heartbeats; the client's timeout is three of them (at least 0.25 s).",
+)
 def demo(loss: float, seed: int | None, count: int, interval: float) -> int:
-    """Server with simulated loss, a client against it, then the server stops."""
+    """Server with simulated loss, a client against it, then the server stops.
+
+    Exit status: 0 the stop was detected; 1 a false alarm came first; 130 interrupted (the
+    statistics so far are printed).
+    """
     return asyncio.run(run_demo(loss, seed, count, interval))
 
 
@@ -72,6 +98,21 @@ async def _demo(
     stopped_at: list[float] = []
     loop = asyncio.get_running_loop()
     regular_sent = 0
+    probers: list[Prober] = []
+    interrupted = False
+
+    def interrupt() -> None:
+        # Ctrl-C: end the client now; its statistics so far and the server's are still shown.
+        nonlocal interrupted
+        interrupted = True
+        for prober in probers:
+            prober.stop()
+
+    def started(prober: Prober) -> None:
+        first_seq.append(prober.session.first_seq)
+        probers.append(prober)
+        if interrupted:
+            prober.stop()
 
     def on_event(event: Event) -> None:
         nonlocal regular_sent
@@ -92,26 +133,28 @@ async def _demo(
             stopped_at.append(loop.time())
             say("demo  | >>> server stopped: the client must now detect it <<<")
 
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupt)
     try:
         async with asyncio.TaskGroup() as group:
             probing = group.create_task(
-                probe(
-                    host,
-                    port,
-                    config,
-                    on_event=on_event,
-                    on_start=lambda prober: first_seq.append(prober.session.first_seq),
-                )
+                probe(host, port, config, on_event=on_event, on_start=started)
             )
             group.create_task(stop_when_due(probing))
         report = probing.result()
     finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
         counters = await server.stop()
     say("\n" + format_report(report))
     say(
         f"server: {counters.received} received, {counters.replied} replied, "
         f"{counters.dropped_loss} dropped by simulated loss"
     )
+    if interrupted:
+        when = "after" if stopped_at else "before"
+        say(f"demo: interrupted {when} the server was stopped; the statistics so far are above")
+        return EXIT_INTERRUPTED
     if report.state is State.DOWN and stopped_at:
         down_at = report.transitions[-1].at
         delay = down_at - stopped_at[0]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import click
 
-from udpbeat._net import DEFAULT_PORT, display_address
+from udpbeat._net import DEFAULT_PORT, check_allow_families, display_address
 from udpbeat.cli.format import REFUSED, counters_line, format_record, json_line, limits, limits_text
 from udpbeat.cli.output import LineWriter, stdout_was_closed
 from udpbeat.errors import ConfigError
@@ -218,7 +218,9 @@ async def serve(
     server = Server(host, port, config, on_records=printer, server_config=server_config)
     try:
         await server.start()
+        check_allow_families(config.allow, server.address[0])
     except BaseException:
+        await server.stop()
         console.err.close()
         console.out.close()
         raise
@@ -404,7 +406,10 @@ def server(
     busy_poll_us: float,
     batch: int,
 ) -> int:
-    """Answer heartbeats (the reflector). Limits and counters: docs/reflector.md."""
+    """Answer heartbeats (the reflector).
+
+    Its limits and counters: the README's section "udpbeat server — the reflector".
+    """
     config = ReflectorConfig(
         loss=loss,
         seed=seed,
