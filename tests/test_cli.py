@@ -124,7 +124,10 @@ def test_up_run_prints_ping_style_lines_and_exits_0(server_port: int) -> None:
     )
     assert (status, stderr) == (0, [])
     target = f"127.0.0.1:{server_port}"
-    assert stdout[0] == f"UDPBEAT {target}: 5 heartbeats, interval 0.0s, timeout 0.5s"
+    assert stdout[0] == (
+        f"UDPBEAT 127.0.0.1 port {server_port}: 5 heartbeats, "
+        "each as soon as the last is answered or timed out, timeout 500 ms"
+    )
     replies = [line for line in stdout if line.startswith(f"Reply from {target}: heartbeat ")]
     assert len(replies) == 5
     assert re.fullmatch(
@@ -276,7 +279,7 @@ def test_quiet_prints_the_header_and_the_summary_only(server_port: int) -> None:
     # ping -q: "Nothing is displayed except the summary lines at startup time and when finished."
     status, stdout, _ = client("127.0.0.1", "--port", str(server_port), "-c", "3", "-i", "0", "-q")
     assert status == 0
-    assert stdout[0].startswith("UDPBEAT 127.0.0.1:")
+    assert stdout[0].startswith("UDPBEAT 127.0.0.1 port ")
     assert not any(line.startswith(("Reply from", "State ")) for line in stdout)
     assert any(line.startswith("3 heartbeats sent") for line in stdout)
 

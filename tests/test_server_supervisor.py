@@ -48,6 +48,10 @@ def test_an_exception_in_reflect_is_counted_and_the_server_keeps_answering(io: s
         loop = asyncio.get_running_loop()
         with udp_socket() as sock:
             sock.sendto(_request(1), (host, port))  # the one that fails: no reply
+            # Wait until it is counted, so that the next ones are not in the same failing batch.
+            deadline = loop.time() + 5.0
+            while server.counters.internal_errors == 0 and loop.time() < deadline:
+                await asyncio.sleep(0.005)
             for seq in range(2, 6):
                 reply = await loop.run_in_executor(
                     None, exchange, sock, _request(seq), (host, port)

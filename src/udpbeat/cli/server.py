@@ -367,7 +367,7 @@ async def serve(
     default="auto",
     show_default=True,
     help="Receive path: 'batched' (Linux recvmmsg/sendmmsg), 'portable' (recvfrom/sendto), "
-    "'auto' batched where available. Both answer alike; see docs/performance.md.",
+    "'auto' batched where available. Both answer alike.",
 )
 @click.option(
     "--busy-poll-us",
