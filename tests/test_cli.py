@@ -55,6 +55,7 @@ SUMMARY_KEYS = {
     "confirmation_probes",
     "loss_while_up_percent",
     "lost_in_outages",
+    "receive_timestamps",
 }
 #: The exercise's rule (down after 3 consecutive misses), for tests that count on its verdicts.
 EXERCISE_RULE = ("--detector", "consecutive")
@@ -62,7 +63,16 @@ STATISTIC_KEYS = {"count", "min", "avg", "max", "mdev", "p50", "p90", "p99"}
 #: Every event has ``at`` (Unix time) and ``monotonic`` (the client's clock) besides these.
 EVENT_FIELDS = {
     "sent": {"type", "seq", "number", "wall_time", "probe"},
-    "reply": {"type", "seq", "number", "rtt", "time_difference", "probe", "overdue"},
+    "reply": {
+        "type",
+        "seq",
+        "number",
+        "rtt",
+        "time_difference",
+        "probe",
+        "overdue",
+        "timestamp",
+    },
     "overdue": {"type", "seq", "number", "waited", "probe"},
     "late": {"type", "seq", "number", "rtt", "time_difference", "probe"},
     "duplicate": {"type", "seq", "number", "probe"},

@@ -575,6 +575,7 @@ SUMMARY_KEYS = [
     "confirmation_probes",
     "loss_while_up_percent",
     "lost_in_outages",
+    "receive_timestamps",
 ]
 
 

@@ -128,7 +128,8 @@ def test_watch_goes_down_on_a_stop_and_back_up_on_a_restart(name: str) -> None:
     outages = summary["outages"]
     assert isinstance(outages, list) and len(outages) == 1
     assert outages[0]["heartbeats_lost"] == outage.heartbeats_lost
-    assert math.isclose(outages[0]["duration_s"], outage.end - outage.start)
+    # Seconds rounded to the nanosecond in JSON.
+    assert math.isclose(outages[0]["duration_s"], outage.end - outage.start, abs_tol=1e-9)
     text = format_report(report)
     assert "outage 1: DOWN " in text and f"{outage.heartbeats_lost} heartbeats lost" in text
 

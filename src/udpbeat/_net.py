@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import math
 import socket
 import struct
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from udpbeat.errors import ConfigError
@@ -278,3 +280,115 @@ def _canonical_host(host: str) -> str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return str(address.ipv4_mapped)
     return str(address)
+
+
+# --- kernel receive timestamps (Linux SO_TIMESTAMPNS) ----------------------------------------
+
+#: ``SO_TIMESTAMPNS`` / ``SCM_TIMESTAMPNS`` (Linux; Python's socket module does not name it).
+SO_TIMESTAMPNS = 35
+#: ``struct timespec``: seconds, nanoseconds.
+_TIMESPEC = struct.Struct("=qq")
+#: Room for the ancillary data of one datagram: a timestamp, and an ICMP error's details.
+RECEIVE_CONTROL_SIZE = 256
+
+
+def enable_receive_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp each datagram as it reaches ``sock``; ``True`` if it will."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def receive_timestamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The kernel's receive stamp (Unix seconds) among a datagram's ancillary data, if any."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return float(seconds) + float(nanoseconds) * 1e-9
+    return None
+
+
+class ClockBridge:
+    """Brings the kernel's receive stamps (wall clock) onto the monotonic clock RTTs use.
+
+    The kernel stamps datagrams on the realtime clock, which NTP may step at any moment; RTTs
+    and deadlines are on the monotonic clock, which never steps. :meth:`measure` reads the
+    offset between the two (the wall time between two monotonic readings: the offset is known
+    to within the readings' gap) around each batch of datagrams. A stamp is converted with that
+    offset, and trusted only if
+
+    - the offset did not move between this batch and the previous one by more than a slewing
+      clock can move it (``slew`` seconds a second, plus ``tolerance``): if it did, the wall
+      clock was stepped, maybe between the kernel's stamp and this reading, so every stamp of
+      this batch is refused; and
+    - the converted stamp lies between the last time the socket was seen empty (the datagram
+      cannot have arrived before) and now (it cannot arrive in the future).
+
+    A refused stamp gives ``None``: the caller then uses its own reading of the clock, as the
+    portable path always does. The clocks are injected, so all of this is tested without
+    waiting for an NTP step.
+    """
+
+    def __init__(
+        self,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        *,
+        tolerance: float = 0.0005,
+        slew: float = 0.0005,
+    ) -> None:
+        self._monotonic = monotonic
+        self._wall = wall
+        self._tolerance = tolerance
+        self._slew = slew
+        self.offset: float | None = None
+        self._measured_at = 0.0
+        self._trusted = False
+        self._empty_since = -math.inf
+        #: Stamps converted, and stamps refused (a step, or out of their window).
+        self.used = 0
+        self.refused = 0
+
+    def measure(self) -> None:
+        """Read the offset between the clocks, before a batch is converted.
+
+        The wall clock is read between two monotonic readings, three times; the reading with
+        the smallest gap wins (a thread preempted between two readings would widen it).
+        """
+        gap, offset, after = math.inf, 0.0, 0.0
+        for _ in range(3):
+            first = self._monotonic()
+            wall = self._wall()
+            last = self._monotonic()
+            if last - first < gap:
+                gap, offset, after = last - first, wall - (first + last) / 2, last
+            if gap < 2e-6:
+                break
+        before = after - gap
+        previous, previous_at = self.offset, self._measured_at
+        allowed = self._tolerance + (after - before) + self._slew * (after - previous_at)
+        self._trusted = previous is None or abs(offset - previous) <= allowed
+        self.offset, self._measured_at = offset, after
+
+    def convert(self, stamp: float | None, now: float) -> float | None:
+        """``stamp`` (the kernel's, Unix seconds) on the monotonic clock, or ``None`` if it
+        cannot be trusted; ``now`` is the monotonic time the batch was read."""
+        if stamp is None or self.offset is None:
+            return None
+        if not self._trusted:
+            self.refused += 1
+            return None
+        arrival = stamp - self.offset
+        if not self._empty_since - self._tolerance <= arrival <= now + self._tolerance:
+            self.refused += 1
+            return None
+        self.used += 1
+        return min(arrival, now)
+
+    def drained(self, now: float) -> None:
+        """The socket was found empty at ``now``: whatever is read later arrived after it."""
+        self._empty_since = now

@@ -29,9 +29,13 @@ from typing import Any, TypeVar
 
 from udpbeat._net import (
     DEFAULT_PORT,
+    RECEIVE_CONTROL_SIZE,
+    ClockBridge,
     display_address,
     enable_error_queue,
+    enable_receive_timestamps,
     read_error_queue,
+    receive_timestamp,
     resolve,
     same_host,
     source_address,
@@ -57,16 +61,29 @@ READ_BATCH = 256
 class Prober:
     """Runs one :class:`ProbeSession` against one target on the running loop."""
 
-    def __init__(self, session: ProbeSession, *, on_event: EventSink | None = None) -> None:
+    def __init__(
+        self,
+        session: ProbeSession,
+        *,
+        on_event: EventSink | None = None,
+        kernel_timestamps: bool = True,
+    ) -> None:
+        """``kernel_timestamps``: take arrival times from the kernel's receive stamps where
+        the system has them (Linux ``SO_TIMESTAMPNS``); ``False`` reads the clock when the
+        datagram is read, as the portable path does."""
         self.session = session
+        self._want_kernel_stamps = kernel_timestamps
+        self._kernel_stamps = False
+        self._bridge = ClockBridge(monotonic=asyncio.get_running_loop().time)
         self._on_event = on_event
         self._loop = asyncio.get_running_loop()
         self._sock: socket.socket | None = None
         self._target: tuple[Any, ...] | None = None
         self._error_queue = False
-        # What the reader callback took off the socket, oldest first: (arrival, datagram) or
-        # (arrival, refused heartbeat's seq or None) for an ICMP error from the target.
-        self._inbox: deque[tuple[float, bytes | int | None]] = deque()
+        # What the reader callback took off the socket, oldest first: (arrival, datagram, the
+        # arrival is the kernel's stamp) or (arrival, refused heartbeat's seq or None, False)
+        # for an ICMP error from the target.
+        self._inbox: deque[tuple[float, bytes | int | None, bool]] = deque()
         self._wake = asyncio.Event()
 
     async def run(
@@ -83,6 +100,12 @@ class Prober:
         try:
             sock.setblocking(False)
             self._error_queue = enable_error_queue(sock)
+            if self._want_kernel_stamps:
+                self._kernel_stamps = enable_receive_timestamps(sock)
+                # The socket is empty and the clocks' offset known from the start, so a step
+                # of the wall clock before the first reply is caught like any other.
+                self._bridge.measure()
+                self._bridge.drained(self._loop.time())
             if source is not None:
                 try:
                     sock.bind(source)
@@ -133,10 +156,20 @@ class Prober:
             return
         inbox = self._inbox
         clock = self._loop.time
+        kernel_stamps = self._kernel_stamps
+        bridge = self._bridge
+        if kernel_stamps:
+            bridge.measure()
         for _ in range(READ_BATCH):
             try:
-                data = sock.recv(RECEIVE_SIZE)
+                if kernel_stamps:
+                    data, ancillary, _flags, _address = sock.recvmsg(
+                        RECEIVE_SIZE, RECEIVE_CONTROL_SIZE
+                    )
+                else:
+                    data = sock.recv(RECEIVE_SIZE)
             except BlockingIOError:
+                bridge.drained(clock())
                 break
             except REFUSALS:
                 self._refused(clock())
@@ -144,14 +177,19 @@ class Prober:
             except OSError as error:
                 self.session.count_socket_error(_error_kind(error))
                 break
-            inbox.append((clock(), data))
+            now = clock()
+            arrival = bridge.convert(receive_timestamp(ancillary), now) if kernel_stamps else None
+            if arrival is None:
+                inbox.append((now, data, False))
+            else:
+                inbox.append((arrival, data, True))
         self._wake.set()
 
     def _refused(self, now: float) -> None:
         """An ICMP error is pending: find out who sent it and about which heartbeat."""
         sock = self._sock
         if not self._error_queue or sock is None:
-            self._inbox.append((now, None))
+            self._inbox.append((now, None, False))
             return
         assert self._target is not None
         for offender, payload in read_error_queue(sock):
@@ -162,7 +200,7 @@ class Prober:
                 seq: int | None = text.decode_request(payload).seq
             except WireError:
                 seq = None
-            self._inbox.append((now, seq))
+            self._inbox.append((now, seq, False))
 
     # -- the session's side -----------------------------------------------------------------
 
@@ -170,9 +208,9 @@ class Prober:
         session = self.session
         inbox = self._inbox
         while inbox and not session.finished:
-            arrival, item = inbox.popleft()
+            arrival, item, kernel_stamp = inbox.popleft()
             if isinstance(item, bytes):
-                session.receive_datagram(item, arrival)
+                session.receive_datagram(item, arrival, kernel_stamp=kernel_stamp)
             else:
                 session.receive_error(arrival, item)
         inbox.clear()
@@ -180,10 +218,12 @@ class Prober:
     def _flush(self) -> None:
         sock = self._sock
         session = self.session
-        for datagram in session.datagrams_to_send():
-            if sock is None:
-                break
-            self._send(sock, datagram)
+        datagrams = session.datagrams_to_send()
+        if sock is not None and datagrams:
+            # The RTT starts at the send call, not at the timer that decided to send.
+            session.mark_sent(self._loop.time())
+            for datagram in datagrams:
+                self._send(sock, datagram)
         on_event = self._on_event
         for event in session.events():
             if on_event is not None:
@@ -225,6 +265,7 @@ async def probe(
     on_start: Callable[[Prober], None] | None = None,
     family: int = socket.AF_UNSPEC,
     source: str | None = None,
+    kernel_timestamps: bool = True,
     **settings: Any,
 ) -> ProbeReport:
     """Send heartbeats to ``host:port`` and return the report (the async entry point).
@@ -237,6 +278,8 @@ async def probe(
     whose ``stop()`` ends the run early (the report then covers what happened so far).
     ``family`` (``socket.AF_INET`` or ``AF_INET6``) restricts the host's addresses, as
     ``ping -4``/``-6``; ``source`` is the local address to send from, as ``ping -I``.
+    ``kernel_timestamps``: arrival times from the kernel's receive stamps where it gives them
+    (Linux), else from the clock when the reply is read (``False``: always the latter).
 
     Raises:
         ConfigError: a setting is out of range, the host does not resolve (in ``family``), or
@@ -255,7 +298,7 @@ async def probe(
     session = ProbeSession(
         config, loop.time(), target=display_address(address), host=host, detector=detector
     )
-    prober = Prober(session, on_event=on_event)
+    prober = Prober(session, on_event=on_event, kernel_timestamps=kernel_timestamps)
     if on_start is not None:
         on_start(prober)
     return await prober.run(address, family, bind_to)

@@ -55,7 +55,8 @@ class ReplyReceived(Event):
 
     ``overdue``: it came after the detector's own, shorter deadline (see
     :class:`HeartbeatOverdue`), so the detector had counted a miss and is told of it as of a
-    late reply; the heartbeat is received all the same.
+    late reply; the heartbeat is received all the same. ``timestamp``: where its arrival time
+    came from, ``"kernel"`` (the socket's receive stamp) or ``"user"`` (the shell's clock).
     """
 
     kind: ClassVar[str] = "reply"
@@ -68,6 +69,7 @@ class ReplyReceived(Event):
     overdue: bool = False
     number: int | None = None
     time: float | None = None
+    timestamp: str = "user"
 
 
 @dataclass(frozen=True, slots=True)

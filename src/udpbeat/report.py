@@ -131,6 +131,9 @@ class ProbeReport:
     transition_times: tuple[float | None, ...] = ()
     #: Unix time minus the session's monotonic time, as last seen (``None``: never seen).
     wall_offset: float | None = None
+    #: Datagrams received by where their arrival time came from: ``kernel`` (the socket's
+    #: receive stamp) or ``user`` (the shell's own clock, where the kernel gave none).
+    receive_timestamps: dict[str, int] = field(default_factory=dict)
 
     @property
     def loss(self) -> float | None:
@@ -180,6 +183,7 @@ class ProbeReport:
             "confirmation_probes": self.confirmation.to_dict(),
             "loss_while_up_percent": _percent(self.loss_while_up),
             "lost_in_outages": self.lost_in_outages,
+            "receive_timestamps": dict(sorted(self.receive_timestamps.items())),
         }
 
 

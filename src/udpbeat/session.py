@@ -269,6 +269,8 @@ class ProbeSession:
         self._resolved: OrderedDict[int, _Resolved] = OrderedDict()
         self._sent_at_of_expired: dict[int, float] = {}
         self._outgoing: list[bytes] = []
+        self._unmarked: list[int] = []  # heartbeats handed over, their send time not yet final
+        self._receive_stamps: Counter[str] = Counter()
         self._events: deque[Event] = deque()
         self._tally = _Tally()
         self._rtt = Series()
@@ -344,10 +346,15 @@ class ProbeSession:
             self._send(now, wall_time, probe=True)
         self._maybe_finish(now)
 
-    def receive_datagram(self, data: bytes, now: float) -> None:
-        """Match a reply to its heartbeat by sequence number; count anything else."""
+    def receive_datagram(self, data: bytes, now: float, *, kernel_stamp: bool = False) -> None:
+        """Match a reply to its heartbeat by sequence number; count anything else.
+
+        ``now`` is when the datagram arrived: the kernel's receive stamp where the shell has
+        one (``kernel_stamp``), else the shell's own reading of the clock.
+        """
         if self.finished:
             return
+        self._receive_stamps["kernel" if kernel_stamp else "user"] += 1
         # The shell may read a datagram before it runs a timer that was due first: expire now,
         # so that a reply arriving after its timeout is late, never received.
         self._expire(now)
@@ -383,6 +390,7 @@ class ProbeSession:
                     overdue=pending.overdue,
                     number=pending.number,
                     time=time,
+                    timestamp="kernel" if kernel_stamp else "user",
                 )
             )
             if pending.overdue:  # the detector counted a miss: to it, this reply is late
@@ -453,6 +461,19 @@ class ProbeSession:
 
     # -- output -------------------------------------------------------------------------------
 
+    def mark_sent(self, now: float) -> None:
+        """The datagrams last handed over by :meth:`datagrams_to_send` left at ``now``.
+
+        A shell that reads the clock right before its send call makes the RTT start there,
+        not at the (earlier) :meth:`handle_timer` that decided to send.
+        """
+        pending = self._pending
+        for seq in self._unmarked:
+            entry = pending.get(seq)
+            if entry is not None and now > entry.sent_at:
+                entry.sent_at = now
+        self._unmarked.clear()
+
     def datagrams_to_send(self) -> list[bytes]:
         out, self._outgoing = self._outgoing, []
         return out
@@ -497,6 +518,7 @@ class ProbeSession:
             outages=outages,
             duration=end - self._started,
             socket_errors=dict(self._socket_errors),
+            receive_timestamps=dict(self._receive_stamps),
             first_seq=self.first_seq,
             host=self.host,
             heartbeats=regular,
@@ -551,6 +573,7 @@ class ProbeSession:
             heapq.heappush(self._deadlines, (overdue_at, seq))
         heapq.heappush(self._deadlines, (deadline, seq))
         self._outgoing.append(text.encode_request(text.Heartbeat(seq, wall_time)))
+        self._unmarked.append(seq)
         self.detector.on_sent(seq, now, probe=probe)
         self._events.append(HeartbeatSent(seq, now, wall_time, probe, kind.sent, wall_time))
 

@@ -80,6 +80,8 @@ class ClientOptions:
     output: TextIO | None = None
     family: int = socket.AF_UNSPEC
     source: str | None = None
+    #: Arrival times from the kernel's receive stamps where it gives them.
+    kernel_timestamps: bool = True
     stdout_closed: bool = False
 
 
@@ -394,6 +396,7 @@ class _ClientRun:
             on_start=started,
             family=target.family,
             source=options.source,
+            kernel_timestamps=options.kernel_timestamps,
         )
 
 
@@ -476,6 +479,14 @@ MIN_CONFIRM_INTERVAL = _adaptive_default("min_confirm_interval", 0.01)
     metavar="ADDRESS",
     default=None,
     help="Send from this local address (ping -I; an address, not an interface name).",
+)
+@click.option(
+    "--receive-stamps",
+    type=click.Choice(["kernel", "user"]),
+    default="kernel",
+    show_default=True,
+    help="Where a reply's arrival time comes from: the kernel's receive stamp (Linux; "
+    "'user' where there is none) or the clock when udpbeat reads the reply.",
 )
 @click.option(
     "--detector",
@@ -603,6 +614,7 @@ def client(
     ipv4: bool,
     ipv6: bool,
     source: str | None,
+    receive_stamps: str,
     detector_name: str | None,
     max_misses: int | None,
     false_alarm: float | None,
@@ -665,6 +677,7 @@ def client(
         output=output,
         family=FAMILIES[4] if ipv4 else FAMILIES[6] if ipv6 else socket.AF_UNSPEC,
         source=source,
+        kernel_timestamps=receive_stamps == "kernel",
         stdout_closed=stdout_was_closed(),
     )
     reports = asyncio.run(run_targets(addresses, config, settings))
