@@ -11,6 +11,12 @@ Two ways to move datagrams, the same interface:
 Sources are opaque keys: the raw ``sockaddr`` bytes with :class:`BatchIo`, the address tuple
 with :class:`PlainIo`; :meth:`display` turns either into ``(host, port, ...)``.
 
+**Arrival times.** A datagram's delay counts from when the kernel received it, not from when
+the relay got round to reading it (a sleeping thread wakes tens of microseconds late):
+:class:`BatchIo` asks for each datagram's receive time (``SO_TIMESTAMPNS``, on the real-time
+clock) and :meth:`BatchIo.arrivals` moves it to the monotonic clock. Without it (elsewhere),
+the arrival time is when the batch was read.
+
 And one timer, :class:`MonotonicTimer`: a ``timerfd`` armed at an absolute time on
 ``CLOCK_MONOTONIC``, the clock of ``loop.time()``, to the nanosecond. asyncio's own timers wait
 in ``epoll_wait``, whose timeout is whole milliseconds: a datagram due in 3.2 ms would leave up
@@ -27,6 +33,7 @@ import errno
 import itertools
 import os
 import socket
+import struct
 import sys
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -43,6 +50,29 @@ RECEIVE_BUFFER = 4 * 1024 * 1024
 _WORD: Literal["Q", "I"] = "Q" if ctypes.sizeof(ctypes.c_size_t) == 8 else "I"
 _SOCKADDR_SIZE: dict[int, int] = {socket.AF_INET: 16, socket.AF_INET6: 28}
 _RETRY_ONCE = (errno.ECONNREFUSED,)
+#: ``SO_TIMESTAMPNS`` (and its control message ``SCM_TIMESTAMPNS``) on Linux.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+#: A control message holding one ``struct timespec``: ``CMSG_SPACE(16)``.
+_CONTROL_SIZE = 32
+#: ``struct cmsghdr`` (length, level, type) then ``struct timespec`` (seconds, nanoseconds).
+_TIMESTAMP = struct.Struct("=Qiiqq")
+
+
+def enable_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp each datagram ``sock`` receives; ``True`` if it will."""
+    if not sys.platform.startswith("linux") or _TIMESTAMP.size != _CONTROL_SIZE:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def realtime_offset() -> float:
+    """The real-time clock less the monotonic clock, now (seconds)."""
+    return time.clock_gettime(time.CLOCK_REALTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)
+
 
 Key = Hashable
 
@@ -107,6 +137,15 @@ class BatchIo:
         # Sources are read from the listening socket only; a connected socket needs none.
         self._in_named = _headers(batch, self._in_vectors, _mmsg._address(self._in_names), size)
         self._in_unnamed = _headers(batch, self._in_vectors, None, 0)
+        # Each received datagram's timestamp lands in its own control slot. For UDP the kernel
+        # writes back the same control length every time (one timestamp), so it is set once.
+        self._control = bytearray(_CONTROL_SIZE * batch)
+        control = _mmsg._address(self._control)
+        for messages in (self._in_named, self._in_unnamed):
+            for i in range(batch):
+                header = messages[i].msg_hdr
+                header.msg_control = control + i * _CONTROL_SIZE
+                header.msg_controllen = _CONTROL_SIZE
         self._out_named = _headers(batch, self._out_vectors, _mmsg._address(self._out_names), size)
         self._out_unnamed = _headers(batch, self._out_vectors, None, 0)
         self._in_view = memoryview(self._in)
@@ -166,6 +205,20 @@ class BatchIo:
 
     def sizes(self) -> tuple[int, ...]:
         return self._lengths
+
+    def arrivals(self, now: float) -> list[float]:
+        """When each received datagram arrived, on the monotonic clock: its kernel timestamp,
+        or ``now`` (the read) for one without; never later than ``now``."""
+        offset = realtime_offset()
+        times = []
+        for length, level, kind, seconds, nanoseconds in _TIMESTAMP.iter_unpack(
+            memoryview(self._control)[: self._count * _CONTROL_SIZE]
+        ):
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and length >= 32:
+                times.append(min(seconds - offset + nanoseconds * 1e-9, now))
+            else:
+                times.append(now)
+        return times
 
     def payloads(self, indices: Sequence[int]) -> list[bytes]:
         """Copies of the received datagrams at ``indices``."""
@@ -285,6 +338,9 @@ class PlainIo:
 
     def sizes(self) -> tuple[int, ...]:
         return tuple(len(data) for data, _ in self._received)
+
+    def arrivals(self, now: float) -> list[float]:
+        return [now] * len(self._received)
 
     def payloads(self, indices: Sequence[int]) -> list[bytes]:
         return [self._received[i][0] for i in indices]

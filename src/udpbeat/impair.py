@@ -294,8 +294,8 @@ def _seconds_text(seconds: float) -> str:
     if seconds == 0 or seconds >= 1:
         return f"{seconds:g}s"
     if seconds >= 1e-3:
-        return f"{seconds * 1e3:g}ms"
-    return f"{seconds * 1e6:g}us"
+        return f"{seconds * 1e3:.4g}ms"
+    return f"{seconds * 1e6:.4g}us"
 
 
 def _rate_text(rate: float) -> str:

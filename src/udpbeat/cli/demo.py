@@ -1,4 +1,5 @@
-"""``udpbeat demo``: a lossy server, a client against it, then the server stops."""
+"""``udpbeat demo``: a lossy server (or one behind a bad path), a client against it, then the
+server stops."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from udpbeat.cli.output import LineWriter
 from udpbeat.client import probe
 from udpbeat.detector import State
 from udpbeat.events import Event, HeartbeatSent
+from udpbeat.impair import PATHS
+from udpbeat.proxy import Proxy, ProxyConfig
 from udpbeat.reflector import ReflectorConfig
 from udpbeat.report import ProbeReport
 from udpbeat.server import Server
@@ -22,8 +25,19 @@ from udpbeat.session import ProbeConfig
 
 
 @click.command()
-@click.option("--loss", type=click.FloatRange(0.0, 1.0), default=0.3, show_default=True)
-@click.option("--seed", type=int, default=None, help="Seed for the server's loss RNG.")
+@click.option(
+    "--loss",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="The server's own simulated loss [default: 0.3; 0 with --path].",
+)
+@click.option(
+    "--path",
+    type=click.Choice(sorted(PATHS)),
+    default=None,
+    help="Put the server behind an in-process udpbeat proxy with this bad path.",
+)
+@click.option("--seed", type=int, default=None, help="Seed for the loss RNGs.")
 @click.option(
     "--count",
     type=click.IntRange(min=1),
@@ -32,21 +46,33 @@ from udpbeat.session import ProbeConfig
     help="Heartbeats before the server is stopped.",
 )
 @click.option("--interval", type=click.FloatRange(min=0.01), default=0.1, show_default=True)
-def demo(loss: float, seed: int | None, count: int, interval: float) -> int:
-    """Server with simulated loss, a client against it, then the server stops."""
-    return asyncio.run(run_demo(loss, seed, count, interval))
+def demo(
+    loss: float | None, path: str | None, seed: int | None, count: int, interval: float
+) -> int:
+    """Server with simulated loss (or behind a bad path), a client against it, then the
+    server stops."""
+    if loss is None:
+        loss = 0.0 if path else 0.3
+    return asyncio.run(run_demo(loss, seed, count, interval, path))
 
 
-async def run_demo(loss: float, seed: int | None, count: int, interval: float) -> int:
+async def run_demo(
+    loss: float, seed: int | None, count: int, interval: float, path: str | None = None
+) -> int:
     output = LineWriter(sys.stdout)
     try:
-        return await _demo(output.write, loss, seed, count, interval)
+        return await _demo(output.write, loss, seed, count, interval, path)
     finally:
         output.close()
 
 
 async def _demo(
-    say: Callable[[str], None], loss: float, seed: int | None, count: int, interval: float
+    say: Callable[[str], None],
+    loss: float,
+    seed: int | None,
+    count: int,
+    interval: float,
+    path: str | None = None,
 ) -> int:
     timeout = round(max(0.25, 3 * interval), 3)
     server = Server("127.0.0.1", 0, ReflectorConfig(loss=loss, seed=seed, log_events=False))
@@ -54,6 +80,15 @@ async def _demo(
     host, port = server.address
     target = display_address((host, port))
     say(f"demo: server on {target} drops {loss:.0%} of heartbeats on purpose")
+    proxy = None
+    if path is not None:
+        up, down = PATHS[path]
+        proxy = Proxy(("127.0.0.1", 0), (host, port), ProxyConfig(up=up, down=down, seed=seed))
+        await proxy.start()
+        host, port = proxy.address
+        target = display_address((host, port))
+        say(f"demo: the client talks to it through a {path} path, a proxy on {target}")
+        say(f"demo:   up: {up.describe()}; down: {down.describe()}")
     say(
         f"demo: client sends one heartbeat every {interval}s, timeout {timeout}s; "
         f"after {count} heartbeats the server is stopped\n"
@@ -107,11 +142,20 @@ async def _demo(
         report = probing.result()
     finally:
         counters = await server.stop()
+        proxied = await proxy.stop() if proxy is not None else None
     say("\n" + format_report(report))
     say(
         f"server: {counters.received} received, {counters.replied} replied, "
         f"{counters.dropped_loss} dropped by simulated loss"
     )
+    if proxied is not None:
+        for name in ("up", "down"):
+            flow = proxied[name]
+            assert isinstance(flow, dict)
+            say(
+                f"proxy {name}: {flow['received']} received, {flow['forwarded']} forwarded, "
+                f"{flow['dropped']} dropped, {flow['duplicated']} duplicated"
+            )
     if report.state is State.DOWN and stopped_at:
         down_at = report.transitions[-1].at
         delay = down_at - stopped_at[0]
