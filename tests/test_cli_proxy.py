@@ -21,7 +21,7 @@ from udpbeat.cli.proxy import (
     parse_fraction,
     parse_rate,
 )
-from udpbeat.impair import Outage
+from udpbeat.impair import ScheduledOutage
 
 
 @contextmanager
@@ -105,15 +105,17 @@ def test_one_direction_wins_over_both_outages_add_up() -> None:
         "down_loss": 0.2,
         "delay": 0.01,
         "up_jitter": 0.002,
-        "outage": (Outage(1, 1),),
-        "up_outage": (Outage(5, 1),),
+        "outage": (ScheduledOutage(1, 1),),
+        "up_outage": (ScheduledOutage(5, 1),),
         "down_keep_order": True,
     }
     up, down = build_impairment("up", flags), build_impairment("down", flags)
     assert (up.loss, down.loss) == (0.1, 0.2)
     assert up.delay == down.delay == 0.01
     assert (up.jitter, down.jitter) == (0.002, 0.0)
-    assert up.outages == (Outage(1, 1), Outage(5, 1)) and down.outages == (Outage(1, 1),)
+    assert up.outages == (ScheduledOutage(1, 1), ScheduledOutage(5, 1)) and down.outages == (
+        ScheduledOutage(1, 1),
+    )
     assert (up.keep_order, down.keep_order) == (False, True)
     with pytest.raises(click.BadParameter) as error:
         build_impairment("up", {"up_loss": 0.9, "loss_burst": 2.0})

@@ -37,7 +37,7 @@ from udpbeat.impair import (
     Fate,
     ImpairedPath,
     Impairment,
-    Outage,
+    ScheduledOutage,
     quantile,
 )
 
@@ -104,7 +104,7 @@ def evenly(count: int, spacing: float = 0.001) -> list[float]:
         {"rate": math.inf},
         {"queue": 0},
         {"queue": 1.5},
-        {"outages": [Outage(1, 1)]},
+        {"outages": [ScheduledOutage(1, 1)]},
     ],
 )
 def test_bad_settings_raise_config_error(kwargs: dict[str, object]) -> None:
@@ -115,7 +115,7 @@ def test_bad_settings_raise_config_error(kwargs: dict[str, object]) -> None:
 @pytest.mark.parametrize("start,duration", [(-1, 1), (0, 0), (0, -1), (math.nan, 1), (0, 1e9)])
 def test_bad_outages_raise_config_error(start: float, duration: float) -> None:
     with pytest.raises(ConfigError):
-        Outage(start, duration)
+        ScheduledOutage(start, duration)
 
 
 def test_max_in_flight_must_be_a_positive_whole_number() -> None:
@@ -135,7 +135,7 @@ def test_describe_and_to_dict() -> None:
         reorder=0.02,
         rate=1e6,
         queue=50,
-        outages=(Outage(10, 5),),
+        outages=(ScheduledOutage(10, 5),),
     )
     text = config.describe()
     parts = ["outage 10s:5s", "loss 0.1 in bursts of 4", "duplicate 0.01", "rate 1mbit",
@@ -181,7 +181,9 @@ impairments = st.builds(
     reorder_gap=st.sampled_from([0.0, 0.003]),
     rate=st.sampled_from([0.0, 1e5, 1e7]),
     queue=st.sampled_from([1, 5, 1000]),
-    outages=st.sampled_from([(), (Outage(0.01, 0.02),), (Outage(0, 0.005), Outage(0.03, 1))]),
+    outages=st.sampled_from(
+        [(), (ScheduledOutage(0.01, 0.02),), (ScheduledOutage(0, 0.005), ScheduledOutage(0.03, 1))]
+    ),
 )
 arrival_gaps = st.lists(st.sampled_from([0.0, 1e-5, 3e-4, 0.002, 0.02]), min_size=1, max_size=150)
 
@@ -267,7 +269,7 @@ def test_each_stage_draws_from_its_own_stream() -> None:
 
 
 def test_an_outage_drops_exactly_its_window() -> None:
-    config = Impairment(outages=(Outage(0.1, 0.05), Outage(0.3, 0.01)))
+    config = Impairment(outages=(ScheduledOutage(0.1, 0.05), ScheduledOutage(0.3, 0.01)))
     arrivals = evenly(500)  # one every millisecond for 0.5 s
     path, fates, _ = run(config, arrivals)
     inside = 0
@@ -281,7 +283,9 @@ def test_an_outage_drops_exactly_its_window() -> None:
 
 
 def test_outages_count_from_the_paths_start() -> None:
-    path: ImpairedPath[int] = ImpairedPath(Impairment(outages=(Outage(1, 1),)), start=100.0)
+    path: ImpairedPath[int] = ImpairedPath(
+        Impairment(outages=(ScheduledOutage(1, 1),)), start=100.0
+    )
     assert path.send(b"x", 0, 100.5).departures == (100.5,)
     assert path.send(b"x", 0, 101.0).dropped == ("outage",)
     assert path.send(b"x", 0, 102.0).departures == (102.0,)
@@ -466,7 +470,8 @@ def test_duplicate_and_reorder_rates(name: str, p: float) -> None:
 
 def test_counters_add_up_over_a_long_mixed_run() -> None:
     config = Impairment(loss=0.1, loss_burst=3, delay=0.01, jitter=0.004, duplicate=0.05,
-                        reorder=0.05, rate=2e6, queue=20, outages=(Outage(1, 0.5),))  # fmt: skip
+                        reorder=0.05, rate=2e6, queue=20,
+                        outages=(ScheduledOutage(1, 0.5),))  # fmt: skip
     path, _, sent = run(config, evenly(50_000, 1e-4), seed=15)
     c = path.counters
     assert c.unaccounted == 0 and c.in_flight == 0

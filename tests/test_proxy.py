@@ -17,7 +17,7 @@ import pytest
 from helpers import has_ipv6_loopback
 
 from udpbeat.errors import ConfigError
-from udpbeat.impair import Impairment, Outage
+from udpbeat.impair import Impairment, ScheduledOutage
 from udpbeat.proxy import Proxy, ProxyConfig, ProxyFailure
 
 WAIT = 5.0
@@ -282,7 +282,7 @@ def test_the_same_seed_drops_the_same_datagrams_on_real_sockets() -> None:
 
 def test_an_outage_on_real_sockets() -> None:
     async def main() -> None:
-        config = ProxyConfig(up=Impairment(outages=(Outage(0.0, 0.3),)))
+        config = ProxyConfig(up=Impairment(outages=(ScheduledOutage(0.0, 0.3),)))
         async with relay(config) as (proxy, _):
             sock = client_socket()
             sock.sendto(b"during", proxy.address)

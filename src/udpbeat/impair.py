@@ -116,7 +116,7 @@ def quantile(distribution: str, u: float) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class Outage:
+class ScheduledOutage:
     """The path is down from ``start`` for ``duration`` seconds (both from the path's start)."""
 
     start: float
@@ -157,7 +157,7 @@ class Impairment:
     rate: float = 0.0
     #: Datagrams waiting for (or on) the capped link at most; more are dropped.
     queue: int = 1000
-    outages: tuple[Outage, ...] = ()
+    outages: tuple[ScheduledOutage, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("loss", "duplicate", "reorder"):
@@ -189,9 +189,9 @@ class Impairment:
             raise ConfigError(f"queue must be a whole number of datagrams, at least 1, "
                               f"got {self.queue!r}")  # fmt: skip
         if not isinstance(self.outages, tuple) or not all(
-            isinstance(outage, Outage) for outage in self.outages
+            isinstance(outage, ScheduledOutage) for outage in self.outages
         ):
-            raise ConfigError("outages must be a tuple of Outage")
+            raise ConfigError("outages must be a tuple of ScheduledOutage")
 
     @property
     def bursty(self) -> bool:

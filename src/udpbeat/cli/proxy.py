@@ -25,7 +25,7 @@ from udpbeat.cli.format import json_line
 from udpbeat.cli.output import LineWriter, stdout_was_closed
 from udpbeat.cli.server import finite, wait_reporting
 from udpbeat.errors import ConfigError
-from udpbeat.impair import DISTRIBUTIONS, MAX_IN_FLIGHT, MAX_SECONDS, Impairment, Outage
+from udpbeat.impair import DISTRIBUTIONS, MAX_IN_FLIGHT, MAX_SECONDS, Impairment, ScheduledOutage
 from udpbeat.proxy import Proxy, ProxyConfig
 
 # --- values ----------------------------------------------------------------------------------
@@ -71,13 +71,13 @@ def parse_rate(text: str) -> float:
     return rate
 
 
-def parse_outage(text: str) -> Outage:
+def parse_outage(text: str) -> ScheduledOutage:
     """``START:LENGTH``: down for LENGTH from START after the proxy starts (``10s:5s``)."""
     start, sep, length = text.partition(":")
     if not sep:
         raise ValueError(f"{text!r} is not START:LENGTH (e.g. 10s:5s)")
     try:
-        return Outage(parse_duration(start), parse_duration(length))
+        return ScheduledOutage(parse_duration(start), parse_duration(length))
     except ConfigError as error:
         raise ValueError(str(error)) from None
 
