@@ -146,6 +146,44 @@ def test_a_burst_from_many_clients_arrives_complete_and_in_order() -> None:
     run(main)
 
 
+@pytest.mark.parametrize("io", IO_MODES)
+def test_runs_of_equal_sizes_and_odd_ones_out_keep_their_order(io: str) -> None:
+    """Runs of one size go out as one segmented send (UDP GSO, chunked under 64 datagrams
+    and 60,000 bytes); the others one by one; the order and the bytes stay as they were."""
+
+    async def main() -> None:
+        async with relay(io=io) as (proxy, _):
+            sock = client_socket()
+            sizes = [40] * 100 + [9000] * 20 + [1, 2, 3] + [40] * 3 + [0, 0, 0] + [65000] * 2
+            payloads = [bytes([i % 256]) * size for i, size in enumerate(sizes)]
+            for payload in payloads:
+                sock.sendto(payload, proxy.address)
+            got = [await receive(sock) for _ in payloads]
+            assert got == payloads
+            sock.close()
+
+    run(main)
+
+
+def test_how_a_batch_is_cut_for_segmented_sends() -> None:
+    from udpbeat import _mmsg
+    from udpbeat._proxyio import BatchIo, SocketEvents
+
+    functions = _mmsg.load()
+    if functions is None:
+        pytest.skip("no recvmmsg/sendmmsg here")
+    io = BatchIo(socket.AF_INET, functions, SocketEvents())
+    assert io._runs([40] * 5) == [(True, 0, 5)]
+    assert io._runs([40, 41, 42]) == [(False, 0, 3)]
+    assert io._runs([1, 40, 40, 40, 2]) == [(False, 0, 1), (True, 1, 4), (False, 4, 5)]
+    assert io._runs([40] * 150) == [(True, 0, 64), (True, 64, 128), (True, 128, 150)]
+    assert io._runs([9000] * 20) == [(True, 0, 6), (True, 6, 12), (True, 12, 18), (True, 18, 20)]
+    assert io._runs([0, 0, 0]) == [(False, 0, 3)]
+    assert io._runs([40000, 40000]) == [(False, 0, 2)]  # more than 60,000 bytes together
+    io._gso = False
+    assert io._runs([40] * 5) == [(False, 0, 5)]
+
+
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback")
 def test_ipv6() -> None:
     async def main() -> None:

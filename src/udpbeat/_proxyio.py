@@ -5,7 +5,10 @@ Two ways to move datagrams, the same interface:
 - :class:`BatchIo` (Linux): ``recvmmsg`` takes up to ``BATCH`` datagrams into one buffer shared
   by every socket (the proxy runs on one thread), and ``sendmmsg`` sends a batch. A datagram
   relayed unimpaired is never copied into Python: :meth:`BatchIo.forward` points the outgoing
-  messages at the slots it was received into.
+  messages at the slots it was received into. Datagrams of one size in a row, for one
+  destination (a stream of heartbeats, of test packets), go as one segmented send (UDP GSO,
+  ``UDP_SEGMENT``): one trip through the kernel's stack for up to 64 of them, which the
+  receiving side's kernel cuts up again.
 - :class:`PlainIo` (elsewhere, or ``UDPBEAT_IO=portable``): ``recvfrom``/``sendto`` per datagram.
 
 Sources are opaque keys: the raw ``sockaddr`` bytes with :class:`BatchIo`, the address tuple
@@ -52,6 +55,16 @@ _SOCKADDR_SIZE: dict[int, int] = {socket.AF_INET: 16, socket.AF_INET6: 28}
 _RETRY_ONCE = (errno.ECONNREFUSED,)
 #: ``SO_TIMESTAMPNS`` (and its control message ``SCM_TIMESTAMPNS``) on Linux.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+#: UDP generic segmentation offload (Linux 4.18+): ``setsockopt``/control message level and type.
+_SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+#: A segmented send carries at most this many datagrams and this many bytes of payload.
+GSO_SEGMENTS = 64
+GSO_BYTES = 60_000
+#: Datagrams of one size in a row worth a segmented send.
+GSO_MIN_RUN = 2
+#: Refusals to segment after which the relay stops trying (e.g. a route whose MTU is smaller).
+GSO_GIVE_UP = 16
 #: A control message holding one ``struct timespec``: ``CMSG_SPACE(16)``.
 _CONTROL_SIZE = 32
 #: ``struct cmsghdr`` (length, level, type) then ``struct timespec`` (seconds, nanoseconds).
@@ -161,6 +174,9 @@ class BatchIo:
         self._count = 0
         self._lengths: tuple[int, ...] = ()
         self._named = False
+        #: Whether runs of equal datagrams go out as one segmented send (UDP GSO).
+        self._gso = sys.platform.startswith("linux")
+        self._gso_refusals = 0
 
     # -- receiving --------------------------------------------------------------------------
 
@@ -228,29 +244,55 @@ class BatchIo:
     # -- sending ----------------------------------------------------------------------------
 
     def forward(
-        self, sock: socket.socket, indices: Sequence[int], to: Key | None
+        self,
+        sock: socket.socket,
+        indices: Sequence[int],
+        to: Key | None,
+        address: tuple[Any, ...] | None = None,
     ) -> tuple[int, int]:
         """Send the received datagrams at ``indices`` as they are, without copying them, on
-        ``sock`` (to ``to``, or to where ``sock`` is connected); ``(sent, failed)``."""
-        count = len(indices)
+        ``sock`` (to ``to`` at ``address``, or to where ``sock`` is connected); ``(sent,
+        failed)``."""
         lengths = self._lengths
-        if isinstance(indices, range) and indices.start == 0 and indices.step == 1:
-            self._out_bases[:count] = self._slot_bases[:count]
-            self._out_lengths[:count] = array.array(_WORD, lengths[:count])
-        else:
-            base = self._in_base
-            self._out_bases[:count] = array.array(_WORD, [base + i * SLOT for i in indices])
-            self._out_lengths[:count] = array.array(_WORD, [lengths[i] for i in indices])
-        return self._send(sock, count, to)
+        sent = failed = 0
+        for gso, start, stop in self._runs([lengths[i] for i in indices]):
+            chunk = indices[start:stop]
+            if gso:
+                view = self._in_view
+                buffers = [view[i * SLOT : i * SLOT + lengths[i]] for i in chunk]
+                result = self._send_segmented(sock, buffers, address)
+                if result is not None:
+                    sent, failed = sent + result[0], failed + result[1]
+                    continue
+            count = len(chunk)
+            if isinstance(chunk, range) and chunk.start == 0 and chunk.step == 1:
+                self._out_bases[:count] = self._slot_bases[:count]
+                self._out_lengths[:count] = array.array(_WORD, lengths[:count])
+            else:
+                base = self._in_base
+                self._out_bases[:count] = array.array(_WORD, [base + i * SLOT for i in chunk])
+                self._out_lengths[:count] = array.array(_WORD, [lengths[i] for i in chunk])
+            done, lost = self._send(sock, count, to)
+            sent, failed = sent + done, failed + lost
+        return sent, failed
 
     def send(
-        self, sock: socket.socket, payloads: Sequence[bytes], to: Key | None
+        self,
+        sock: socket.socket,
+        payloads: Sequence[bytes],
+        to: Key | None,
+        address: tuple[Any, ...] | None = None,
     ) -> tuple[int, int]:
-        """Send ``payloads`` on ``sock`` (to ``to``, or where it is connected); ``(sent,
-        failed)``."""
+        """Send ``payloads`` on ``sock`` (to ``to`` at ``address``, or where it is
+        connected); ``(sent, failed)``."""
         sent = failed = 0
-        for first in range(0, len(payloads), self.batch):
-            chunk = payloads[first : first + self.batch]
+        for gso, start, stop in self._runs(list(map(len, payloads))):
+            chunk = payloads[start:stop]
+            if gso:
+                result = self._send_segmented(sock, chunk, address)
+                if result is not None:
+                    sent, failed = sent + result[0], failed + result[1]
+                    continue
             count = len(chunk)
             lengths = array.array(_WORD, map(len, chunk))
             data = b"".join(chunk)
@@ -259,9 +301,69 @@ class BatchIo:
             self._out_bases[:count] = bases[:count]
             self._out_lengths[:count] = lengths
             done, lost = self._send(sock, count, to)
-            sent += done
-            failed += lost
+            sent, failed = sent + done, failed + lost
         return sent, failed
+
+    def _runs(self, sizes: list[int]) -> list[tuple[bool, int, int]]:
+        """Cut a batch into pieces, in order: ``(True, start, stop)`` for a run of datagrams of
+        one size that can go as one segmented send, ``(False, start, stop)`` for the rest
+        (at most ``batch`` each)."""
+        count = len(sizes)
+        if not self._gso or count < GSO_MIN_RUN:
+            return [(False, start, min(start + self.batch, count))
+                    for start in range(0, count, self.batch)]  # fmt: skip
+        pieces: list[tuple[bool, int, int]] = []
+        loose = 0  # the first datagram not yet in a piece
+        i = 0
+        while i < count:
+            size = sizes[i]
+            limit = min(count, i + min(GSO_SEGMENTS, GSO_BYTES // max(size, 1)))
+            j = i + 1
+            while j < limit and sizes[j] == size:
+                j += 1
+            if j - i >= GSO_MIN_RUN and size > 0:
+                pieces.extend(
+                    (False, s, min(s + self.batch, i)) for s in range(loose, i, self.batch)
+                )
+                pieces.append((True, i, j))
+                loose = j
+            i = j
+        pieces.extend(
+            (False, s, min(s + self.batch, count)) for s in range(loose, count, self.batch)
+        )
+        return pieces
+
+    def _send_segmented(
+        self, sock: socket.socket, buffers: Sequence[Any], address: tuple[Any, ...] | None
+    ) -> tuple[int, int] | None:
+        """Send datagrams of one size as one buffer that the kernel cuts up (UDP GSO): one trip
+        through the stack instead of one each. ``(sent, failed)``, or ``None`` if the kernel
+        refused to segment (the caller sends them one by one; after ``GSO_GIVE_UP`` refusals,
+        segmenting is given up)."""
+        control = [(_SOL_UDP, UDP_SEGMENT, struct.pack("=H", len(buffers[0])))]
+        for attempt in range(3):
+            try:
+                if address is None:
+                    sock.sendmsg(buffers, control, _mmsg.MSG_DONTWAIT)
+                else:
+                    sock.sendmsg(buffers, control, _mmsg.MSG_DONTWAIT, address)
+            except InterruptedError:
+                continue
+            except ConnectionRefusedError:
+                # An earlier datagram's ICMP error, reported on this send: count it, send again.
+                self.events.refused += 1
+                if attempt:
+                    return 0, len(buffers)
+                continue
+            except (BlockingIOError, ConnectionError):
+                return 0, len(buffers)
+            except OSError:
+                self._gso_refusals += 1
+                if self._gso_refusals >= GSO_GIVE_UP:
+                    self._gso = False
+                return None
+            return len(buffers), 0
+        return 0, len(buffers)
 
     def _send(self, sock: socket.socket, count: int, to: Key | None) -> tuple[int, int]:
         if to is None:
@@ -346,12 +448,20 @@ class PlainIo:
         return [self._received[i][0] for i in indices]
 
     def forward(
-        self, sock: socket.socket, indices: Sequence[int], to: Key | None
+        self,
+        sock: socket.socket,
+        indices: Sequence[int],
+        to: Key | None,
+        address: tuple[Any, ...] | None = None,
     ) -> tuple[int, int]:
         return self.send(sock, self.payloads(indices), to)
 
     def send(
-        self, sock: socket.socket, payloads: Sequence[bytes], to: Key | None
+        self,
+        sock: socket.socket,
+        payloads: Sequence[bytes],
+        to: Key | None,
+        address: tuple[Any, ...] | None = None,
     ) -> tuple[int, int]:
         sent = failed = 0
         for payload in payloads:

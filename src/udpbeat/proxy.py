@@ -529,7 +529,7 @@ class Proxy:
             client.last_active = now
             self.clients.move_to_end(client.key)
         if down.clean:
-            sent, failed = io.forward(sock, range(count), client.key)
+            sent, failed = io.forward(sock, range(count), client.key, client.address)
             down.passed(count, sent, [("send-error", failed)])
         else:
             for arrived, payload in zip(io.arrivals(now), io.payloads(range(count)), strict=True):
@@ -583,7 +583,7 @@ class Proxy:
                     continue
                 sent, failed = io.send(client.sock, payloads, None)
             else:
-                sent, failed = io.send(sock, payloads, client.key)
+                sent, failed = io.send(sock, payloads, client.key, client.address)
             path.forwarded(sent)
             if failed:
                 path.drop("send-error", failed)
