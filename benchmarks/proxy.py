@@ -15,7 +15,10 @@ over all of them; the table shows medians over rounds, and the added round trip 
 of each round's difference (proxy less direct).
 
 The anchors below the table are the goals: the proxy adds at most 50 us to the round trip's
-p50 and relays at least 50,000 datagrams a second each way.
+p50, and relays at least 50,000 datagrams a second each way: the open-loop figure, the rate it
+keeps up with when more is offered. The windowed figure is a closed loop: with three processes
+on the path instead of two, each round trip waits for four wake-ups instead of two, so on a
+small machine it measures scheduling more than the relay's capacity; it is shown, not judged.
 """
 
 from __future__ import annotations
@@ -102,14 +105,15 @@ def report(results: dict[str, Figures], args: argparse.Namespace) -> list[str]:
         f"added RTT p50, proxy - direct (median of {len(proxy.p50)} rounds) "
         f"{added:8.1f} us    goal <= {ADDED_P50_GOAL_US:g} us: {verdict}"
     )
-    relayed = median(proxy.window)
+    relayed = median(proxy.open_loop)
     verdict = "met" if relayed >= RELAYED_GOAL else "NOT met"
     lines.append(
-        f"relayed each way, window of {args.window:<3} {relayed:>22,.0f} /s    "
-        f"goal >= {RELAYED_GOAL:,.0f}/s: {verdict}"
+        f"relayed each way, {args.rate:,.0f}/s offered {relayed:>21,.0f} /s    "
+        f"goal >= {RELAYED_GOAL:,.0f}/s: {verdict} (direct {median(direct.open_loop):,.0f}/s)"
     )
     lines.append(
-        f"relayed each way, {args.rate:,.0f}/s offered {median(proxy.open_loop):>21,.0f} /s"
+        f"relayed each way, window of {args.window:<3} {median(proxy.window):>22,.0f} /s    "
+        f"(direct {median(direct.window):,.0f}/s; a closed loop, not judged)"
     )
     late = statistics.median(
         p - d - DELAY * 1e6 for p, d in zip(delay.p50, direct.p50, strict=True)
@@ -150,6 +154,7 @@ def main() -> None:
                     measure(port, process.pid, args, results[name])
             print(f"# round {round_number + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     print("\n".join(report(results, args)))
+    print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
