@@ -7,15 +7,18 @@ evicted first) and a client idle for ``idle_timeout`` seconds is forgotten.
 
 Everything runs on the event loop's thread, in reader callbacks:
 
-- the listening socket's reader takes a batch (:mod:`udpbeat._proxyio`), reads ``loop.time()``
-  once as the batch's arrival time, and hands each datagram to the *up* path; the readers of
-  the upstream sockets do the same for the *down* path;
+- the listening socket's reader takes a batch (:mod:`udpbeat._proxyio`) and hands each
+  datagram to the *up* path with its arrival time (the kernel's receive timestamp, on the
+  loop's monotonic clock); the readers of the upstream sockets do the same for the *down* path;
 - a direction with no impairment is a fast lane: the batch is sent on at once, as received,
   without a copy and without the path's decisions (only its counters);
 - otherwise the path decides (:mod:`udpbeat.impair`) and holds each copy until its departure
   time; the copies due are sent at once, and the one timer is armed for the next departure:
-  a ``timerfd`` at that absolute time on ``CLOCK_MONOTONIC``, the loop's clock. Departures are
-  computed from arrival times, never from the time a timer fired, so delays do not drift.
+  a ``timerfd`` at an absolute time on ``CLOCK_MONOTONIC``, the loop's clock, ``TIMER_LEAD``
+  early, after which the relay busy-polls its sockets up to the departure. Departures are
+  computed from arrival times, never from the time a timer fired, so delays do not drift;
+- after a lone datagram the relay busy-polls for a moment (``$UDPBEAT_BUSY_POLL_US``), so that
+  a reply or the next request finds it running rather than asleep.
 
 Nothing here prints; :mod:`udpbeat.cli.proxy` does. An exception in a reader or the timer is a
 defect: it stops the proxy, and :meth:`Proxy.wait_stopped` raises :class:`ProxyFailure`.
