@@ -507,7 +507,7 @@ class Proxy:
                 up.passed(len(indices), 0, [("no-socket", len(indices))])
             elif up.clean:
                 sent, failed = io.forward(client.sock, indices, None)
-                up.passed(len(indices), sent, [("send-error", failed)])
+                up.passed(len(indices), sent, [("send-error", failed)] if failed else ())
             else:
                 if arrivals is None:
                     arrivals = io.arrivals(now)
@@ -533,7 +533,7 @@ class Proxy:
             self.clients.move_to_end(client.key)
         if down.clean:
             sent, failed = io.forward(sock, range(count), client.key, client.address)
-            down.passed(count, sent, [("send-error", failed)])
+            down.passed(count, sent, [("send-error", failed)] if failed else ())
         else:
             for arrived, payload in zip(io.arrivals(now), io.payloads(range(count)), strict=True):
                 # Upstream sockets are read in no particular order: never back in time.
