@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import random
 import select
 import socket
@@ -51,7 +52,7 @@ from udpbeat._proxyio import (
 )
 from udpbeat.errors import ConfigError, UdpbeatError
 from udpbeat.impair import MAX_IN_FLIGHT, ImpairedPath, Impairment, PathCounters
-from udpbeat.server import busy_poll_seconds, choose_io
+from udpbeat.server import BUSY_POLL_ENV, busy_poll_seconds, choose_io
 
 #: Batches a reader takes per wake-up before it lets the loop run other callbacks.
 BATCHES_PER_WAKE = 16
@@ -59,6 +60,14 @@ BATCHES_PER_WAKE = 16
 SWEEP_INTERVAL = 1.0
 #: Datagrams relayed in one spin after a lone datagram, at most, before the loop runs again.
 SPIN_ROUNDS = 64
+#: Seconds the relay busy-polls after a lone datagram unless ``$UDPBEAT_BUSY_POLL_US`` says
+#: otherwise: longer than the server's 50 us, because what it waits for (a reply) includes the
+#: upstream's own wake-up, 85 us at the median on the 2-core VM.
+SPIN = 200e-6
+#: After this many spins in a row that caught nothing (one-way traffic), only one lone datagram
+#: in ``SPIN_TRIAL`` is followed by a spin, until a spin catches something again.
+SPIN_MISSES = 8
+SPIN_TRIAL = 16
 #: Seconds before a departure that the timer fires, to busy-poll up to it: a sleeping thread
 #: wakes late, 85 us at the median and 110 us at the 75th percentile on the 2-core VM
 #: (docs/proxy.md).
@@ -145,9 +154,11 @@ class Proxy:
         self.upstream = upstream
         self.config = config = config or ProxyConfig()
         self.io_mode, _ = choose_io(io)
-        #: Seconds the relay busy-polls after a lone datagram (``$UDPBEAT_BUSY_POLL_US``; 0:
-        #: never busy-poll, not even up to a departure).
-        self._spin = busy_poll_seconds()
+        #: Seconds the relay busy-polls after a lone datagram (``SPIN``, or
+        #: ``$UDPBEAT_BUSY_POLL_US``; 0: never busy-poll, not even up to a departure).
+        self._spin = busy_poll_seconds() if os.environ.get(BUSY_POLL_ENV, "").strip() else SPIN
+        self._spin_misses = 0
+        self._lone = 0
         #: The proxy's own epoll over all its sockets, for busy-polling (``None``: no spin).
         self._poller: select.epoll | None = None
         #: How early the timer fires to busy-poll up to a departure (see ``TIMER_LEAD``).
@@ -445,13 +456,18 @@ class Proxy:
         neither pays for waking a sleeping thread (tens of microseconds on a virtual machine),
         which is most of what a relay would add to the round trip. A batch of more than one
         datagram (a queue, not a ping-pong) ends the spin, and so does ``SPIN_ROUNDS``
-        datagrams, so that the loop's other callbacks run.
+        datagrams, so that the loop's other callbacks run. Spins that keep catching nothing
+        (one-way traffic) become rare trials (``SPIN_MISSES``, ``SPIN_TRIAL``).
         """
         if self._poller is None:
             return
+        self._lone += 1
+        if self._spin_misses >= SPIN_MISSES and self._lone % SPIN_TRIAL:
+            return  # one-way traffic: nothing to catch, spin only now and then
         monotonic = time.monotonic
         for _ in range(SPIN_ROUNDS):
             relayed = self._busy_poll(monotonic() + self._spin, stop_on_datagram=True)
+            self._spin_misses = 0 if relayed else self._spin_misses + 1
             if relayed != 1:
                 return
 
@@ -554,9 +570,10 @@ class Proxy:
             # Never longer than the lead: a timer that fired earlier than that is armed again.
             self._busy_poll(min(due, time.monotonic() + self.timer_lead))
         now = loop.time()
-        self._send_due(self.up, now)
-        self._send_due(self.down, now)
+        sent = self._send_due(self.up, now) + self._send_due(self.down, now)
         self._arm()
+        if sent == 1:
+            self._spin_after_lone()  # its reply, or the next request, may follow at once
 
     def _next_due(self) -> float | None:
         up, down = self.up.get_timer(), self.down.get_timer()
@@ -564,11 +581,11 @@ class Proxy:
             return down
         return up if down is None else min(up, down)
 
-    def _send_due(self, path: ImpairedPath[Client], now: float) -> None:
-        """Send what ``path`` has due by ``now``, batched per destination."""
+    def _send_due(self, path: ImpairedPath[Client], now: float) -> int:
+        """Send what ``path`` has due by ``now``, batched per destination; how many were due."""
         due = path.pop_due(now)
         if not due:
-            return
+            return 0
         io, sock = self._io, self._sock
         assert io is not None and sock is not None
         by_client: dict[int, tuple[Client, list[bytes]]] = {}
@@ -590,6 +607,7 @@ class Proxy:
             path.forwarded(sent)
             if failed:
                 path.drop("send-error", failed)
+        return len(due)
 
     def _arm(self) -> None:
         """Arm the timer for the next departure, :attr:`timer_lead` early when busy-polling."""
