@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import statistics
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -192,6 +194,58 @@ def test_ipv6() -> None:
             sock.sendto(b"six", proxy.address)
             assert await receive(sock) == b"six"
             sock.close()
+
+    run(main)
+
+
+#: A UDP echo for argv[1] datagrams (at most 10 s), printing its port first.
+ECHO_PROCESS = """
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("127.0.0.1", 0))
+sock.settimeout(10)
+print(sock.getsockname()[1], flush=True)
+for _ in range(int(sys.argv[1])):
+    data, source = sock.recvfrom(100)
+    sock.sendto(data, source)
+"""
+
+
+def test_spins_back_off_when_nothing_comes_back() -> None:
+    """One-way traffic gives a spin nothing to catch: after SPIN_MISSES empty spins in a row,
+    only one lone datagram in SPIN_TRIAL is followed by one; a reply resets that."""
+    from udpbeat.proxy import SPIN_MISSES, SPIN_TRIAL
+
+    async def main() -> None:
+        sink = client_socket()  # never answers
+        async with Proxy(("127.0.0.1", 0), sink.getsockname()[:2]) as proxy:
+            if proxy._poller is None:
+                pytest.skip("no busy-polling here")
+            sock = client_socket()
+            for i in range(2 * SPIN_MISSES + 4):
+                sock.sendto(b"%d" % i, proxy.address)
+                await receive(sink)
+                await asyncio.sleep(0.002)
+            assert proxy._spin_misses >= SPIN_MISSES
+            # An upstream in its own process answers while the proxy spins: caught, reset.
+            # (A thread of this process could not: the spinning loop holds the GIL.)
+            rounds = SPIN_TRIAL * 6  # trials on both phases, several of them
+            echo = subprocess.Popen(
+                [sys.executable, "-c", ECHO_PROCESS, str(rounds)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert echo.stdout is not None
+            port = int(echo.stdout.readline())
+            proxy.upstream = proxy._upstream_address = ("127.0.0.1", port)
+            proxy._forget(next(iter(proxy.clients.values())))
+            for i in range(rounds):
+                sock.sendto(b"%d" % i, proxy.address)
+                await receive(sock)
+            echo.wait(WAIT)
+            assert proxy._spin_misses < SPIN_MISSES
+            sock.close()
+        sink.close()
 
     run(main)
 

@@ -65,9 +65,10 @@ SPIN_ROUNDS = 64
 #: upstream's own wake-up, 85 us at the median on the 2-core VM.
 SPIN = 200e-6
 #: After this many spins in a row that caught nothing (one-way traffic), only one lone datagram
-#: in ``SPIN_TRIAL`` is followed by a spin, until a spin catches something again.
+#: in ``SPIN_TRIAL`` is followed by a spin, until a spin catches something again. Odd, so that
+#: the trials of a ping-pong (two lone relays a round trip) fall on both of its phases.
 SPIN_MISSES = 8
-SPIN_TRIAL = 16
+SPIN_TRIAL = 17
 #: Seconds before a departure that the timer fires, to busy-poll up to it: a sleeping thread
 #: wakes late, 85 us at the median and 110 us at the 75th percentile on the 2-core VM
 #: (docs/proxy.md).
