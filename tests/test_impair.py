@@ -149,6 +149,12 @@ def test_describe_and_to_dict() -> None:
     assert data["median_delay"] == pytest.approx(0.02 + 0.005 * quantile("pareto-normal", 0.5))
 
 
+def test_instant_means_leaving_on_arrival() -> None:
+    assert Impairment().instant and Impairment(loss=0.5, duplicate=0.1).instant
+    for kwargs in ({"delay": 0.001}, {"jitter": 0.001}, {"rate": 1e6}, {"reorder": 0.1}):
+        assert not Impairment(**kwargs).instant  # type: ignore[arg-type]
+
+
 def test_named_paths_are_valid_and_impaired() -> None:
     assert set(PATHS) == {"lossy", "bursty", "jittery"}
     for up, down in PATHS.values():

@@ -212,6 +212,12 @@ class Impairment:
         )
 
     @property
+    def instant(self) -> bool:
+        """Every datagram not dropped leaves the moment it arrives (no delay, jitter, rate cap
+        or reordering); loss, duplication and outages may still apply."""
+        return self.delay == 0.0 and self.jitter == 0.0 and self.rate == 0.0 and not self.reorder
+
+    @property
     def median_delay(self) -> float:
         """The median delay added (seconds), not counting the bandwidth cap's queue,
         ``keep_order`` or reordering: ``delay + jitter * quantile(distribution, 0.5)``."""

@@ -160,6 +160,9 @@ class Proxy:
         self._spin = busy_poll_seconds() if os.environ.get(BUSY_POLL_ENV, "").strip() else SPIN
         self._spin_misses = 0
         self._lone = 0
+        # A spin catches a datagram early; that helps only a direction that sends datagrams on
+        # the moment they arrive (a delayed one counts from the kernel's timestamp anyway).
+        self._spin_helps = config.up.instant or config.down.instant
         #: The proxy's own epoll over all its sockets, for busy-polling (``None``: no spin).
         self._poller: select.epoll | None = None
         #: How early the timer fires to busy-poll up to a departure (see ``TIMER_LEAD``).
@@ -458,9 +461,10 @@ class Proxy:
         which is most of what a relay would add to the round trip. A batch of more than one
         datagram (a queue, not a ping-pong) ends the spin, and so does ``SPIN_ROUNDS``
         datagrams, so that the loop's other callbacks run. Spins that keep catching nothing
-        (one-way traffic) become rare trials (``SPIN_MISSES``, ``SPIN_TRIAL``).
+        (one-way traffic) become rare trials (``SPIN_MISSES``, ``SPIN_TRIAL``), and there is no
+        spin when both directions delay every datagram: catching one early gains nothing then.
         """
-        if self._poller is None:
+        if self._poller is None or not self._spin_helps:
             return
         self._lone += 1
         if self._spin_misses >= SPIN_MISSES and self._lone % SPIN_TRIAL:
