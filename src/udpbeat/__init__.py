@@ -16,6 +16,8 @@ from udpbeat.detector import (
 )
 from udpbeat.errors import ConfigError, UdpbeatError, WireError
 from udpbeat.events import event_to_dict
+from udpbeat.impair import ImpairedPath, Impairment, ScheduledOutage
+from udpbeat.proxy import Proxy, ProxyConfig
 from udpbeat.reflector import Counters, Reflector, ReflectorConfig
 from udpbeat.report import Outage, ProbeReport
 from udpbeat.server import BackgroundServer, Server, ServerConfig, start_background_server
@@ -31,14 +33,19 @@ __all__ = [
     "ConsecutiveDetector",
     "Counters",
     "Detector",
+    "ImpairedPath",
+    "Impairment",
     "Outage",
     "PhiDetector",
     "ProbeConfig",
     "ProbeReport",
     "ProbeSession",
     "Prober",
+    "Proxy",
+    "ProxyConfig",
     "Reflector",
     "ReflectorConfig",
+    "ScheduledOutage",
     "Server",
     "ServerConfig",
     "State",

@@ -19,6 +19,7 @@ import click
 from udpbeat.cli.client import client
 from udpbeat.cli.demo import demo
 from udpbeat.cli.output import STDOUT_CLOSED, guard_standard_streams
+from udpbeat.cli.proxy import proxy
 from udpbeat.cli.server import server
 from udpbeat.errors import UdpbeatError
 
@@ -36,6 +37,7 @@ def cli() -> None:
 cli.add_command(server)
 cli.add_command(client)
 cli.add_command(demo)
+cli.add_command(proxy)
 
 
 def _error(message: str) -> None:

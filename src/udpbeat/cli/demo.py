@@ -1,4 +1,5 @@
-"""``udpbeat demo``: a lossy server, a client against it, then the server stops."""
+"""``udpbeat demo``: a lossy server (or one behind a bad path), a client against it, then the
+server stops."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from udpbeat.cli.output import LineWriter
 from udpbeat.client import Prober, probe
 from udpbeat.detector import State
 from udpbeat.events import Event, HeartbeatSent
+from udpbeat.impair import PATHS
+from udpbeat.proxy import Proxy, ProxyConfig
 from udpbeat.reflector import ReflectorConfig
 from udpbeat.report import ProbeReport
 from udpbeat.server import Server
@@ -30,15 +33,21 @@ EXIT_INTERRUPTED = 130
 @click.option(
     "--loss",
     type=Number(0.0, 1.0),
-    default=0.3,
-    show_default=True,
-    help="Fraction of heartbeats the server drops on purpose (0.3 = 30%).",
+    default=None,
+    help="Fraction of heartbeats the server drops on purpose (0.3 = 30%) "
+    "[default: 0.3; 0 with --path].",
+)
+@click.option(
+    "--path",
+    type=click.Choice(sorted(PATHS)),
+    default=None,
+    help="Put the server behind an in-process udpbeat proxy with this bad path.",
 )
 @click.option(
     "--seed",
     type=Integer(),
     default=None,
-    help="Seed for the server's loss (the same seed drops the same heartbeats) [default: random].",
+    help="Seed for the loss (the same seed drops the same heartbeats) [default: random].",
 )
 @click.option(
     "--count",
@@ -54,25 +63,37 @@ EXIT_INTERRUPTED = 130
     show_default=True,
     help="Seconds between heartbeats; the client's timeout is three of them (at least 0.25 s).",
 )
-def demo(loss: float, seed: int | None, count: int, interval: float) -> int:
-    """Server with simulated loss, a client against it, then the server stops.
+def demo(
+    loss: float | None, path: str | None, seed: int | None, count: int, interval: float
+) -> int:
+    """Server with simulated loss (or behind a bad path), a client against it, then the
+    server stops.
 
     Exit status: 0 the stop was detected; 1 a false alarm came first; 130 interrupted (the
     statistics so far are printed).
     """
-    return asyncio.run(run_demo(loss, seed, count, interval))
+    if loss is None:
+        loss = 0.0 if path else 0.3
+    return asyncio.run(run_demo(loss, seed, count, interval, path))
 
 
-async def run_demo(loss: float, seed: int | None, count: int, interval: float) -> int:
+async def run_demo(
+    loss: float, seed: int | None, count: int, interval: float, path: str | None = None
+) -> int:
     output = LineWriter(sys.stdout)
     try:
-        return await _demo(output.write, loss, seed, count, interval)
+        return await _demo(output.write, loss, seed, count, interval, path)
     finally:
         output.close()
 
 
 async def _demo(
-    say: Callable[[str], None], loss: float, seed: int | None, count: int, interval: float
+    say: Callable[[str], None],
+    loss: float,
+    seed: int | None,
+    count: int,
+    interval: float,
+    path: str | None = None,
 ) -> int:
     timeout = round(max(0.25, 3 * interval), 3)
     server = Server("127.0.0.1", 0, ReflectorConfig(loss=loss, seed=seed, log_events=False))
@@ -80,6 +101,15 @@ async def _demo(
     host, port = server.address
     target = display_address((host, port))
     say(f"demo: server on {target} drops {loss:.0%} of heartbeats on purpose")
+    proxy = None
+    if path is not None:
+        up, down = PATHS[path]
+        proxy = Proxy(("127.0.0.1", 0), (host, port), ProxyConfig(up=up, down=down, seed=seed))
+        await proxy.start()
+        host, port = proxy.address
+        target = display_address((host, port))
+        say(f"demo: the client talks to it through a {path} path, a proxy on {target}")
+        say(f"demo:   up: {up.describe()}; down: {down.describe()}")
     say(
         f"demo: client sends one heartbeat every {interval}s, timeout {timeout}s; "
         f"after {count} heartbeats the server is stopped\n"
@@ -146,11 +176,20 @@ async def _demo(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         counters = await server.stop()
+        proxied = await proxy.stop() if proxy is not None else None
     say("\n" + format_report(report))
     say(
         f"server: {counters.received} received, {counters.replied} replied, "
         f"{counters.dropped_loss} dropped by simulated loss"
     )
+    if proxied is not None:
+        for name in ("up", "down"):
+            flow = proxied[name]
+            assert isinstance(flow, dict)
+            say(
+                f"proxy {name}: {flow['received']} received, {flow['forwarded']} forwarded, "
+                f"{flow['dropped']} dropped, {flow['duplicated']} duplicated"
+            )
     if interrupted:
         when = "after" if stopped_at else "before"
         say(f"demo: interrupted {when} the server was stopped; the statistics so far are above")
