@@ -17,7 +17,7 @@ Everything runs on the event loop's thread, in reader callbacks:
   a ``timerfd`` at an absolute time on ``CLOCK_MONOTONIC``, the loop's clock, ``TIMER_LEAD``
   early, after which the relay busy-polls its sockets up to the departure. Departures are
   computed from arrival times, never from the time a timer fired, so delays do not drift;
-- after a lone datagram the relay busy-polls for a moment (``$UDPBEAT_BUSY_POLL_US``), so that
+- after a lone datagram the relay busy-polls for a moment (``spin``, ``--busy-poll-us``), so that
   a reply or the next request finds it running rather than asleep.
 
 Nothing here prints; :mod:`udpbeat.cli.proxy` does. An exception in a reader or the timer is a
@@ -59,9 +59,9 @@ BATCHES_PER_WAKE = 16
 SWEEP_INTERVAL = 1.0
 #: Datagrams relayed in one spin after a lone datagram, at most, before the loop runs again.
 SPIN_ROUNDS = 64
-#: Seconds the relay busy-polls after a lone datagram unless ``$UDPBEAT_BUSY_POLL_US`` says
-#: otherwise: longer than the server's 50 us, because what it waits for (a reply) includes the
-#: upstream's own wake-up, 85 us at the median on the 2-core VM.
+#: Seconds the relay busy-polls after a lone datagram unless ``spin`` says otherwise: longer
+#: than the server's 50 us, because what it waits for (a reply) includes the upstream's own
+#: wake-up, 85 us at the median on the 2-core VM.
 SPIN = 200e-6
 #: After this many spins in a row that caught nothing (one-way traffic), only one lone datagram
 #: in ``SPIN_TRIAL`` is followed by a spin, until a spin catches something again. Odd, so that

@@ -26,7 +26,8 @@ from udpbeat.cli.output import LineWriter, stdout_was_closed
 from udpbeat.cli.server import finite, wait_reporting
 from udpbeat.errors import ConfigError
 from udpbeat.impair import DISTRIBUTIONS, MAX_IN_FLIGHT, MAX_SECONDS, Impairment, ScheduledOutage
-from udpbeat.proxy import Proxy, ProxyConfig
+from udpbeat.proxy import SPIN, Proxy, ProxyConfig
+from udpbeat.server import IO_MODES
 
 # --- values ----------------------------------------------------------------------------------
 
@@ -305,13 +306,15 @@ async def run_proxy(
     as_json: bool,
     stats_interval: float | None,
     stdout_closed: bool = False,
+    io: str = "auto",
+    spin: float = SPIN,
 ) -> int:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
     console = ProxyConsole(loop, stdout_closed=stdout_closed)
-    proxy = Proxy(listen, upstream, config)
+    proxy = Proxy(listen, upstream, config, io=io, spin=spin)
     try:
         await proxy.start()
     except BaseException:
@@ -444,6 +447,24 @@ Rates: 1mbit, 500kbit, or bits a second."""
     metavar="SECONDS",
     help="Print the counters every SECONDS.",
 )
+@click.option(
+    "--io",
+    type=click.Choice(IO_MODES),
+    default="auto",
+    show_default=True,
+    help="Relay path: 'batched' (Linux recvmmsg/sendmmsg, kernel receive stamps, timerfd), "
+    "'portable' (recvfrom/sendto, asyncio timers), 'auto' batched where available.",
+)
+@click.option(
+    "--busy-poll-us",
+    type=click.FloatRange(0, 1e6),
+    callback=finite,
+    default=SPIN * 1e6,
+    show_default=True,
+    metavar="MICROSECONDS",
+    help="How long the relay spins after a lone datagram, for a lower round trip at some CPU "
+    "(0: never spin, not even up to a departure).",
+)
 def proxy(
     listen: tuple[str, int],
     upstream: tuple[str, int],
@@ -453,13 +474,15 @@ def proxy(
     max_in_flight: int,
     as_json: bool,
     stats_interval: float | None,
+    io: str,
+    busy_poll_us: float,
     **impairments: Any,
 ) -> int:
     """Relay UDP between clients and --upstream through a network as bad as asked.
 
     Each client address gets its own upstream socket, so the upstream sees distinct clients
-    as distinct. Counters on Ctrl-C or SIGTERM (SIGHUP prints them and goes on);
-    docs/proxy.md describes every one.
+    as distinct. Counters on Ctrl-C or SIGTERM (SIGHUP prints them and goes on); the README's
+    section "Bad networks on demand" describes every one.
     """
     if idle_timeout <= 0:
         raise click.BadParameter("must be more than 0", param_hint="--idle-timeout")
@@ -479,5 +502,7 @@ def proxy(
             as_json=as_json,
             stats_interval=stats_interval,
             stdout_closed=stdout_was_closed(),
+            io=io,
+            spin=busy_poll_us / 1e6,
         )
     )
