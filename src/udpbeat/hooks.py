@@ -95,9 +95,18 @@ class HookRunner:
         """Hooks whose process is running now."""
         return len(self._processes)
 
-    def notify(self, transition: Transition) -> None:
-        """Schedule the hook for ``transition``; returns at once."""
+    def notify(
+        self,
+        transition: Transition,
+        *,
+        target: str | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
+        """Schedule the hook for ``transition``; returns at once. ``target`` names the target
+        instead of the runner's own (one runner for many targets), ``extra`` adds variables."""
         change = f"{transition.old} -> {transition.new}"
+        if target is not None:
+            change = f"{target} {change}"
         if self._closing or len(self._tasks) >= self._max_running + self._max_waiting:
             self.skipped += 1
             self._on_failure(
@@ -107,7 +116,11 @@ class HookRunner:
             return
         # ``transition.at`` is on the loop's monotonic clock; the hook gets Unix time.
         wall_time = time.time() - (self._loop.time() - transition.at)
-        environment = {**self._base, **hook_environment(transition, self.target, wall_time)}
+        environment = {
+            **self._base,
+            **(extra or {}),
+            **hook_environment(transition, self.target if target is None else target, wall_time),
+        }
         task = self._loop.create_task(self._run(environment, change))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
