@@ -253,6 +253,9 @@ class ProbeSession:
             and not self._all_regular_sent()
         ):
             when = next_send
+        deadlines, pending = self._deadlines, self._pending
+        while deadlines and deadlines[0][1] not in pending:
+            heapq.heappop(deadlines)  # answered or refused: no reason to wake for it
         if self._deadlines:
             deadline = self._deadlines[0][0]
             if when is None or deadline < when:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import ipaddress
 import itertools
 import socket
 from array import array
@@ -73,11 +72,21 @@ Send = Callable[["Target", bytes], None]
 
 def address_key(address: Address) -> bytes:
     """The routing key of a socket address: its port and packed IP (what the shell reads from
-    a raw ``sockaddr``: see :func:`raw_address_key`)."""
+    a raw ``sockaddr``: see :func:`raw_address_key`).
+
+    Raises:
+        ValueError: not a numeric IPv4 or IPv6 address.
+    """
     host = str(address[0]).partition("%")[0]
-    ip = ipaddress.ip_address(host)
-    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
-    return int(address[1]).to_bytes(2, "big") + socket.inet_pton(family, host)
+    port = int(address[1]).to_bytes(2, "big")
+    try:
+        return port + socket.inet_pton(socket.AF_INET, host)
+    except OSError:
+        pass
+    try:
+        return port + socket.inet_pton(socket.AF_INET6, host)
+    except OSError:
+        raise ValueError(f"not an IP address: {host!r}") from None
 
 
 def raw_address_key(raw: bytes) -> bytes:
@@ -375,7 +384,11 @@ class Fleet:
             self.icmp_unrouted += 1
             return
         session = target.session
-        if offender is not None and not same_host(offender, destination):
+        if (
+            offender is not None
+            and offender[0] != target.address[0]  # the usual case decided without parsing
+            and not same_host(offender, destination)
+        ):
             session.count_socket_error("icmp-elsewhere")
             return
         try:
