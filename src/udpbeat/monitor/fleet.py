@@ -10,7 +10,9 @@ and the clock and passes ``now`` in, so tests drive a fleet on a virtual clock.
 
 **Phases.** Each target sends at a phase of its own within its interval, taken from a hash
 of its name: ten thousand targets at 1 s send ten a millisecond, evenly, never all at once;
-and a target keeps its phase across reloads.
+and a target keeps its phase across reloads. A target's session is made when its first
+heartbeat is due, not when the target is configured, so starting ten thousand costs no pause
+(and none of them starts late and falls out of its phase).
 
 **Counters.** The monitor counts what each target's session reports through its events
 (:class:`TargetStats`): heartbeats, probes, replies, late, duplicate, refused, state changes,
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import itertools
 import socket
 from array import array
 from bisect import bisect_left
@@ -181,21 +182,18 @@ class Target:
     )
 
     def __init__(
-        self,
-        config: TargetConfig,
-        address: Address,
-        session: ProbeSession,
-        stats: TargetStats,
+        self, config: TargetConfig, address: Address, stats: TargetStats, start_at: float
     ) -> None:
         self.config = config
         self.address = address
         self.family = socket.AF_INET6 if len(address) == 4 else socket.AF_INET
         self.key = address_key(address)
-        self.session = session
+        #: The target's session, made when its first heartbeat is due (``start_at``).
+        self.session: ProbeSession | None = None
         self.stats = stats
-        self.timer: float | None = None
+        self.timer: float | None = start_at
         #: The latest ``now`` the session was given: times never go back for it.
-        self.last_now = -1e300
+        self.last_now = start_at
         #: The target's labels as exposition text (:mod:`udpbeat.monitor.metrics` keeps it).
         self.exposition: object = None
 
@@ -205,7 +203,7 @@ class Target:
 
     @property
     def state(self) -> State:
-        return self.session.state
+        return State.UNKNOWN if self.session is None else self.session.state
 
     def loss_ratio(self) -> float | None:
         """The detector's current estimate of the path's loss (``None``: nothing known yet).
@@ -213,7 +211,7 @@ class Target:
         The adaptive detector's own history (its last outcomes, outages left out); for a
         detector that keeps none, the last :data:`LOSS_WINDOW` outcomes.
         """
-        detector = self.session.detector
+        detector = None if self.session is None else self.session.detector
         history = detector.history if isinstance(detector, AdaptiveDetector) else self.stats.window
         if history is None or history.count == 0:
             return None
@@ -261,8 +259,7 @@ class Fleet:
         #: Where the datagrams the sessions want sent go (the shell sets it).
         self.send: Send = send if send is not None else _discard
         self._by_key: dict[bytes, Target] = {}
-        self._heap: list[tuple[float, int, Target]] = []
-        self._order = itertools.count()
+        self._timers = TimerWheel()
         #: State changes since the shell last took them (:meth:`take_changes`).
         self.changes: deque[Change] = deque()
         #: Counters of the fleet itself.
@@ -328,21 +325,31 @@ class Fleet:
     def _start(
         self, config: TargetConfig, address: Address, stats: TargetStats, now: float
     ) -> Target:
+        """A target whose session will be made at its first heartbeat, at its phase."""
         start = first_send(config.name, config.interval, now)
+        target = Target(config, address, stats, start)
+        self._timers.add(target, start)
+        return target
+
+    def _session(self, target: Target, start: float) -> ProbeSession:
+        """The target's session, started at ``start`` (its phase), even if the loop comes to it
+        late: its heartbeats then keep to their phase, one interval apart."""
+        config = target.config
         session = ProbeSession(
             config.probe, start, target=config.name, shared_budget=self.budget, history=self.history
         )
+        stats = target.stats
         if not isinstance(session.detector, AdaptiveDetector) and stats.window is None:
             stats.window = LossHistory(LOSS_WINDOW)
-        target = Target(config, address, session, stats)
-        self._arm(target)
-        return target
+        target.session = session
+        return session
 
     def _drop(self, target: Target) -> None:
         if self._by_key.get(target.key) is target:
             del self._by_key[target.key]
         target.timer = None  # its heap entries are skipped from now on
-        target.session.stop(target.last_now if target.last_now > -1e300 else 0.0)
+        if target.session is not None:
+            target.session.stop(target.last_now)
 
     # -- what arrives -------------------------------------------------------------------------
 
@@ -353,13 +360,13 @@ class Fleet:
     def receive(self, key: bytes, data: bytes, arrival: float) -> None:
         """A datagram from the address of ``key`` arrived at ``arrival``."""
         target = self._by_key.get(key)
-        if target is None:
+        if target is None or target.session is None:
             self.unknown_sources += 1
             return
         now = arrival if arrival > target.last_now else target.last_now
         target.last_now = now
         target.session.receive_datagram(data, now)
-        self._after(target, now)
+        self._after(target, target.session, now)
 
     def receive_error(
         self,
@@ -380,10 +387,10 @@ class Fleet:
         except ValueError:
             key = b""
         target = self._by_key.get(key)
-        if target is None:
+        session = None if target is None else target.session
+        if target is None or session is None:
             self.icmp_unrouted += 1
             return
-        session = target.session
         if (
             offender is not None
             and offender[0] != target.address[0]  # the usual case decided without parsing
@@ -398,19 +405,13 @@ class Fleet:
         now = now if now > target.last_now else target.last_now
         target.last_now = now
         session.receive_error(now, seq)
-        self._after(target, now)
+        self._after(target, session, now)
 
     # -- time ---------------------------------------------------------------------------------
 
     def next_timer(self) -> float | None:
         """When :meth:`run_due` next has work (``None``: no target at all)."""
-        heap = self._heap
-        while heap:
-            when, _, target = heap[0]
-            if target.timer == when:
-                return when
-            heapq.heappop(heap)  # stale: the target's timer moved, or it was removed
-        return None
+        return self._timers.earliest()
 
     def run_due(self, clock: Callable[[], float], wall_offset: float, *, limit: int = 0) -> int:
         """Run every session whose timer is due at ``clock()``; returns how many ran.
@@ -420,25 +421,26 @@ class Fleet:
         ``clock()``, for the timestamp heartbeats carry. ``limit``: most sessions to run (0:
         no limit beyond twice the fleet, so a session that is always due cannot hold the loop).
         """
-        heap = self._heap
         horizon = clock()
         bound = limit or 2 * len(self.targets) + 16
         ran = 0
-        while heap and ran < bound:
-            when, _, target = heap[0]
-            if when > horizon:
+        timers = self._timers
+        while ran < bound:
+            due = timers.due(horizon)
+            if not due:
                 break
-            heapq.heappop(heap)
-            if target.timer != when:
-                continue
-            target.timer = None
-            now = clock()
-            if now < target.last_now:
-                now = target.last_now
-            target.last_now = now
-            target.session.handle_timer(now, now + wall_offset)
-            self._after(target, now)
-            ran += 1
+            for target, when in due:
+                target.timer = None
+                now = clock()
+                if now < target.last_now:
+                    now = target.last_now
+                target.last_now = now
+                session = target.session
+                if session is None:  # its first heartbeat: the session starts at its phase
+                    session = self._session(target, when)
+                session.handle_timer(now, now + wall_offset)
+                self._after(target, session, now)
+            ran += len(due)
         self.timer_runs += ran
         return ran
 
@@ -450,16 +452,8 @@ class Fleet:
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _arm(self, target: Target) -> None:
-        when = target.session.get_timer()
-        if when != target.timer:
-            target.timer = when
-            if when is not None:
-                heapq.heappush(self._heap, (when, next(self._order), target))
-
-    def _after(self, target: Target, now: float) -> None:
+    def _after(self, target: Target, session: ProbeSession, now: float) -> None:
         """What follows any call into a session: send, count its events, re-arm its timer."""
-        session = target.session
         for datagram in session.datagrams_to_send():
             self.send(target, datagram)
         stats = target.stats
@@ -488,7 +482,7 @@ class Fleet:
         if when != target.timer:
             target.timer = when
             if when is not None:
-                heapq.heappush(self._heap, (when, next(self._order), target))
+                self._timers.add(target, when)
 
     def _rtt(self, stats: TargetStats, rtt: float) -> None:
         stats.buckets[bisect_left(self.bounds, rtt)] += 1
@@ -524,8 +518,80 @@ class Fleet:
         """Targets by state."""
         counts = {str(state): 0 for state in State}
         for target in self.targets.values():
-            counts[str(target.session.state)] += 1
+            counts[str(target.state)] += 1
         return counts
+
+
+class TimerWheel:
+    """Targets by the time their timer is due, in slots of a millisecond.
+
+    Ten thousand targets re-arm their timers twenty thousand times a second; a heap of that
+    many entries costs a few microseconds a push and a pop, a slot an append. A target is in
+    the slot of its ``timer``; when its timer moves, the old entry is left behind and skipped
+    (it no longer matches), as in a heap with lazy deletion. Times are positive seconds.
+    """
+
+    __slots__ = ("_keys", "_slots")
+
+    def __init__(self) -> None:
+        self._slots: dict[int, list[Target]] = {}
+        self._keys: list[int] = []  # a heap of the slots in use
+
+    def add(self, target: Target, when: float) -> None:
+        key = int(when * SLOTS_PER_SECOND)
+        slot = self._slots.get(key)
+        if slot is None:
+            self._slots[key] = [target]
+            heapq.heappush(self._keys, key)
+        else:
+            slot.append(target)
+
+    def earliest(self) -> float | None:
+        """The earliest timer of any target (``None``: none armed)."""
+        keys, slots = self._keys, self._slots
+        while keys:
+            key = keys[0]
+            live = [t for t in slots[key] if _armed_in(t, key)]
+            if live:
+                slots[key] = live
+                return min(t.timer for t in live)  # type: ignore[type-var]
+            heapq.heappop(keys)
+            del slots[key]
+        return None
+
+    def due(self, horizon: float) -> list[tuple[Target, float]]:
+        """Every target whose timer is at or before ``horizon``, with its timer, oldest slot
+        first; they are taken out (a target is armed again by whoever runs it)."""
+        keys, slots = self._keys, self._slots
+        last = int(horizon * SLOTS_PER_SECOND)
+        out: list[tuple[Target, float]] = []
+        seen: set[int] = set()  # a target re-armed within one slot is in it twice
+        while keys and keys[0] <= last:
+            key = heapq.heappop(keys)
+            later: list[Target] = []
+            for target in slots.pop(key):
+                when = target.timer
+                if when is None or int(when * SLOTS_PER_SECOND) != key or id(target) in seen:
+                    continue  # moved on, or met already
+                seen.add(id(target))
+                if when <= horizon:
+                    out.append((target, when))
+                else:
+                    later.append(target)
+            if later:
+                slots[key] = later
+                heapq.heappush(keys, key)
+                break
+        return out
+
+
+#: Timer slots a second (one a millisecond).
+SLOTS_PER_SECOND = 1000
+
+
+def _armed_in(target: Target, key: int) -> bool:
+    when = target.timer
+    return when is not None and int(when * SLOTS_PER_SECOND) == key
 
 
 def _discard(target: Target, datagram: bytes) -> None:

@@ -136,7 +136,7 @@ class FleetCollector(Collector):
             name = _sample_name(family)
             for target in targets:
                 labels = {"target": target.name, **dict(target.config.labels)}
-                state = target.session.state
+                state = target.state
                 if family.name == "udpbeat_up":
                     metric.add_sample(name, labels, 1 if state is State.UP else 0)
                 elif family.name == "udpbeat_state":
@@ -216,10 +216,10 @@ def render_chunks(
                 yield "".join(lines)
                 lines = []
             if family.name == "udpbeat_up":
-                up = "1.0" if target.session.state is State.UP else "0.0"
+                up = "1.0" if target.state is State.UP else "0.0"
                 lines.append(f"{name}{{{label.plain}}} {up}\n")
             elif family.name == "udpbeat_state":
-                state = target.session.state
+                state = target.state
                 before, after = label.state_before, label.state_after
                 for each in STATES:
                     flag = "1.0" if each is state else "0.0"

@@ -430,13 +430,14 @@ class Monitor:
 
     def _send(self, target: Target, datagram: bytes) -> None:
         sock = self._sockets.get(target.family)
-        if sock is None:  # pragma: no cover - apply() opens it first
+        session = target.session
+        if sock is None or session is None:  # pragma: no cover - apply() opens it first
             return
         for attempt in (1, 2):
             try:
                 sock.sendto(datagram, target.address)
             except BlockingIOError:
-                target.session.count_socket_error("send-would-block")
+                session.count_socket_error("send-would-block")
                 return
             except OSError as error:
                 if error.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
@@ -445,7 +446,7 @@ class Monitor:
                     if attempt == 1:
                         continue
                 kind = errno.errorcode.get(error.errno or 0, "oserror").lower()
-                target.session.count_socket_error(kind)
+                session.count_socket_error(kind)
                 return
             self.send_times[self.sends % RECENT] = self._loop.time()
             self.sends += 1
