@@ -75,6 +75,8 @@ _UINT = struct.Struct("=I")
 RECEIVE_BUFFER = 4 << 20
 #: A kernel stamp older than this (seconds) is not trusted (a wall-clock step in between).
 MAX_STAMP_AGE = 5.0
+#: ICMP errors read off a socket's error queue at once, at most.
+MAX_ERRORS = 4096
 #: Recent send times and timer delays kept for ``/api/monitor``.
 RECENT = 1 << 16
 #: The loop is called stalled (``/healthz``) when a round has not begun for this long.
@@ -357,6 +359,7 @@ class Monitor:
                 self._drain_batched(sock, receiver)
             else:
                 self._drain_plain(sock)
+            self._read_errors(sock)
             self._watch(sock)
         self._route_errors()
 
@@ -406,15 +409,21 @@ class Monitor:
                 continue
             fleet.receive(key, data, arrival)
 
+    def _read_errors(self, sock: socket.socket) -> bool:
+        """Take every queued ICMP error off ``sock`` (up to :data:`MAX_ERRORS`); ``True`` if
+        there was any. Each ICMP message queues one; the socket reports only that one is
+        pending, so the queue is read to its end, and every round, not only when told."""
+        now = self._loop.time()
+        found = 0
+        for destination, offender, quoted in read_error_queue_to(sock, MAX_ERRORS):
+            found += 1
+            self._errors.append((destination, offender, quoted, now))
+        self.stats.icmp_errors += found
+        return found > 0
+
     def _socket_error(self, sock: socket.socket, error: OSError) -> None:
         """A pending error reported by a receive or a send: read what the error queue says."""
-        now = self._loop.time()
-        found = False
-        for destination, offender, quoted in read_error_queue_to(sock):
-            found = True
-            self.stats.icmp_errors += 1
-            self._errors.append((destination, offender, quoted, now))
-        if not found:
+        if not self._read_errors(sock):
             kind = errno.errorcode.get(error.errno or 0, type(error).__name__).lower()
             self.stats.send_errors[kind] = self.stats.send_errors.get(kind, 0) + 1
 
