@@ -413,11 +413,15 @@ class Monitor:
         """Take every queued ICMP error off ``sock`` (up to :data:`MAX_ERRORS`); ``True`` if
         there was any. Each ICMP message queues one; the socket reports only that one is
         pending, so the queue is read to its end, and every round, not only when told."""
-        now = self._loop.time()
+        now, wall = self._loop.time(), time.time()
         found = 0
-        for destination, offender, quoted in read_error_queue_to(sock, MAX_ERRORS):
+        for destination, offender, quoted, stamp in read_error_queue_to(sock, MAX_ERRORS):
             found += 1
-            self._errors.append((destination, offender, quoted, now))
+            # Stamped by the kernel when it came, like a reply: a loop late to read it cannot
+            # let the heartbeat it refuses time out first.
+            age = -1.0 if stamp is None else wall - stamp
+            arrival = now - age if 0.0 <= age < MAX_STAMP_AGE else now
+            self._errors.append((destination, offender, quoted, arrival))
         self.stats.icmp_errors += found
         return found > 0
 
@@ -450,10 +454,12 @@ class Monitor:
                 return
             except OSError as error:
                 if error.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                    # An ICMP error for an earlier datagram was pending: read it, send again.
-                    self._socket_error(sock, error)
+                    # An ICMP error for an earlier datagram (any target's) was pending; failing
+                    # this send reported and cleared it, and the error itself waits in the queue,
+                    # read with the others in the next round. Send again.
                     if attempt == 1:
                         continue
+                    self._socket_error(sock, error)
                 kind = errno.errorcode.get(error.errno or 0, "oserror").lower()
                 session.count_socket_error(kind)
                 return
