@@ -411,11 +411,17 @@ def table(rows: list[Row]) -> str:
         metrics = (
             "—" if r.metrics_s is None else f"{r.metrics_s:.2f} s, {cell(r.metrics_mb, '.1f')} MB"
         )
+        openmetrics = r.extra.get("metrics_openmetrics_s")
+        if openmetrics is not None:
+            metrics += f" (OpenMetrics {openmetrics:.2f} s)"
+        if r.cpu_cores is None and r.note:
+            lines.append(f"| {r.targets:,} | {r.tool}: {r.note} |" + " |" * 8)
+            continue
         down = "—" if r.down_max_s is None else f"{r.down_p50_s:.2f} / {r.down_max_s:.2f} s"
         probes = "—" if r.probes is None else f"{r.probes:,} ({r.probe_budget or 'none'})"
         lines.append(
             f"| {r.targets:,} | {r.tool} | {cell(r.cpu_cores, '.3f')} | "
-            f"{cell(r.cpu_us_per_heartbeat, '.1f')} µs | {cell(r.rss_mb, '.0f')} MB | "
+            f"{cell(r.cpu_us_per_heartbeat, ',.0f')} µs | {cell(r.rss_mb, '.0f')} MB | "
             f"{cell(r.rtt_p50_ms, '.3f')} ms | {cell(r.spread_peak_to_mean, '.2f')} | "
             f"{metrics} | {down} | {probes} |"
         )
