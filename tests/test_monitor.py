@@ -348,3 +348,25 @@ def test_hooks_never_block_probing(tmp_path: Path) -> None:
         asyncio.run(scenario())
     finally:
         server.stop()
+
+
+def test_the_live_view_draws_snapshots_and_lines_off_the_loop() -> None:
+    import io
+
+    from test_monitor_fleet import START, Net
+
+    from udpbeat.cli.monitor import LiveView, take_snapshot
+
+    net = Net(loopback_fleet(12000, count=30))
+    net.alive.discard("t03")
+    net.run(START + 10)
+    snapshot = take_snapshot(net.fleet, 1.7e9 - START, "http://127.0.0.1:9812")
+    assert snapshot.counts == {"UNKNOWN": 0, "UP": 29, "SUSPECT": 0, "DOWN": 1}
+    assert [row[0] for row in snapshot.problems] == ["t03"]
+    stream = io.StringIO()
+    view = LiveView(stream)  # type: ignore[arg-type]
+    view.post(snapshot, ["12:00:00.000 t03 (127.1.7.4:12000) SUSPECT -> DOWN: gone"])
+    view.close()
+    text = stream.getvalue()
+    assert "t03" in text and "SUSPECT -> DOWN: gone" in text
+    assert "UP" in text and "29" in text
