@@ -392,3 +392,35 @@ class ClockBridge:
     def drained(self, now: float) -> None:
         """The socket was found empty at ``now``: whatever is read later arrived after it."""
         self._empty_since = now
+
+
+def read_error_queue_to(
+    sock: socket.socket, limit: int = 64
+) -> Iterator[tuple[tuple[Any, ...] | None, tuple[str, int] | None, bytes, float | None]]:
+    """:func:`read_error_queue` for an unconnected socket: for each error, also the address
+    the datagram it quotes was sent to (``msg_name`` of the error message, ``None`` if the
+    kernel gave none), so that the error can be put down to the right peer, and when the error
+    arrived (Unix time, when the socket has ``SO_TIMESTAMPNS``; else ``None``).
+
+    Yields ``(destination, offender, quoted datagram, arrival)``.
+    """
+    for _ in range(limit):
+        try:
+            payload, ancillary, _flags, destination = sock.recvmsg(
+                RECEIVE_ERROR_SIZE, 512, socket.MSG_ERRQUEUE
+            )
+        except OSError:  # BlockingIOError: the queue is empty
+            return
+        offender: tuple[str, int] | None = None
+        arrival: float | None = None
+        for level, kind, data in ancillary:
+            if arrival is None:
+                arrival = receive_timestamp([(level, kind, data)])
+            if (level, kind) not in ((SOL_IP, IP_RECVERR), (SOL_IPV6, IPV6_RECVERR)):
+                continue
+            if len(data) >= _EXTENDED_ERROR.size and _EXTENDED_ERROR.unpack_from(data)[1] in (
+                _ORIGIN_ICMP
+            ):
+                offender = _decode_sockaddr(data[_EXTENDED_ERROR.size :])
+        yield (destination or None), offender, payload, arrival
+

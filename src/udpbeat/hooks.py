@@ -121,9 +121,15 @@ class HookRunner:
         """Hooks whose process is running now."""
         return len(self._processes)
 
-    def notify(self, transition: Transition, target: str | None = None) -> None:
-        """Schedule the hook for ``transition`` of ``target`` (default: the runner's);
-        returns at once."""
+    def notify(
+        self,
+        transition: Transition,
+        *,
+        target: str | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> None:
+        """Schedule the hook for ``transition``; returns at once. ``target`` names the target
+        instead of the runner's own (one runner for many targets), ``extra`` adds variables."""
         change = f"{transition.old} -> {transition.new}"
         if target is None or target == self.target:
             target = self.target
@@ -138,7 +144,11 @@ class HookRunner:
             return
         # ``transition.at`` is on the loop's monotonic clock; the hook gets Unix time.
         wall_time = time.time() - (self._loop.time() - transition.at)
-        environment = {**self._base, **hook_environment(transition, target, wall_time)}
+        environment = {
+            **self._base,
+            **(extra or {}),
+            **hook_environment(transition, target, wall_time),
+        }
         task = self._loop.create_task(self._run(environment, change))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

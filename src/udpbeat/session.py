@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from udpbeat.budget import ProbeBudget
 from udpbeat.detector import Detector, MissReason, State, Transition, make_detector
 from udpbeat.errors import ConfigError, WireError
 from udpbeat.events import (
@@ -44,7 +45,7 @@ from udpbeat.events import (
     UnknownReply,
 )
 from udpbeat.report import Counts, Outage, ProbeReport
-from udpbeat.stats import Jitter, Series
+from udpbeat.stats import Jitter, RecentSeries, Series
 from udpbeat.wire import text
 
 #: How many answered or expired sequence numbers are remembered, to tell late and duplicate
@@ -241,11 +242,21 @@ class ProbeSession:
         target: str = "",
         host: str = "",
         detector: Detector | None = None,
+        shared_budget: ProbeBudget | None = None,
+        history: int | None = None,
     ) -> None:
         """``target``: the address probed, as shown (``127.0.0.1:12000``); ``host``: the name
         asked for, if any (``localhost``). ``detector``: a detector object to use instead of
         the one ``config`` names (for a detector of your own; the session then leaves its
-        parameters to you)."""
+        parameters to you).
+
+        ``shared_budget``: a probe budget shared with other sessions, consulted besides this one's
+        own (``udpbeat monitor`` gives one to all its targets). ``history``: remember only the
+        last ``history`` heartbeats (RTT percentiles over them, late and duplicate replies told
+        apart among them), so a session that runs for months keeps a bounded size; ``None``:
+        every RTT sample and :data:`REMEMBERED_SEQUENCES` sequence numbers."""
+        if history is not None and not _is_int(history, minimum=1):
+            raise ConfigError(f"history must be an integer >= 1 (or None), got {history!r}")
         self.config = config
         self.detector = detector if detector is not None else config.build_detector()
         self.target = target
@@ -273,8 +284,12 @@ class ProbeSession:
         self._receive_stamps: Counter[str] = Counter()
         self._events: deque[Event] = deque()
         self._tally = _Tally()
-        self._rtt = Series()
-        self._time_difference = Series()
+        self._rtt = Series() if history is None else RecentSeries(history)
+        self._time_difference = Series() if history is None else RecentSeries(history)
+        self._remembered = REMEMBERED_SEQUENCES if history is None else history
+        self._shared_budget = shared_budget
+        #: When the probe reserved from the shared budget may go (``None``: none reserved).
+        self._probe_slot: float | None = None
         self._jitter = Jitter()
         self._transitions: list[Transition] = []
         self._transition_times: list[float | None] = []
@@ -312,6 +327,9 @@ class ProbeSession:
             and not self._draining
         ):
             when = next_send
+        deadlines, pending = self._deadlines, self._pending
+        while deadlines and deadlines[0][1] not in pending:
+            heapq.heappop(deadlines)  # answered or refused: no reason to wake for it
         if self._deadlines:
             deadline = self._deadlines[0][0]
             if when is None or deadline < when:
@@ -341,9 +359,15 @@ class ProbeSession:
             else:
                 self._next_send = None
         probe_at = self._probe_due()
-        if not self.finished and probe_at is not None and probe_at <= now:
-            self._take_probe_token(now)
-            self._send(now, wall_time, probe=True)
+        if probe_at is None:
+            self._probe_slot = None  # no probe wanted any more: a reservation is given up
+        elif not self.finished and probe_at <= now:
+            if self._shared_budget is not None and self._probe_slot is None:
+                self._probe_slot = self._shared_budget.reserve(now)
+            if self._probe_slot is None or self._probe_slot <= now:
+                self._probe_slot = None
+                self._take_probe_token(now)
+                self._send(now, wall_time, probe=True)
         self._maybe_finish(now)
 
     def receive_datagram(self, data: bytes, now: float, *, kernel_stamp: bool = False) -> None:
@@ -539,11 +563,16 @@ class ProbeSession:
         budget is spent (``None``: no probe wanted, or no budget at all)."""
         wanted = self.detector.probe_at()
         if wanted is None or self._probe_tokens >= 1.0:
-            return wanted
+            return self._not_before_slot(wanted)
         if not self._probe_refill:
             return None
         refilled = self._probe_tokens_at + (1.0 - self._probe_tokens) / self._probe_refill
-        return max(wanted, refilled)
+        return self._not_before_slot(max(wanted, refilled))
+
+    def _not_before_slot(self, due: float | None) -> float | None:
+        """A probe reserved from the shared budget goes at its slot, not before."""
+        slot = self._probe_slot
+        return slot if due is not None and slot is not None and slot > due else due
 
     def _take_probe_token(self, now: float) -> None:
         budget = float(self.config.probes_per_interval)
@@ -645,7 +674,7 @@ class ProbeSession:
     def _remember(self, seq: int, fate: _Fate, probe: bool, number: int | None) -> None:
         resolved = self._resolved
         resolved[seq] = _Resolved(fate, probe, number)
-        while len(resolved) > REMEMBERED_SEQUENCES:
+        while len(resolved) > self._remembered:
             old, _ = resolved.popitem(last=False)
             self._sent_at_of_expired.pop(old, None)
 

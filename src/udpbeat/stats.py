@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 
@@ -65,6 +66,53 @@ class Series:
             min=ordered[0],
             avg=mean,
             max=ordered[-1],
+            mdev=math.sqrt(variance),
+            p50=percentile(ordered, 50),
+            p90=percentile(ordered, 90),
+            p99=percentile(ordered, 99),
+        )
+
+
+class RecentSeries(Series):
+    """A :class:`Series` that keeps only the last ``limit`` samples, for runs without an end.
+
+    Count, min, avg, max and mdev cover every sample; the percentiles cover the last ``limit``.
+    """
+
+    __slots__ = ("_count", "_max", "_min", "_recent")
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self._recent: deque[float] = deque(maxlen=limit)
+        self._count = 0
+        self._min = math.inf
+        self._max = -math.inf
+
+    def add(self, value: float) -> None:
+        self._recent.append(value)
+        self._count += 1
+        self._sum += value
+        self._sumsq += value * value
+        if value < self._min:
+            self._min = value
+        if value > self._max:
+            self._max = value
+
+    def __len__(self) -> int:
+        return self._count
+
+    def summary(self) -> Summary:
+        n = self._count
+        if n == 0:
+            return Summary(0, None, None, None, None, None, None, None)
+        ordered = sorted(self._recent)
+        mean = self._sum / n
+        variance = max(self._sumsq / n - mean * mean, 0.0)
+        return Summary(
+            count=n,
+            min=self._min,
+            avg=mean,
+            max=self._max,
             mdev=math.sqrt(variance),
             p50=percentile(ordered, 50),
             p90=percentile(ordered, 90),

@@ -1,7 +1,8 @@
 """``udpbeat``: the command line. The only package that prints or exits.
 
-One module per command (:mod:`.server`, :mod:`.client`, :mod:`.demo`), the pure line formats in
-:mod:`.format`, and the output that never blocks the event loop in :mod:`.output`.
+One module per command (:mod:`.server`, :mod:`.client`, :mod:`.demo`, :mod:`.monitor`), the
+pure line formats in :mod:`.format`, and the output that never blocks the event loop in
+:mod:`.output`.
 
 Exit status: 0 the run ended with the server up; 1 the server was declared down (or never
 answered); 2 bad usage or an error that stopped the run, with one line on stderr.
@@ -18,6 +19,7 @@ import click
 
 from udpbeat.cli.client import client
 from udpbeat.cli.demo import demo
+from udpbeat.cli.monitor import monitor
 from udpbeat.cli.output import STDOUT_CLOSED, guard_standard_streams
 from udpbeat.cli.proxy import proxy
 from udpbeat.cli.server import server
@@ -38,6 +40,7 @@ cli.add_command(server)
 cli.add_command(client)
 cli.add_command(demo)
 cli.add_command(proxy)
+cli.add_command(monitor)
 
 
 def _error(message: str) -> None:

@@ -380,7 +380,7 @@ class _ClientRun:
                 and isinstance(event, StateChanged)
                 and target.hook_filter.wants(event.transition)
             ):
-                self.hooks.notify(event.transition, display)
+                self.hooks.notify(event.transition, target=display)
 
         def started(prober: Prober) -> None:
             # Stopped while the name was still resolving: stop as soon as the prober exists.
