@@ -423,4 +423,3 @@ def read_error_queue_to(
             ):
                 offender = _decode_sockaddr(data[_EXTENDED_ERROR.size :])
         yield (destination or None), offender, payload, arrival
-
