@@ -487,7 +487,8 @@ async def run_monitor(settings: Settings, *, stdout_closed: bool = False) -> int
             else f"probe budget {budget.rate:g}/s, burst {budget.burst}"
         )
         output.err.write(
-            f"udpbeat monitor: {len(fleet)} targets from {sources or 'no socket yet'}; "
+            f"udpbeat monitor: {len(fleet)} target{'' if len(fleet) == 1 else 's'} from "
+            f"{sources or 'no socket yet'}; "
             f"{budget_text}; "
             + (f"metrics on {url}/metrics" if url else "no HTTP")
             + "; SIGHUP reloads, Ctrl-C stops"
