@@ -43,6 +43,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Literal
 
 from udpbeat import _mmsg
+from udpbeat._net import SO_TIMESTAMPNS, enable_receive_timestamps
 
 #: Datagrams per ``recvmmsg``/``sendmmsg``.
 BATCH = 64
@@ -53,8 +54,6 @@ RECEIVE_BUFFER = 4 * 1024 * 1024
 _WORD: Literal["Q", "I"] = "Q" if ctypes.sizeof(ctypes.c_size_t) == 8 else "I"
 _SOCKADDR_SIZE: dict[int, int] = {socket.AF_INET: 16, socket.AF_INET6: 28}
 _RETRY_ONCE = (errno.ECONNREFUSED,)
-#: ``SO_TIMESTAMPNS`` (and its control message ``SCM_TIMESTAMPNS``) on Linux.
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 #: UDP generic segmentation offload (Linux 4.18+): ``setsockopt``/control message level and type.
 _SOL_UDP = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
@@ -73,13 +72,9 @@ _TIMESTAMP = struct.Struct("=Qiiqq")
 
 def enable_timestamps(sock: socket.socket) -> bool:
     """Ask the kernel to stamp each datagram ``sock`` receives; ``True`` if it will."""
-    if not sys.platform.startswith("linux") or _TIMESTAMP.size != _CONTROL_SIZE:
+    if _TIMESTAMP.size != _CONTROL_SIZE:
         return False
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-    except OSError:
-        return False
-    return True
+    return enable_receive_timestamps(sock)
 
 
 def realtime_offset() -> float:

@@ -44,7 +44,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from udpbeat import _mmsg
-from udpbeat._net import enable_error_queue, read_error_queue_to
+from udpbeat._net import (
+    SO_TIMESTAMPNS,
+    enable_error_queue,
+    enable_receive_timestamps,
+    read_error_queue_to,
+    receive_timestamp,
+)
 from udpbeat.errors import ConfigError
 from udpbeat.monitor.config import MonitorConfig, TargetConfig
 from udpbeat.monitor.fleet import (
@@ -65,8 +71,6 @@ TICK = 0.005
 #: Datagrams read per ``recvmmsg`` call, and the bytes kept of each (a reply is < 96).
 BATCH = 256
 SLOT = 128
-#: ``SO_TIMESTAMPNS`` / ``SCM_TIMESTAMPNS`` (Linux; Python's socket module does not name it).
-SO_TIMESTAMPNS = 35
 #: Room for one ``cmsghdr`` and a ``timespec``, per datagram.
 CONTROL = 64
 _STAMP = struct.Struct("=" + _mmsg._WORD + "iiqq")
@@ -242,8 +246,7 @@ class Monitor:
                 sock.bind(("0.0.0.0", 0))
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            enable_receive_timestamps(sock)
             enable_error_queue(sock)
         except OSError as error:
             sock.close()
@@ -396,12 +399,11 @@ class Monitor:
                 self._socket_error(sock, error)
                 continue
             now, arrival = clock(), clock()
-            for level, kind, raw in ancillary:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= 16:
-                    seconds, nanoseconds = struct.unpack_from("=qq", raw)
-                    age = time.time() - (seconds + nanoseconds * 1e-9)
-                    if 0.0 <= age < MAX_STAMP_AGE:
-                        arrival = now - age
+            stamp = receive_timestamp(ancillary)
+            if stamp is not None:
+                age = time.time() - stamp
+                if 0.0 <= age < MAX_STAMP_AGE:
+                    arrival = now - age
             self.stats.datagrams += 1
             try:
                 key = address_key(address)
