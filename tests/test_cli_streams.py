@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -201,22 +202,30 @@ def _answers(port: int, seq: int) -> bool:
     return text.decode_reply(reply).seq == seq
 
 
-@pytest.mark.parametrize("flags", [[], ["--stats-interval", "0.1"], ["--json"]])
-def test_a_server_that_loses_stdout_keeps_answering(flags: list[str]) -> None:
+@contextlib.contextmanager
+def _piped_server(*flags: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``udpbeat server --json`` on loopback with stdout and stderr on pipes this test holds;
+    yields the process and its port (read from the listening line). Killed if still running."""
     server = _udpbeat(
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--json",
-        *flags,
+        "server", "--host", "127.0.0.1", "--port", "0", "--json", *flags,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-    )
+    )  # fmt: skip
     assert server.stdout is not None and server.stderr is not None
     try:
-        port = json.loads(server.stdout.readline())["port"]
+        yield server, json.loads(server.stdout.readline())["port"]
+    finally:
+        if not server.stdout.closed:
+            server.stdout.close()
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+@pytest.mark.parametrize("flags", [[], ["--stats-interval", "0.1"], ["--json"]])
+def test_a_server_that_loses_stdout_keeps_answering(flags: list[str]) -> None:
+    with _piped_server(*flags) as (server, port):
+        assert server.stdout is not None and server.stderr is not None
         server.stdout.close()  # `| head -1`
         for seq in range(1, 30):
             assert _answers(port, seq)
@@ -224,10 +233,6 @@ def test_a_server_that_loses_stdout_keeps_answering(flags: list[str]) -> None:
         server.send_signal(signal.SIGTERM)
         assert _wait_exit(server) == 0
         errors = server.stderr.read().decode().splitlines()
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
     lost = [line for line in errors if "stdout lost" in line]
     assert len(lost) == 1, errors
     assert "Traceback" not in "\n".join(errors)
@@ -259,21 +264,8 @@ def test_a_server_started_with_stdout_closed_serves_and_reports_on_stderr() -> N
 
 
 def test_a_server_with_stdout_blocked_still_obeys_sigterm_and_answers() -> None:
-    server = _udpbeat(
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--rate-limit",
-        "0",
-        "--json",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert server.stdout is not None and server.stderr is not None
-    try:
-        port = json.loads(server.stdout.readline())["port"]
+    with _piped_server("--rate-limit", "0") as (server, port):
+        assert server.stdout is not None and server.stderr is not None
         _shrink_pipe(server.stdout.fileno())
         # One log line per reply, never read: the pipe fills.
         with udp_socket() as sock:
@@ -287,11 +279,6 @@ def test_a_server_with_stdout_blocked_still_obeys_sigterm_and_answers() -> None:
         server.send_signal(signal.SIGTERM)
         assert _wait_exit(server) == 0
         errors = server.stderr.read().decode()
-    finally:
-        server.stdout.close()
-        if server.poll() is None:
-            server.kill()
-            server.wait()
     assert "Traceback" not in errors
     assert "summary" in errors, "the summary that stdout could not take went to stderr"
 
