@@ -73,11 +73,6 @@ class ProbeBudget:
             self.waited += 1
         return at
 
-    def ready_at(self, now: float) -> float:
-        """When a probe reserved at ``now`` could be sent (without reserving it)."""
-        tat = self._tat if self._tat > now else now
-        return max(now, tat - self._tolerance)
-
     def tokens(self, now: float) -> float:
         """Probes that could be sent at once at ``now``."""
         tat = self._tat if self._tat > now else now
