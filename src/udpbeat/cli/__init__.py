@@ -22,6 +22,7 @@ from udpbeat.cli.demo import demo
 from udpbeat.cli.monitor import monitor
 from udpbeat.cli.output import STDOUT_CLOSED, guard_standard_streams
 from udpbeat.cli.proxy import proxy
+from udpbeat.cli.report import report
 from udpbeat.cli.server import server
 from udpbeat.errors import UdpbeatError
 
@@ -41,6 +42,7 @@ cli.add_command(client)
 cli.add_command(demo)
 cli.add_command(proxy)
 cli.add_command(monitor)
+cli.add_command(report)
 
 
 def _error(message: str) -> None:
