@@ -300,8 +300,8 @@ def _spans(changes: Sequence[tuple[float, str]], start: float, end: float) -> li
         if at > since:
             spans.append(StateSpan(since, at, state))
         state, since = new, max(since, at)
-    if end > since or not spans:
-        spans.append(StateSpan(since, max(end, since), state))
+    # The last state, even if it began as the input ends: an outage still open is one.
+    spans.append(StateSpan(since, max(end, since), state))
     return spans
 
 
