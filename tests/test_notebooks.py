@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import base64
 import json
 import re
 import socket
+import struct
 import sys
 import threading
 import time
@@ -291,6 +293,22 @@ def test_demo_notebook_shows_loss_and_detects_the_stop(
     assert re.search(r"stop detected \d+\.\d+ s after the server stopped", stop)
     assert "final state: DOWN" in stop
     assert re.search(r"heartbeat +\d+: refused", stop)
+
+    # The plots of both runs, from their events: shown inline as PNG, written nowhere.
+    plotted = cell_with(nb, "plots.rtt_over_time(runs)")
+    shown = stdout(plotted)
+    lossy = re.search(r"lossy server: (\d+) replies, (\d+) misses, \d+ outage\(s\)", shown)
+    assert lossy and int(lossy[1]) == first["received"]
+    assert int(lossy[2]) == first["lost"] + first["refused"]
+    assert re.search(
+        r"server that stops: \d+ replies, \d+ misses, [1-9]\d* outage\(s\), ends DOWN", shown
+    )
+    images = [o for o in plotted.outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 3
+    for image in images:
+        png = base64.b64decode(image.data["image/png"])
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        assert struct.unpack(">II", png[16:24])[0] == 1000  # 10 inches at 100 dpi
 
     counters = result(nb.cells[-1])
     assert counters["malformed"] == 5

@@ -75,8 +75,10 @@ def _time_axis(axes: Axes) -> None:
 
 
 def busiest(targets: Sequence[TargetSeries], limit: int) -> list[TargetSeries]:
-    """At most ``limit`` targets, those with the most downtime first, then the most misses;
-    ties keep the input's order."""
+    """The targets in their order if there are at most ``limit``; else the ``limit`` with the
+    most downtime, then the most misses, those first."""
+    if len(targets) <= limit:
+        return list(targets)
     order = {id(t): i for i, t in enumerate(targets)}
 
     def weight(series: TargetSeries) -> tuple[float, int, int]:
@@ -163,7 +165,12 @@ def rtt_over_time(targets: Sequence[TargetSeries]) -> Figure:
                     zorder=3,
                 )
         axes.set_ylabel("RTT (ms)")
-        axes.set_ylim(bottom=0)
+        highest = max(
+            [s.rtt for s in series.samples] + [b.maximum or 0.0 for b in series.buckets],
+            default=0.0,
+        )
+        # Head room above the highest RTT for the row of miss marks.
+        axes.set_ylim(0, highest * 1e3 * 1.25 if highest > 0 else 1.0)
         axes.set_xlim(*_dates([series.start, max(series.end, series.start + 1e-3)]))
         axes.set_title(series.name, loc="left", fontsize="medium")
         axes.grid(True, alpha=0.3)
