@@ -3,16 +3,19 @@ history, checked by reading the files back (PNG headers, SVG as XML, the page's 
 
 Inputs are made here: a real ``udpbeat client --json`` run against a real reflector on loopback
 (short), a monitor's fleet driven on a virtual clock with its events written by the monitor's
-own ``change_record``, and sessions on the virtual clock of :mod:`udpbeat.testing`.
+own ``change_record``, a history written by the monitor's own ``HistoryWriter``, and sessions
+on the virtual clock of :mod:`udpbeat.testing`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import html
 import json
 import random
 import re
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -27,6 +30,7 @@ from udpbeat import ProbeConfig, Reflector, event_to_dict, plots
 from udpbeat.cli.monitor import change_record
 from udpbeat.monitor.config import parse_config
 from udpbeat.monitor.fleet import Fleet, Target
+from udpbeat.monitor.history import ChangeRow, HistoryWriter, MinuteRecord, TargetRecord
 from udpbeat.reflector import ReflectorConfig
 from udpbeat.series import (
     InputError,
@@ -266,6 +270,101 @@ def test_events_log_series_follow_the_changes() -> None:
     assert not by_name["alive"].outages and not by_name["alive"].has_rtt
 
 
+# -- a monitor's history --------------------------------------------------------------------
+
+
+def write_history(path: Path, now: float) -> None:
+    """An hour of three targets, through the monitor's own writer: ``alive``; ``lossy``, 10%
+    lost; ``flaky``, DOWN from minute 20 to 30 and again from minute 50 on."""
+    hour = int(now // 60 * 60) - 3600
+    writer = HistoryWriter(path, clock=lambda: hour)
+    records = []
+    for i in range(60):
+        start = hour + 60 * i
+        flaky_down = 20 <= i < 30 or i >= 50
+        for name, answered, lost, rtt in (
+            ("alive", 60, 0, 0.0004),
+            ("lossy", 54, 6, 0.002 + 0.0001 * (i % 7)),
+            ("flaky", 0 if flaky_down else 60, 60 if flaky_down else 0, 0.0008),
+        ):
+            rtts = (rtt * 0.5, rtt, rtt * 2, rtt * 3) if answered else (None,) * 4
+            state = "DOWN" if name == "flaky" and flaky_down else "UP"
+            records.append(
+                MinuteRecord(name, start, answered + lost, 0, answered, lost, *rtts, state)
+            )
+    writer.minutes(records)
+    for name in ("alive", "lossy", "flaky"):
+        writer.change(ChangeRow(name, hour + 0.5, "UNKNOWN", "UP", "reply"))
+    for down, up in ((hour + 1200.0, hour + 1800.0), (hour + 3000.0, None)):
+        writer.change(ChangeRow("flaky", down, "UP", "DOWN", "3 misses in a row"))
+        writer.outage_started("flaky", down, "3 misses in a row")
+        if up is not None:
+            writer.change(ChangeRow("flaky", up, "DOWN", "UP", "reply"))
+            writer.outage_ended("flaky", up, 600)
+    writer.outage_update("flaky", 420)
+    for name, state in (("alive", "UP"), ("lossy", "UP"), ("flaky", "DOWN")):
+        writer.target(TargetRecord(name, "127.0.0.1", 12000, {}, hour + 3600, state, {}))
+    writer.close()
+
+
+def test_report_from_a_monitor_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "history.db"
+    write_history(path, 1_764_003_600.0)
+    before = path.read_bytes()
+    out = tmp_path / "report"
+    status, stdout, stderr = report(capsys, str(path), "--output", str(out))
+    assert status == 0, stderr
+    assert stdout[0].startswith(f"{path}: monitor --db history, 3 targets, ")
+    assert path.read_bytes() == before  # read-only
+    check_figure(out, "rtt", min_height=3 * 220)
+    check_figure(out, "rtt-distribution")
+    check_figure(out, "outages")
+    page = (out / "report.html").read_text()
+    rows = {row[0]: row for row in table_rows(page, "Targets")}
+    assert rows["alive"][1:5] == ["UP", str(60 * 60), "0", "0.0%"]
+    assert rows["lossy"][1:5] == ["UP", str(54 * 60), str(6 * 60), "10.0%"]
+    assert rows["flaky"][1:5] == ["DOWN", str(40 * 60), str(20 * 60), "33.3%"]
+    assert rows["alive"][5] == "0.200" and rows["alive"][8] == "1.200"  # min and max, in ms
+    assert rows["alive"][6] == "0.400"  # the minutes' medians, weighted by their replies
+    outages = table_rows(page, "Outages")
+    assert [(row[0], row[2], row[4]) for row in outages] == [
+        ("flaky", "still down", "420"),
+        ("flaky", "2025-11-24 16:30:00.000 UTC", "600"),
+    ]
+    assert outages[1][3] == "10 min 00 s"
+
+    # A window: the last quarter of an hour, only the outage still open.
+    out = tmp_path / "late"
+    status, _, stderr = report(
+        capsys, str(path), "-o", str(out), "--since", "2025-11-24T16:45:00", "--target", "flaky"
+    )
+    assert status == 0, stderr
+    page = (out / "report.html").read_text()
+    assert [row[2] for row in table_rows(page, "Outages")] == ["still down"]
+    (row,) = table_rows(page, "Targets")
+    assert row[2:4] == [str(5 * 60), str(10 * 60)]  # minutes 45 to 59
+
+
+def test_a_foreign_or_damaged_database_stops_with_one_line_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    foreign = tmp_path / "foreign.db"
+    with contextlib.closing(sqlite3.connect(foreign)) as db:
+        db.execute("CREATE TABLE t (x)")
+        db.commit()
+    damaged = tmp_path / "damaged.db"
+    write_history(damaged, 1_764_003_600.0)
+    data = bytearray(damaged.read_bytes())
+    data[100:] = bytes(len(data) - 100)  # the header kept, every page zeroed
+    damaged.write_bytes(bytes(data))
+    for path, message in ((foreign, "not a udpbeat history"), (damaged, "damaged")):
+        before = path.read_bytes()
+        status, stdout, stderr = report(capsys, str(path), "--output", str(tmp_path / "o"))
+        assert status == 2 and stdout == []
+        assert len(stderr) == 1 and str(path) in stderr[0] and message in stderr[0]
+        assert path.read_bytes() == before
+
+
 # -- the client's objects, from a session on a virtual clock ---------------------------------
 
 
@@ -321,7 +420,7 @@ def test_series_agree_with_the_sessions_own_report() -> None:
     assert cut.outages[0].heartbeats_lost is None
 
 
-def test_figures_draw_many_targets_without_cramming(tmp_path: Path) -> None:
+def test_figures_draw_many_targets_without_cramming() -> None:
     driver = driven_session()
     records = [event_to_dict(e) for e in driver.log]
     (base,) = series_from_records(records)
@@ -333,9 +432,7 @@ def test_figures_draw_many_targets_without_cramming(tmp_path: Path) -> None:
     assert f"({plots.MAX_ROWS} of {len(many)} targets, the busiest)" in timeline.get_suptitle()
     panels = plots.rtt_over_time(many)
     assert len(panels.axes) == plots.MAX_PANELS
-    png, svg = plots.save(panels, tmp_path, "rtt")
-    assert png_size(png)[0] == WIDTH_PIXELS
-    svg_root(svg)
+    assert f"({plots.MAX_PANELS} of {len(many)} targets, the busiest)" in panels.get_suptitle()
 
 
 # -- what is not an input --------------------------------------------------------------------

@@ -152,6 +152,18 @@ def rtt_over_time(targets: Sequence[TargetSeries]) -> Figure:
                 linewidth=0,
             )
             axes.plot(middles, [(b.median or 0.0) * 1e3 for b in buckets], color="#0d47a1")
+        lossy = [b for b in series.buckets if b.lost]
+        if lossy:
+            # A period's misses as one mark, bigger for more.
+            axes.scatter(
+                _dates([(b.start + b.end) / 2 for b in lossy]),
+                [0.95] * len(lossy),
+                s=[min(80.0, 18.0 * b.lost) for b in lossy],
+                marker="x",
+                color=MISS_COLOUR,
+                transform=axes.get_xaxis_transform(),
+                zorder=3,
+            )
         for refused, marker in ((False, "x"), (True, "v")):
             marks = [m for m in series.misses if m.refused == refused]
             if marks:

@@ -8,6 +8,9 @@ the misses, the detector's states as spans of time, and the outages. Readers:
   summary names it); with several targets every object does.
 - :func:`parse_events_log`: a monitor's ``--events`` file, one state change per line. It holds
   no RTTs: its series have states and outages only.
+- :func:`series_from_history`: what a monitor's ``--db`` history holds about a target (read
+  with :class:`~udpbeat.monitor.history.HistoryReader`): minutes in aggregate, changes,
+  outages.
 - :func:`series_from_records`: the same dicts as the client's, from :func:`udpbeat.event_to_dict`
   in a program or a notebook.
 
@@ -24,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from udpbeat.errors import UdpbeatError
+from udpbeat.monitor.history import ChangeRow, MinuteRow, OutageRow, TargetRow
 
 #: How an SQLite database file begins (the monitor's ``--db``).
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -82,13 +86,13 @@ class Miss:
 
 @dataclass(frozen=True, slots=True)
 class RttBucket:
-    """A period's RTTs in aggregate (a history's minute): what was sent and answered in it,
+    """A period's RTTs in aggregate (a history's minute): the replies and the misses in it,
     and the RTT's min, median, p99 and max in seconds (``None`` when nothing was answered)."""
 
     start: float
     end: float
-    sent: int
     answered: int
+    lost: int
     minimum: float | None = None
     median: float | None = None
     p99: float | None = None
@@ -451,6 +455,44 @@ def parse_events_log(text: str) -> Capture:
     return Capture(InputKind.EVENTS, tuple(targets))
 
 
+# -- the monitor's history -------------------------------------------------------------------
+
+
+def series_from_history(
+    target: TargetRow,
+    minutes: Sequence[MinuteRow],
+    changes: Sequence[ChangeRow],
+    outages: Sequence[OutageRow],
+) -> TargetSeries:
+    """A target's series from what a monitor's ``--db`` history holds about it (read with
+    :class:`~udpbeat.monitor.history.HistoryReader`): its minutes as RTT buckets, its
+    changes as state spans, its outages (their ``lost`` counts heartbeats and probes)."""
+    start = min([target.first_seen, *(m.start for m in minutes), *(c.time for c in changes)])
+    end = max([target.last_seen, *(c.time for c in changes), *(o.start for o in outages)])
+    buckets = tuple(
+        RttBucket(
+            m.start,
+            m.start + 60.0,
+            m.answered,
+            m.lost,
+            m.rtt_min,
+            m.rtt_p50,
+            m.rtt_p99,
+            m.rtt_max,
+        )
+        for m in minutes
+    )
+    return TargetSeries(
+        name=target.name,
+        start=start,
+        end=max(end, start),
+        buckets=buckets,
+        states=tuple(_spans([(c.time, c.new) for c in changes], start, max(end, start))),
+        outages=tuple(OutageSpan(o.start, o.end, o.lost) for o in outages),
+        final_state=target.state,
+    )
+
+
 # -- choosing what to show -------------------------------------------------------------------
 
 
@@ -534,7 +576,7 @@ def summarize(series: TargetSeries) -> TargetSummary:
     p99 = percentile(rtts, 0.99) if rtts else None
     if series.buckets:
         answered += sum(b.answered for b in series.buckets)
-        missed += sum(max(0, b.sent - b.answered) for b in series.buckets)
+        missed += sum(b.lost for b in series.buckets)
         minima = [b.minimum for b in series.buckets if b.minimum is not None]
         maxima = [b.maximum for b in series.buckets if b.maximum is not None]
         rtt_min = min([*minima, *([rtt_min] if rtt_min is not None else [])], default=None)

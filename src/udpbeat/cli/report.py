@@ -20,6 +20,7 @@ import click
 
 from udpbeat import plots
 from udpbeat.errors import ConfigError
+from udpbeat.monitor.history import HistoryReader
 from udpbeat.reportpage import Picture, clock, render
 from udpbeat.series import (
     Capture,
@@ -29,6 +30,7 @@ from udpbeat.series import (
     parse_client_capture,
     parse_events_log,
     select,
+    series_from_history,
 )
 
 #: Bytes read to tell the inputs apart.
@@ -64,7 +66,7 @@ def parse_instant(text: str, flag: str) -> float:
     return moment.timestamp()
 
 
-def read_capture(path: Path) -> Capture:
+def read_capture(path: Path, since: float | None = None, until: float | None = None) -> Capture:
     """Read INPUT, whichever of the three it is.
 
     Raises:
@@ -76,7 +78,7 @@ def read_capture(path: Path) -> Capture:
             head = stream.read(HEAD_BYTES)
         kind = detect_kind(head)
         if kind is InputKind.DATABASE:
-            return read_history(path)
+            return read_history(path, since, until)
         try:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError:
@@ -90,9 +92,28 @@ def read_capture(path: Path) -> Capture:
         raise ConfigError(f"{path}: {error.strerror or error}") from None
 
 
-def read_history(path: Path) -> Capture:
-    """A monitor's ``--db`` history."""
-    raise InputError("reading a monitor --db history is not supported yet")
+def read_history(path: Path, since: float | None = None, until: float | None = None) -> Capture:
+    """A monitor's ``--db`` history, through its reader (read-only: the file is never
+    changed, and a monitor may be writing it meanwhile). Minutes are read from the one that
+    holds ``since``; changes and outages whole, so that the state at ``since`` is known.
+
+    Raises:
+        HistoryError: not a udpbeat history, or damaged (one line naming the file).
+    """
+    with HistoryReader(path) as history:
+        low = None if since is None else since - 60.0
+        targets = tuple(
+            series_from_history(
+                target,
+                history.minutes(target.name, since=low, until=until),
+                history.changes(target.name),
+                history.outages(target.name),
+            )
+            for target in history.targets()
+        )
+    if not targets:
+        raise InputError("the history holds no target yet")
+    return Capture(InputKind.DATABASE, targets)
 
 
 def figures(capture: Capture) -> list[tuple[str, str, str, Any]]:
@@ -191,7 +212,7 @@ def report(
     end = None if until is None else parse_instant(until, "--until")
     if start is not None and end is not None and end <= start:
         raise click.UsageError("--until must be after --since")
-    capture = read_capture(input_path)
+    capture = read_capture(input_path, start, end)
     try:
         capture = select(capture, names=names, since=start, until=end)
     except InputError as error:
