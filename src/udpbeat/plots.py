@@ -20,6 +20,7 @@ there are.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,18 +141,27 @@ def rtt_over_time(targets: Sequence[TargetSeries]) -> Figure:
                 color="#1565c0",
                 markersize=4,
             )
-        buckets = [b for b in series.buckets if b.median is not None]
-        if buckets:
-            middles = _dates([(b.start + b.end) / 2 for b in buckets])
-            axes.fill_between(
-                middles,
-                [(b.minimum or 0.0) * 1e3 for b in buckets],
-                [(b.maximum or 0.0) * 1e3 for b in buckets],
-                color="#1565c0",
-                alpha=0.25,
-                linewidth=0,
-            )
-            axes.plot(middles, [(b.median or 0.0) * 1e3 for b in buckets], color="#0d47a1")
+        if any(b.median is not None for b in series.buckets):
+            # A period without replies, or a gap between periods, is NaN: a break, never a
+            # line drawn across it.
+            middles: list[float] = []
+            lows: list[float] = []
+            medians: list[float] = []
+            highs: list[float] = []
+            previous_end: float | None = None
+            for bucket in series.buckets:
+                if previous_end is not None and bucket.start > previous_end:
+                    middles += _dates([(previous_end + bucket.start) / 2])
+                    lows.append(math.nan)
+                    medians.append(math.nan)
+                    highs.append(math.nan)
+                previous_end = bucket.end
+                middles += _dates([(bucket.start + bucket.end) / 2])
+                lows.append(_ms_or_nan(bucket.minimum))
+                medians.append(_ms_or_nan(bucket.median))
+                highs.append(_ms_or_nan(bucket.maximum))
+            axes.fill_between(middles, lows, highs, color="#1565c0", alpha=0.25, linewidth=0)
+            axes.plot(middles, medians, color="#0d47a1")
         lossy = [b for b in series.buckets if b.lost]
         if lossy:
             # A period's misses as one mark, bigger for more.
@@ -193,7 +203,7 @@ def rtt_over_time(targets: Sequence[TargetSeries]) -> Figure:
     _time_axis(axes_list[-1])
     axes_list[-1].set_xlabel("time (UTC)")
     axes_list[0].legend(
-        handles=_legend_handles(),
+        handles=_legend_handles(shown),
         loc="lower left",
         bbox_to_anchor=(0.0, 1.12),
         ncol=4,
@@ -203,21 +213,36 @@ def rtt_over_time(targets: Sequence[TargetSeries]) -> Figure:
     return figure
 
 
-def _legend_handles() -> list[Line2D | Patch]:
-    handles: list[Line2D | Patch] = [
-        Line2D([], [], marker=".", linestyle="none", color="#1565c0", label="reply"),
-        Line2D(
-            [],
-            [],
-            marker="o",
-            linestyle="none",
-            color="#1565c0",
-            markerfacecolor="none",
-            label="probe reply",
-        ),
-        Line2D([], [], marker="x", linestyle="none", color=MISS_COLOUR, label="miss"),
-        Line2D([], [], marker="v", linestyle="none", color=MISS_COLOUR, label="refused"),
-    ]
+def _ms_or_nan(seconds: float | None) -> float:
+    return math.nan if seconds is None else seconds * 1e3
+
+
+def _legend_handles(targets: Sequence[TargetSeries]) -> list[Line2D | Patch]:
+    """What the panels show: replies or periods, misses, the states."""
+    handles: list[Line2D | Patch] = []
+    if any(t.samples for t in targets):
+        handles += [
+            Line2D([], [], marker=".", linestyle="none", color="#1565c0", label="reply"),
+            Line2D(
+                [],
+                [],
+                marker="o",
+                linestyle="none",
+                color="#1565c0",
+                markerfacecolor="none",
+                label="probe reply",
+            ),
+        ]
+    if any(t.buckets for t in targets):
+        handles += [
+            Line2D([], [], color="#0d47a1", label="median (a minute)"),
+            Patch(facecolor="#1565c0", alpha=0.25, label="min-max"),
+        ]
+    handles.append(Line2D([], [], marker="x", linestyle="none", color=MISS_COLOUR, label="miss"))
+    if any(m.refused for t in targets for m in t.misses):
+        handles.append(
+            Line2D([], [], marker="v", linestyle="none", color=MISS_COLOUR, label="refused")
+        )
     handles += [
         Patch(facecolor=STATE_COLOURS[state], alpha=max(0.3, BAND_ALPHA[state]), label=state)
         for state in STATES
