@@ -18,7 +18,6 @@ from typing import Any
 
 import click
 
-from udpbeat import plots
 from udpbeat.errors import ConfigError
 from udpbeat.monitor.history import HistoryReader
 from udpbeat.reportpage import Picture, clock, render
@@ -118,6 +117,9 @@ def read_history(path: Path, since: float | None = None, until: float | None = N
 
 def figures(capture: Capture) -> list[tuple[str, str, str, Any]]:
     """(file stem, title, caption, figure) of every figure the input has data for."""
+    # matplotlib takes a fifth of a second to import: only this command pays for it.
+    from udpbeat import plots
+
     made: list[tuple[str, str, str, Any]] = []
     targets = capture.targets
     if any(t.has_rtt for t in targets):
@@ -160,6 +162,8 @@ def write_report(capture: Capture, source: str, directory: Path) -> list[Path]:
         raise ConfigError(f"--output {directory}: {error.strerror or error}") from None
     written: list[Path] = []
     pictures: list[Picture] = []
+    from udpbeat import plots
+
     try:
         for stem, title, caption, figure in figures(capture):
             png, svg = plots.save(figure, directory, stem)
