@@ -144,6 +144,9 @@ def test_report_from_a_real_client_capture(
     outages = table_rows(page, "Outages")
     assert [row[0] for row in outages] == [closed]
     assert outages[0][2] == "still down"
+    (counted,) = summaries[closed]["outages"]
+    heartbeats, probes = counted["heartbeats_lost"], counted["probes_lost"]
+    assert outages[0][4] == f"{heartbeats + probes} ({heartbeats} heartbeats, {probes} probes)"
     # The images are inlined and linked to their files.
     assert page.count('<img src="data:image/png;base64,') == 3
     for name in names:
@@ -406,6 +409,7 @@ def test_series_agree_with_the_sessions_own_report() -> None:
     (outage,) = series.outages
     assert outage.start == outages[0]["start"] and outage.end == outages[0]["end"]
     assert outage.heartbeats_lost == outages[0]["heartbeats_lost"] > 30
+    assert outage.lost == outage.heartbeats_lost + outages[0]["probes_lost"]
     # Each RTT is placed when its heartbeat left, which the "sent" events give.
     sent = {e["seq"]: e["at"] for e in records if e["type"] == "sent"}
     replies = [e for e in records if e["type"] == "reply"]
@@ -417,7 +421,7 @@ def test_series_agree_with_the_sessions_own_report() -> None:
     # Without the summary (a run cut short), outages come from the state changes.
     (cut,) = series_from_records(records[:-1])
     assert [(o.start, o.end) for o in cut.outages] == [(outage.start, outage.end)]
-    assert cut.outages[0].heartbeats_lost is None
+    assert cut.outages[0].lost is None and cut.outages[0].heartbeats_lost is None
 
 
 def test_figures_draw_many_targets_without_cramming() -> None:

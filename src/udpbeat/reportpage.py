@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from udpbeat.series import Capture, TargetSummary, summarize
+from udpbeat.series import Capture, OutageSpan, TargetSummary, summarize
 
 STATE_COLOURS = {"UNKNOWN": "#757575", "UP": "#2e7d32", "SUSPECT": "#a66f00", "DOWN": "#c62828"}
 
@@ -129,7 +129,7 @@ def render(
     if outages:
         out.append(
             "<table><thead><tr><th>target</th><th>start</th><th>end</th><th>lasted</th>"
-            "<th>heartbeats lost</th><th>probes lost</th></tr></thead><tbody>"
+            "<th>lost (heartbeats and probes)</th></tr></thead><tbody>"
         )
         for name, outage, until in outages:
             still = outage.end is None
@@ -139,8 +139,7 @@ def render(
                 f"<td>{'still down' if still else html.escape(clock(outage.end))}</td>"
                 f"<td>{'at least ' if still else ''}"
                 f"{html.escape(duration(outage.duration(until)))}</td>"
-                f"<td>{_count(outage.heartbeats_lost)}</td>"
-                f"<td>{_count(outage.probes_lost)}</td></tr>"
+                f"<td>{html.escape(_lost(outage))}</td></tr>"
             )
         out.append("</tbody></table>")
     else:
@@ -158,5 +157,10 @@ def render(
     return "\n".join(out) + "\n"
 
 
-def _count(value: int | None) -> str:
-    return "\u2014" if value is None else str(value)
+def _lost(outage: OutageSpan) -> str:
+    """``56 (41 heartbeats, 15 probes)``, ``420``, or a dash when the input does not say."""
+    if outage.lost is None:
+        return "\u2014"
+    if outage.heartbeats_lost is None or outage.probes_lost is None:
+        return str(outage.lost)
+    return f"{outage.lost} ({outage.heartbeats_lost} heartbeats, {outage.probes_lost} probes)"

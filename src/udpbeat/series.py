@@ -111,10 +111,16 @@ class StateSpan:
 @dataclass(frozen=True, slots=True)
 class OutageSpan:
     """A DOWN period; ``end`` is ``None`` if it was still going when the input ends.
-    ``heartbeats_lost`` is ``None`` when the input does not say (an events log)."""
+
+    ``lost``: heartbeats and probes lost in it, as the input counts them (a client's summary:
+    the misses that led to the verdict and those while DOWN, each kind apart in
+    ``heartbeats_lost`` and ``probes_lost``; a history: those from the verdict on). ``None``
+    when the input does not say (an events log, a capture without its summary).
+    """
 
     start: float
     end: float | None
+    lost: int | None = None
     heartbeats_lost: int | None = None
     probes_lost: int | None = None
 
@@ -385,14 +391,18 @@ def _summary_outages(summary: Mapping[str, object]) -> list[OutageSpan] | None:
         start = _optional_number(outage.get("start"))
         if start is None:
             continue
-        lost = outage.get("heartbeats_lost")
-        probes = outage.get("probes_lost")
+        heartbeats, probes = outage.get("heartbeats_lost"), outage.get("probes_lost")
+        heartbeats_lost = heartbeats if isinstance(heartbeats, int) else None
+        probes_lost = probes if isinstance(probes, int) else None
         spans.append(
             OutageSpan(
                 start,
                 _optional_number(outage.get("end")),
-                lost if isinstance(lost, int) else None,
-                probes if isinstance(probes, int) else None,
+                lost=None
+                if heartbeats_lost is None or probes_lost is None
+                else heartbeats_lost + probes_lost,
+                heartbeats_lost=heartbeats_lost,
+                probes_lost=probes_lost,
             )
         )
     return spans
@@ -488,7 +498,7 @@ def series_from_history(
         end=max(end, start),
         buckets=buckets,
         states=tuple(_spans([(c.time, c.new) for c in changes], start, max(end, start))),
-        outages=tuple(OutageSpan(o.start, o.end, o.lost) for o in outages),
+        outages=tuple(OutageSpan(o.start, o.end, lost=o.lost) for o in outages),
         final_state=target.state,
     )
 
