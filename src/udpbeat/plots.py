@@ -142,31 +142,14 @@ def rtt_over_time(targets: Sequence[TargetSeries]) -> Figure:
                 markersize=4,
             )
         if any(b.median is not None for b in series.buckets):
-            # A period without replies, or a gap between periods, is NaN: a break, never a
-            # line drawn across it.
-            middles: list[float] = []
-            lows: list[float] = []
-            medians: list[float] = []
-            highs: list[float] = []
-            previous_end: float | None = None
-            for bucket in series.buckets:
-                if previous_end is not None and bucket.start > previous_end:
-                    middles += _dates([(previous_end + bucket.start) / 2])
-                    lows.append(math.nan)
-                    medians.append(math.nan)
-                    highs.append(math.nan)
-                previous_end = bucket.end
-                middles += _dates([(bucket.start + bucket.end) / 2])
-                lows.append(_ms_or_nan(bucket.minimum))
-                medians.append(_ms_or_nan(bucket.median))
-                highs.append(_ms_or_nan(bucket.maximum))
-            axes.fill_between(middles, lows, highs, color="#1565c0", alpha=0.25, linewidth=0)
-            axes.plot(middles, medians, color="#0d47a1")
+            _bucket_band(axes, series)
         lossy = [b for b in series.buckets if b.lost]
         if lossy:
             # A period's misses as one mark, bigger for more.
+            # At the middle of the part of the period in view (the first and last minutes of
+            # a history are often partly before the monitor started, or still going).
             axes.scatter(
-                _dates([(b.start + b.end) / 2 for b in lossy]),
+                _dates([(max(b.start, series.start) + min(b.end, series.end)) / 2 for b in lossy]),
                 [0.95] * len(lossy),
                 s=[min(80.0, 18.0 * b.lost) for b in lossy],
                 marker="x",
@@ -211,6 +194,36 @@ def rtt_over_time(targets: Sequence[TargetSeries]) -> Figure:
         frameon=False,
     )
     return figure
+
+
+def _bucket_band(axes: Axes, series: TargetSeries) -> None:
+    """Each period flat from its start to its end: the min-max band and the median line. A
+    period without replies, or a gap between periods, is NaN: a break, never a bridge."""
+    edges: list[float] = []
+    lows: list[float] = []
+    medians: list[float] = []
+    highs: list[float] = []
+    previous_end: float | None = None
+    for bucket in series.buckets:
+        if previous_end is not None and bucket.start > previous_end:
+            edges.append(previous_end)
+            lows.append(math.nan)
+            medians.append(math.nan)
+            highs.append(math.nan)
+        edges.append(bucket.start)
+        lows.append(_ms_or_nan(bucket.minimum))
+        medians.append(_ms_or_nan(bucket.median))
+        highs.append(_ms_or_nan(bucket.maximum))
+        previous_end = bucket.end
+    if previous_end is not None:
+        # The last period's values once more at its end, for the step to reach it.
+        edges.append(previous_end)
+        lows.append(lows[-1])
+        medians.append(medians[-1])
+        highs.append(highs[-1])
+    dates = _dates(edges)
+    axes.fill_between(dates, lows, highs, step="post", color="#1565c0", alpha=0.25, linewidth=0)
+    axes.step(dates, medians, where="post", color="#0d47a1")
 
 
 def _ms_or_nan(seconds: float | None) -> float:

@@ -477,7 +477,8 @@ def series_from_history(
     """A target's series from what a monitor's ``--db`` history holds about it (read with
     :class:`~udpbeat.monitor.history.HistoryReader`): its minutes as RTT buckets, its
     changes as state spans, its outages (their ``lost`` counts heartbeats and probes)."""
-    start = min([target.first_seen, *(m.start for m in minutes), *(c.time for c in changes)])
+    # From when the monitor first saw it (its first minute may begin before that).
+    start = min([target.first_seen, *(c.time for c in changes)])
     end = max([target.last_seen, *(c.time for c in changes), *(o.start for o in outages)])
     buckets = tuple(
         RttBucket(
