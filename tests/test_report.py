@@ -231,6 +231,19 @@ def fleet_events(seconds: float = 40.0) -> list[str]:
     return lines
 
 
+def test_a_restarted_monitor_continues_an_outage_in_its_events_log() -> None:
+    def change(at: float, old: str, new: str) -> str:
+        record = {"time": WALL_OFFSET + at, "target": "db", "old": old, "new": new}
+        return json.dumps({**record, "reason": "r"})
+
+    log = [change(0, "UNKNOWN", "UP"), change(10, "UP", "DOWN")]
+    log += [change(20, "UNKNOWN", "DOWN"), change(30, "DOWN", "UP")]  # restarted at 20 s
+    (db,) = parse_events_log("\n".join(log)).targets
+    assert [(o.start, o.end) for o in db.outages] == [(WALL_OFFSET + 10, WALL_OFFSET + 30)]
+    assert [s.state for s in db.states] == ["UP", "DOWN", "UP"]
+    assert summarize(db).downtime == 20
+
+
 def test_report_from_a_monitor_events_log(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -273,6 +273,8 @@ class _Builder:
         self.first: float | None = None
         self.last: float | None = None
         self.outages: list[OutageSpan] | None = None
+        #: The final state as the summary says (else the last change's).
+        self.final: str | None = None
 
     def saw(self, time: float) -> None:
         self.first = time if self.first is None else min(self.first, time)
@@ -289,7 +291,7 @@ class _Builder:
                 for s in states
                 if s.state == "DOWN"
             ]
-        final = self.changes[-1][1] if self.changes else "UNKNOWN"
+        final = self.final or (self.changes[-1][1] if self.changes else "UNKNOWN")
         return TargetSeries(
             name=self.name,
             start=start,
@@ -307,6 +309,10 @@ def _spans(changes: Sequence[tuple[float, str]], start: float, end: float) -> li
     spans: list[StateSpan] = []
     state, since = "UNKNOWN", start
     for at, new in sorted(changes, key=lambda change: change[0]):
+        if new == state:
+            # A monitor that restarted logs UNKNOWN -> DOWN for a target it left DOWN: the
+            # same outage goes on.
+            continue
         if at > since:
             spans.append(StateSpan(since, at, state))
         state, since = new, max(since, at)
@@ -360,6 +366,8 @@ def series_from_records(
         if isinstance(name, str) and name:
             builder.name = name
         builder.outages = _summary_outages(summary)
+        state = summary.get("state")
+        builder.final = state if isinstance(state, str) and state in STATES else None
     return tuple(builder.build() for builder in builders.values())
 
 
