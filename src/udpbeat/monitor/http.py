@@ -187,7 +187,7 @@ def make_app(
         if target is None:
             body = page(
                 "no such target",
-                f'<p><a href="/">&lsaquo; all targets</a></p><h1>No target named {esc(name)}</h1>',
+                f'<p><a href="./">&lsaquo; all targets</a></p><h1>No target named {esc(name)}</h1>',
                 refresh=False,
             )
             return web.Response(status=404, text=body, content_type="text/html")

@@ -11,8 +11,9 @@ them (a band from the minimum to the maximum of each column, the median as a tic
 the loss, the loss as a strip below, DOWN shaded), its outages and its latest changes.
 
 Everything shown that comes from a configuration or a detector (names, labels, hosts, reasons)
-is escaped. A few lines of JavaScript refresh the page in place every
-:data:`REFRESH_SECONDS`; without it the page is complete, just static.
+is escaped. Links are relative, so the pages work behind a reverse proxy under a sub-path. A
+few lines of JavaScript refresh the page in place every :data:`REFRESH_SECONDS`; without it
+the page is complete, just static.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ class Query:
             and not (key == "page" and value == 1)
             and not (key == "per" and value == PAGE_SIZE)
         }
-        return "/?" + urlencode(kept) if kept else "/"
+        return "./?" + urlencode(kept) if kept else "./"
 
 
 def _whole(text: str | None, default: int, low: int, high: int) -> int:
@@ -214,7 +215,7 @@ def render_index(
         f"{'' if open_outages == 1 else 's'} · {esc(clock(now + wall_offset))}"
         + (f" · history in {esc(recorder.history_path)}" if recorder.history_path else "")
         + "</span></p>",
-        '<form method="get" action="/">'
+        '<form method="get" action="./">'
         '<label>Filter <input name="q" size="30" placeholder="name, address or label=value" '
         f'value="{esc(query.text)}"></label> <label>State <select name="state">'
         + "".join(
@@ -223,7 +224,7 @@ def render_index(
             for value in ("", "DOWN", "SUSPECT", "UNKNOWN", "UP")
         )
         + '</select></label> <button type="submit">Show</button>'
-        + (' <a href="/">clear</a>' if query.text or query.state else "")
+        + (' <a href="./">clear</a>' if query.text or query.state else "")
         + "</form>",
     ]
     parts.append(_nav(query, page_number, pages, first, len(shown), len(chosen)))
@@ -239,8 +240,8 @@ def render_index(
         parts.append('<p class="muted">No target matches.</p>')
     parts.append(_nav(query, page_number, pages, first, len(shown), len(chosen)))
     parts.append(
-        '<p class="muted">Also: <a href="/metrics">/metrics</a> · '
-        '<a href="/api/targets">/api/targets</a> · <a href="/api/monitor">/api/monitor</a></p>'
+        '<p class="muted">Also: <a href="metrics">/metrics</a> · '
+        '<a href="api/targets">/api/targets</a> · <a href="api/monitor">/api/monitor</a></p>'
     )
     return page("udpbeat monitor", "".join(parts))
 
@@ -260,7 +261,7 @@ def _nav(query: Query, number: int, pages: int, first: int, shown: int, total: i
 
 
 def target_link(name: str) -> str:
-    return "/target?" + urlencode({"name": name})
+    return "target?" + urlencode({"name": name})
 
 
 def _labels(labels: Iterable[tuple[str, str]]) -> str:
@@ -330,7 +331,7 @@ def render_target(
     resolved = stats.received + stats.lost + stats.refused
     hour = recorder.hour(target, since=wall - 3600)
     parts = [
-        '<p><a href="/">&lsaquo; all targets</a></p>',
+        '<p><a href="./">&lsaquo; all targets</a></p>',
         f"<h1>{esc(config.name)} {state_badge(state)}</h1>",
         f"<p>{esc(_address(target))} · {_labels(config.labels)} · detector "
         f"{esc(config.probe.detector)}, every {config.probe.interval:g} s, timeout "
