@@ -4,7 +4,7 @@ What it holds, per target:
 
 - one row a minute (:class:`MinuteRow`): heartbeats sent (confirmation probes among them),
   answered, lost, the RTT's min, median, 99th percentile and max over the minute's replies, and
-  the target's state when the minute ended;
+  the worst state the target was in during the minute;
 - every state change (:class:`ChangeRow`);
 - every outage (:class:`OutageRow`): its start, its end (``None`` while it lasts) and the
   heartbeats lost during it;
@@ -147,8 +147,8 @@ class MinuteRow:
     ``sent`` counts every heartbeat sent in the minute, the ``probes`` among them; ``answered``
     the replies received in time during the minute, ``lost`` the heartbeats given up during
     it (timed out or refused). RTTs are seconds over the minute's replies (``None`` without
-    any). ``state`` is the target's state when the minute ended (``UP``, ``SUSPECT``,
-    ``DOWN`` or ``UNKNOWN``).
+    any). ``state`` is the worst state the target was in during the minute, ``DOWN``, then
+    ``SUSPECT``, ``UP``, ``UNKNOWN`` (a minute with an outage of seconds says ``DOWN``).
     """
 
     target: str

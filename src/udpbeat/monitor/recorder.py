@@ -4,8 +4,9 @@ history file when there is one (``udpbeat monitor --db``).
 A :class:`Recorder` closes a minute for every target when the wall clock passes the minute:
 the heartbeats sent, answered and lost since the last close (differences of the fleet's
 counters, so probing pays nothing for it but one ``append`` per RTT), the RTT's min, median,
-99th percentile and max, and the state. It keeps each target's last :data:`HOUR` minutes in one
-flat array (about 5 KB a target) and hands the rows to a
+99th percentile and max, and the worst state the target was in during the minute (DOWN, then
+SUSPECT, UP, UNKNOWN), so an outage of seconds still marks its minute. It keeps each target's
+last :data:`HOUR` minutes in one flat array (about 5 KB a target) and hands the rows to a
 :class:`~udpbeat.monitor.history.HistoryWriter`, which writes them from its own thread. The
 work of a close is done a few hundred targets at a time, letting the loop run in between.
 
@@ -43,6 +44,8 @@ HOUR = 60
 _FIELDS = 10
 STATES = tuple(State)
 _STATE_INDEX = {state: float(index) for index, state in enumerate(STATES)}
+#: Which state a minute is said to be in when it saw several: the worst.
+SEVERITY = {State.UNKNOWN: 0, State.UP: 1, State.SUSPECT: 2, State.DOWN: 3}
 #: Targets closed between two yields to the loop.
 CHUNK = 500
 #: The counters a target's history row keeps (names as in ``/api/targets``).
@@ -86,7 +89,7 @@ def rtt_figures(rtts: Sequence[float]) -> RttFigures:
 class Track:
     """What the recorder keeps for one target (by name: it outlives sessions and reloads)."""
 
-    __slots__ = ("base", "count", "outage_lost_base", "outage_open", "ring")
+    __slots__ = ("base", "count", "outage_lost_base", "outage_open", "ring", "worst")
 
     def __init__(self, stats: TargetStats) -> None:
         #: The counters (sent, probes, answered, lost) when the current minute began.
@@ -97,6 +100,8 @@ class Track:
         self.outage_open = False
         #: Lost + refused when the open outage began (less what it had lost before a restart).
         self.outage_lost_base = 0
+        #: The worst state the target was in during the current minute (see :data:`SEVERITY`).
+        self.worst: State | None = None
 
     def push(self, values: Sequence[float]) -> None:
         at = (self.count % HOUR) * _FIELDS
@@ -244,6 +249,9 @@ class Recorder:
                         transition.reason,
                     )
                 )
+            for state in (transition.old, transition.new):
+                if track.worst is None or SEVERITY[state] > SEVERITY[track.worst]:
+                    track.worst = state
             stats = target.stats
             if transition.new is State.DOWN and not track.outage_open:
                 track.outage_open = True
@@ -309,7 +317,12 @@ class Recorder:
                 rtts = stats.minute_rtts
                 stats.minute_rtts = array("d")
                 figures = rtt_figures(rtts or ())
-                state = target.state
+                now_state = target.state
+                worst = track.worst
+                state = (
+                    now_state if worst is None or SEVERITY[now_state] >= SEVERITY[worst] else worst
+                )
+                track.worst = None
                 values: tuple[int, int, int, int] = (
                     sent - b_sent,
                     probes - b_probes,
@@ -342,7 +355,7 @@ class Recorder:
                         config.port,
                         dict(config.labels),
                         seen,
-                        str(state),
+                        str(now_state),
                         counters_of(stats, now),
                     )
                 )

@@ -448,7 +448,7 @@ class Column:
 def columns(rows: Sequence[MinuteRow], start: float, end: float, step: int) -> list[Column]:
     """Minutes grouped in columns of ``step`` seconds between ``start`` and ``end``: the
     lowest minimum, the median of the minutes' medians, the highest maximum, the loss of all
-    their heartbeats, and the worst state a minute ended in."""
+    their heartbeats, and the worst state of their minutes."""
     first = math.floor(start / step) * step
     count = max(1, math.ceil((end - first) / step))
     groups: list[list[MinuteRow]] = [[] for _ in range(count)]
