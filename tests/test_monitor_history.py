@@ -142,7 +142,10 @@ port = {closed}
             now = targets(url)
             # Counters go on from where they were; the outage is the same one, still open.
             assert now["alive"]["sent"] >= sent_before
-            assert now["gone"]["outages_total"] == 1 and now["gone"]["state"] == "UNKNOWN"
+            assert now["gone"]["outages_total"] == 1 and now["gone"]["state"] != "UP"
+            (open_outage,) = now["gone"]["outages"]
+            assert open_outage["end"] is None
+            assert abs(open_outage["start"] - outage.start) < 0.01
             second.wait_for(lambda line: " gone (" in line and "-> DOWN" in line)
             assert targets(url)["gone"]["outages_total"] == 1
             page = urllib.request.urlopen(f"{url}/target?name=gone", timeout=WAIT).read().decode()
@@ -179,6 +182,7 @@ def digest(path: Path) -> str:
         (["--db", "{folder}"], "is a directory"),
         (["--db", "{history}", "--retention", "0"], "--retention"),
         (["--db", "{history}", "--retention", "soon"], "--retention"),
+        (["--retention", "7"], "--retention needs --db"),
     ],
 )
 def test_bad_history_flags_stop_with_one_line(

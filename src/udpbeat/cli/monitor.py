@@ -802,10 +802,9 @@ def parse_buckets(text: str) -> tuple[float, ...]:
     "--retention",
     "retention_days",
     type=click.FloatRange(min=0.0, min_open=True, max=36500),
-    default=DEFAULT_RETENTION_DAYS,
-    show_default=True,
+    default=None,
     metavar="DAYS",
-    help="Delete history older than DAYS (with --db).",
+    help=f"Delete history older than DAYS (with --db) [default: {DEFAULT_RETENTION_DAYS:g}].",
 )
 @click.option(
     "--view",
@@ -829,12 +828,14 @@ def monitor(
     on_change: str | None,
     events: str | None,
     db: str | None,
-    retention_days: float,
+    retention_days: float | None,
     view: str,
 ) -> int:
     """Watch many servers at once: HOST[:PORT] arguments and/or a --config file."""
     if not hosts and config_file is None:
         raise click.UsageError("no targets: give HOST[:PORT] arguments and/or --config FILE")
+    if retention_days is not None and db is None:
+        raise click.UsageError("--retention needs --db FILE (there is no history to keep)")
     settings = Settings(
         hosts=hosts,
         config_file=config_file,
@@ -851,6 +852,6 @@ def monitor(
         events=events,
         view=view,
         db=db,
-        retention_days=retention_days,
+        retention_days=DEFAULT_RETENTION_DAYS if retention_days is None else retention_days,
     )
     return asyncio.run(run_monitor(settings, stdout_closed=stdout_was_closed()))

@@ -274,8 +274,9 @@ class Recorder:
         self.running = True
         try:
             while True:
+                # At most a second at a time: a wall clock stepped back does not stop the closes.
                 wall = self.wall()
-                await asyncio.sleep(max(0.0, self.current + 60 - wall) + 0.01)
+                await asyncio.sleep(min(1.0, max(0.0, self.current + 60 - wall) + 0.01))
                 if minute_of(self.wall()) > self.current:
                     await self.close_minute()
         finally:

@@ -375,7 +375,8 @@ def render_target(
             parts.append(
                 f"<tr><td>{clock(outage.start)}</td><td>{esc(end)}</td>"
                 f'<td class="n">{duration_text(length)}</td>'
-                f'<td class="n">{outage.lost:,}</td><td>{esc(outage.reason)}</td></tr>'
+                f'<td class="n">{f"{outage.lost:,}" if history.kept else "&ndash;"}</td>'
+                f"<td>{esc(outage.reason)}</td></tr>"
             )
         parts.append("</tbody></table>")
     else:
