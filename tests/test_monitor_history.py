@@ -71,6 +71,20 @@ def test_minutes_add_up_to_the_counters_and_outages_are_recorded(tmp_path: Path)
     hour = recorder.hour(net.target("t3"))
     assert [row.state for row in hour[:3]] == ["UP", "DOWN", "DOWN"]
 
+    # A restart takes the last hour back from the file: the loss over an hour goes on.
+    reopened = HistoryWriter(tmp_path / "h.db", clock=lambda: net.now + offset)
+    again = Recorder(net.fleet, reopened, clock=lambda: net.now, wall=lambda: net.now + offset)
+    assert again.resume(reopened.resumed) == 20
+    reopened.close()
+    for name in ("t0", "t3"):
+        before, after = recorder.hour(net.target(name))[:3], again.hour(net.target(name))[:3]
+        assert [(r.start, r.sent, r.answered, r.lost, r.state) for r in after] == [
+            (r.start, r.sent, r.answered, r.lost, r.state) for r in before
+        ]
+        for old, new in zip(before, after, strict=True):  # RTTs are kept to the microsecond
+            assert new.rtt_p50 == pytest.approx(old.rtt_p50, abs=1e-6)
+    assert again.loss(net.target("t3"), 60) == recorder.loss(net.target("t3"), 60)
+
 
 def get_json(url: str) -> dict[str, object]:
     with urllib.request.urlopen(url, timeout=WAIT) as response:

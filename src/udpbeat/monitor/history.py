@@ -449,13 +449,15 @@ class TargetRecord:
 
 @dataclass(frozen=True, slots=True)
 class Resumed:
-    """What a restarted monitor takes back for one target: its counters, its last change and
-    its outage still open (start and heartbeats lost so far), if any."""
+    """What a restarted monitor takes back for one target: its counters, its last change,
+    its outage still open (start and heartbeats lost so far), if any, and its minutes of the
+    last hour (oldest first; the status page's loss over an hour goes on across the restart)."""
 
     name: str
     counters: Mapping[str, float]
     last_change: ChangeRow | None
     open_outage: OutageRow | None
+    recent: Sequence[MinuteRow] = ()
 
 
 def _create(connection: sqlite3.Connection) -> None:
@@ -597,8 +599,36 @@ class HistoryWriter:
                 'ON targets.id = outages.target WHERE "end" IS NULL ORDER BY start'
             )
         }
+        recent: dict[str, list[MinuteRow]] = {}
+        for name, minute, sent, probes, answered, lost, low, p50, p99, high, state in db.execute(
+            "SELECT name, minute, sent, probes, answered, lost, rtt_min_us, rtt_p50_us, "
+            "rtt_p99_us, rtt_max_us, minutes.state FROM minutes JOIN targets "
+            "ON targets.id = minutes.target WHERE minute >= ? ORDER BY minute",
+            (self._clock() - 3660,),
+        ):
+            recent.setdefault(name, []).append(
+                MinuteRow(
+                    name,
+                    float(minute),
+                    sent,
+                    probes,
+                    answered,
+                    lost,
+                    _seconds(low),
+                    _seconds(p50),
+                    _seconds(p99),
+                    _seconds(high),
+                    state,
+                )
+            )
         return {
-            name: Resumed(name, counters.get(name, {}), last.get(name), open_outages.get(name))
+            name: Resumed(
+                name,
+                counters.get(name, {}),
+                last.get(name),
+                open_outages.get(name),
+                tuple(recent.get(name, ())),
+            )
             for name in counters
         }
 

@@ -197,8 +197,9 @@ class Recorder:
     # -- restarts -----------------------------------------------------------------------------
 
     def resume(self, resumed: Mapping[str, Resumed]) -> int:
-        """Give the fleet's targets back their counters, last change and open outage from the
-        history; returns how many targets were resumed. Call before the fleet first runs."""
+        """Give the fleet's targets back their counters, last change, open outage and last
+        hour from the history; returns how many targets were resumed. Call before the fleet
+        first runs."""
         offset = self.wall() - self.clock()
         count = 0
         for target in self.fleet:
@@ -220,6 +221,22 @@ class Recorder:
             if isinstance(ended, int | float):
                 stats.outage_seconds = float(ended)  # the open outage counts from its start
             track = self.tracks[target.name] = Track(stats)
+            for row in saved.recent:
+                if self.current - HOUR * 60 <= row.start < self.current:  # closed minutes only
+                    track.push(
+                        (
+                            row.start,
+                            float(row.sent),
+                            float(row.probes),
+                            float(row.answered),
+                            float(row.lost),
+                            *(
+                                math.nan if v is None else v
+                                for v in (row.rtt_min, row.rtt_p50, row.rtt_p99, row.rtt_max)
+                            ),
+                            _STATE_INDEX.get(_state(row.state), 0.0),
+                        )
+                    )
             outage = saved.open_outage
             if outage is not None:
                 stats.down_since = outage.start - offset
@@ -416,3 +433,10 @@ def _figures(low: float, p50: float, p99: float, high: float) -> RttFigures:
         None if math.isnan(p99) else p99,
         None if math.isnan(high) else high,
     )
+
+
+def _state(text: str) -> State:
+    try:
+        return State(text)
+    except ValueError:
+        return State.UNKNOWN
