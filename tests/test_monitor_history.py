@@ -147,6 +147,7 @@ port = {closed}
             (outage,) = history.outages()
             assert outage.target == "gone" and outage.end is None
             saved = {t.name: t for t in history.targets()}
+            (alive_up,) = history.changes("alive")
         sent_before = saved["alive"].counters["sent"]
         assert sent_before >= 5 and saved["gone"].state == "DOWN"
 
@@ -162,6 +163,10 @@ port = {closed}
             assert abs(open_outage["start"] - outage.start) < 0.01
             second.wait_for(lambda line: " gone (" in line and "-> DOWN" in line)
             assert targets(url)["gone"]["outages_total"] == 1
+            # "alive" came back UP as it was: for a person it has been UP since the first run.
+            last = targets(url)["alive"]["last_change"]
+            assert isinstance(last, dict) and last["new"] == "UP"
+            assert abs(last["time"] - alive_up.time) < 0.01
             page = urllib.request.urlopen(f"{url}/target?name=gone", timeout=WAIT).read().decode()
             assert "still DOWN" in page
             # The host comes back: the outage that began before the restart ends.

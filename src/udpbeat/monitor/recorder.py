@@ -89,7 +89,7 @@ def rtt_figures(rtts: Sequence[float]) -> RttFigures:
 class Track:
     """What the recorder keeps for one target (by name: it outlives sessions and reloads)."""
 
-    __slots__ = ("base", "count", "outage_lost_base", "outage_open", "ring", "worst")
+    __slots__ = ("base", "count", "outage_lost_base", "outage_open", "resumed", "ring", "worst")
 
     def __init__(self, stats: TargetStats) -> None:
         #: The counters (sent, probes, answered, lost) when the current minute began.
@@ -102,6 +102,8 @@ class Track:
         self.outage_lost_base = 0
         #: The worst state the target was in during the current minute (see :data:`SEVERITY`).
         self.worst: State | None = None
+        #: The last change before a restart, until the new session settles (see ``changes``).
+        self.resumed: Transition | None = None
 
     def push(self, values: Sequence[float]) -> None:
         at = (self.count % HOUR) * _FIELDS
@@ -213,14 +215,16 @@ class Recorder:
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     setattr(stats, name, float(value) if name == "outage_seconds" else int(value))
             change = saved.last_change
+            resumed_change = None
             if change is not None:
-                stats.last_change = Transition(
-                    change.time - offset, State(change.old), State(change.new), change.reason
+                resumed_change = stats.last_change = Transition(
+                    change.time - offset, _state(change.old), _state(change.new), change.reason
                 )
             ended = saved.counters.get("ended_outage_seconds")
             if isinstance(ended, int | float):
                 stats.outage_seconds = float(ended)  # the open outage counts from its start
             track = self.tracks[target.name] = Track(stats)
+            track.resumed = resumed_change
             for row in saved.recent:
                 if self.current - HOUR * 60 <= row.start < self.current:  # closed minutes only
                     track.push(
@@ -270,6 +274,15 @@ class Recorder:
                 if track.worst is None or SEVERITY[state] > SEVERITY[track.worst]:
                     track.worst = state
             stats = target.stats
+            resumed = track.resumed
+            if resumed is not None:
+                # A restarted session starts UNKNOWN: when it settles in the state the target
+                # was in before the restart, the target did not change for a person, and "since
+                # the last change" goes on from the change before the restart.
+                if transition.new is resumed.new:
+                    stats.last_change = resumed
+                if transition.new not in (State.UNKNOWN, State.SUSPECT):
+                    track.resumed = None
             if transition.new is State.DOWN and not track.outage_open:
                 track.outage_open = True
                 track.outage_lost_base = stats.lost + stats.refused
