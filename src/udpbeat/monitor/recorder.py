@@ -47,7 +47,7 @@ _STATE_INDEX = {state: float(index) for index, state in enumerate(STATES)}
 #: Which state a minute is said to be in when it saw several: the worst.
 SEVERITY = {State.UNKNOWN: 0, State.UP: 1, State.SUSPECT: 2, State.DOWN: 3}
 #: Targets closed between two yields to the loop.
-CHUNK = 500
+CHUNK = 200
 #: The counters a target's history row keeps (names as in ``/api/targets``).
 COUNTERS = (
     "sent",
@@ -315,16 +315,16 @@ class Recorder:
 
     async def close_minute(self) -> None:
         """Close the current minute for every target, a :data:`CHUNK` at a time."""
-        for _ in self._close(minute_of(self.wall())):
+        for _ in self.close_steps(minute_of(self.wall())):
             await asyncio.sleep(0)
 
     def close_minute_now(self) -> None:
         """The minute under way, as far as it went (at stop: a restart within the same minute
         adds to its row)."""
-        for _ in self._close(self.current, partial=True):
+        for _ in self.close_steps(self.current, partial=True):
             pass
 
-    def _close(self, next_minute: int, *, partial: bool = False) -> Iterator[int]:
+    def close_steps(self, next_minute: int, *, partial: bool = False) -> Iterator[int]:
         """Close ``self.current`` for every target; yields after each :data:`CHUNK` of them
         (the rows it handed to the writer), so the caller can let the loop run."""
         start = self.current

@@ -171,21 +171,25 @@ def matches(target: Target, text: str) -> bool:
     )
 
 
-def select(fleet: Fleet, query: Query) -> list[Target]:
+def select(fleet: Fleet, query: Query) -> tuple[list[Target], dict[str, int], int]:
     """The targets ``query`` asks for, open outages first (the oldest outage first), then
-    SUSPECT, UNKNOWN and UP, by name."""
-    chosen = [
-        target
-        for target in fleet
-        if (not query.state or str(target.state) == query.state) and matches(target, query.text)
-    ]
-
-    def key(target: Target) -> tuple[int, float, str]:
+    SUSPECT, UNKNOWN and UP, by name; with the whole fleet's targets by state and its open
+    outages (one pass: reading a target's state is the costly part at 10,000 targets)."""
+    counts = {str(state): 0 for state in State}
+    keyed: list[tuple[int, float, str, Target]] = []
+    open_outages = 0
+    wanted = query.state
+    for target in fleet:
+        state = target.state
+        name = str(state)
+        counts[name] += 1
         down = target.stats.down_since
-        return (ORDER[target.state], down if down is not None else 0.0, target.name)
-
-    chosen.sort(key=key)
-    return chosen
+        if down is not None:
+            open_outages += 1
+        if (not wanted or name == wanted) and matches(target, query.text):
+            keyed.append((ORDER[state], down if down is not None else 0.0, target.name, target))
+    keyed.sort(key=lambda item: item[:3])
+    return [item[3] for item in keyed], counts, open_outages
 
 
 def render_index(
@@ -196,13 +200,11 @@ def render_index(
     wall_offset: float,
 ) -> str:
     """The whole ``/`` page."""
-    counts = fleet.counts()
-    chosen = select(fleet, query)
+    chosen, counts, open_outages = select(fleet, query)
     pages = max(1, math.ceil(len(chosen) / query.size))
     page_number = min(query.page, pages)
     first = (page_number - 1) * query.size
     shown = chosen[first : first + query.size]
-    open_outages = sum(1 for target in fleet if target.stats.down_since is not None)
     parts = [
         f"<h1>udpbeat monitor: {len(fleet):,} target{'' if len(fleet) == 1 else 's'}</h1>",
         '<p class="summary">',
