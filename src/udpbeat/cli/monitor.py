@@ -749,7 +749,8 @@ def parse_buckets(text: str) -> tuple[float, ...]:
     default=f"127.0.0.1:{DEFAULT_HTTP_PORT}",
     show_default=True,
     metavar="HOST:PORT",
-    help="Where /metrics, /api/targets, /api/monitor and /healthz are served ('off': nowhere).",
+    help="Where the status page (/), /metrics, /api/targets, /api/monitor and /healthz are "
+    "served ('off': nowhere).",
 )
 @click.option(
     "--shard",
