@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers import WAIT, Process, free_udp_port, run_main
-from test_monitor_fleet import START, Net, fleet_config
+from test_monitor_fleet import START, Net, fleet_config, resolved
 
 from udpbeat.detector import State
 from udpbeat.monitor.history import HistoryReader, HistoryWriter
@@ -84,6 +84,55 @@ def test_minutes_add_up_to_the_counters_and_outages_are_recorded(tmp_path: Path)
         for old, new in zip(before, after, strict=True):  # RTTs are kept to the microsecond
             assert new.rtt_p50 == pytest.approx(old.rtt_p50, abs=1e-6)
     assert again.loss(net.target("t3"), 60) == recorder.loss(net.target("t3"), 60)
+
+
+def test_outages_of_targets_no_longer_watched_end_where_they_were_last_seen(
+    tmp_path: Path,
+) -> None:
+    config = fleet_config(4, interval=0.5, detector="consecutive", max_misses=3)
+    net = Net(config)
+    net.alive.discard("t1")
+    offset = WALL - START
+    path = tmp_path / "h.db"
+
+    def recorder_for(net: Net, writer: HistoryWriter) -> Recorder:
+        return Recorder(net.fleet, writer, clock=lambda: net.now, wall=lambda: net.now + offset)
+
+    writer = HistoryWriter(path, clock=lambda: net.now + offset)
+    recorder = recorder_for(net, writer)
+    recorder.watch_all()
+
+    async def minute(until: float) -> None:
+        while net.now < until:
+            net.run(min(until, net.now + 1))
+            recorder.changes(net.fleet.take_changes(), offset)
+        await recorder.close_minute()
+
+    asyncio.run(minute(START + 60.5))
+    # A reload removes t1 while it is DOWN: its outage ends at the next close.
+    net.fleet.apply(resolved(t for t in config.targets if t.name != "t1"), net.now)
+    asyncio.run(minute(START + 120.5))
+    assert writer.flush()
+    with HistoryReader(path) as history:
+        (outage,) = history.outages()
+        assert outage.target == "t1" and outage.end == pytest.approx(WALL + 120.5)
+        assert outage.lost >= 100  # two a second for the minute it was watched
+
+    # A target DOWN when the monitor stopped, and not in its file when it starts again.
+    net.fleet.apply(resolved(config.targets), net.now)
+    asyncio.run(minute(START + 180.5))
+    last_seen = net.now + offset
+    writer.close()
+    with HistoryReader(path) as history:
+        assert [o.end for o in history.outages()][-1] is None
+    smaller = Net(fleet_config(4, interval=0.5))
+    smaller.fleet.apply(resolved(t for t in config.targets if t.name != "t1"), smaller.now)
+    reopened = HistoryWriter(path, clock=lambda: net.now + offset)
+    assert recorder_for(smaller, reopened).resume(reopened.resumed) == 3
+    reopened.close()
+    with HistoryReader(path) as history:
+        assert all(o.end is not None for o in history.outages())
+        assert history.outages()[-1].end == pytest.approx(last_seen)
 
 
 def get_json(url: str) -> dict[str, object]:

@@ -569,6 +569,11 @@ class HistoryWriter:
     def outage_ended(self, target: str, end: float, lost: int) -> None:
         self._put("outage_ended", (target, end, lost))
 
+    def end_unwatched_outages(self, watched: Sequence[str]) -> None:
+        """End the open outages of every target not in ``watched`` (no longer configured) at
+        the time it was last seen: nobody knows how long they lasted after that."""
+        self._put("unwatched", list(watched))
+
     def target(self, record: TargetRecord) -> None:
         self._put("target", record)
 
@@ -785,6 +790,16 @@ class HistoryWriter:
                 (lost, self._id(name)),
             )
             return 1
+        if kind == "unwatched":
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS watched (name TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM watched")
+            db.executemany("INSERT OR IGNORE INTO watched VALUES (?)", [(n,) for n in item])
+            cursor = db.execute(
+                'UPDATE outages SET "end" = max(start, (SELECT last_seen FROM targets '
+                'WHERE targets.id = outages.target)) WHERE "end" IS NULL AND target IN '
+                "(SELECT id FROM targets WHERE name NOT IN (SELECT name FROM watched))"
+            )
+            return cursor.rowcount
         if kind == "outage_ended":
             name, end, lost = item
             db.execute(

@@ -89,7 +89,16 @@ def rtt_figures(rtts: Sequence[float]) -> RttFigures:
 class Track:
     """What the recorder keeps for one target (by name: it outlives sessions and reloads)."""
 
-    __slots__ = ("base", "count", "outage_lost_base", "outage_open", "resumed", "ring", "worst")
+    __slots__ = (
+        "base",
+        "count",
+        "outage_lost",
+        "outage_lost_base",
+        "outage_open",
+        "resumed",
+        "ring",
+        "worst",
+    )
 
     def __init__(self, stats: TargetStats) -> None:
         #: The counters (sent, probes, answered, lost) when the current minute began.
@@ -100,6 +109,8 @@ class Track:
         self.outage_open = False
         #: Lost + refused when the open outage began (less what it had lost before a restart).
         self.outage_lost_base = 0
+        #: The open outage's heartbeats lost at the last close.
+        self.outage_lost = 0
         #: The worst state the target was in during the current minute (see :data:`SEVERITY`).
         self.worst: State | None = None
         #: The last change before a restart, until the new session settles (see ``changes``).
@@ -203,6 +214,8 @@ class Recorder:
         hour from the history; returns how many targets were resumed. Call before the fleet
         first runs."""
         offset = self.wall() - self.clock()
+        if self.writer is not None:
+            self.writer.end_unwatched_outages([target.name for target in self.fleet])
         count = 0
         for target in self.fleet:
             saved = resumed.get(target.name)
@@ -377,7 +390,8 @@ class Recorder:
                 if values[0] or values[2] or values[3]:
                     records.append(MinuteRecord(target.name, start, *values, *figures, str(state)))
                 if track.outage_open:
-                    writer.outage_update(target.name, lost - track.outage_lost_base)
+                    track.outage_lost = lost - track.outage_lost_base
+                    writer.outage_update(target.name, track.outage_lost)
                 config = target.config
                 target_records.append(
                     TargetRecord(
@@ -396,7 +410,11 @@ class Recorder:
             yield len(records)
         names = {target.name for target in targets}
         for name in [name for name in self.tracks if name not in names]:
-            del self.tracks[name]
+            gone = self.tracks.pop(name)
+            if gone.outage_open and writer is not None:
+                # No longer watched (a reload removed it): its outage ends where we stopped
+                # looking, rather than stay open for ever.
+                writer.outage_ended(name, seen, gone.outage_lost)
         self.current = next_minute
         self.closes += 1
 
