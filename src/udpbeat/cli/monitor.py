@@ -8,7 +8,10 @@ Targets come from ``HOST[:PORT]`` arguments and/or ``--config FILE`` (TOML, see
 - otherwise, one plain line per state change on stdout;
 - ``--events FILE``: every state change appended as a JSON line;
 - ``--on-change CMD``: a hook per state change, as ``udpbeat client --on-change`` runs it;
-- HTTP on ``--listen`` (``/metrics``, ``/api/targets``, ``/api/monitor``, ``/healthz``).
+- HTTP on ``--listen``: the status page (``/``), ``/metrics``, ``/api/targets``,
+  ``/api/monitor``, ``/healthz``;
+- ``--db FILE``: the history (minutes, state changes, outages) in SQLite, kept for
+  ``--retention`` days; a restart resumes from it.
 
 Signals: SIGHUP re-reads the file (a bad one is refused with one line, and the old targets go
 on) and reopens the events file; SIGINT and SIGTERM stop. Output never blocks the probing loop:
@@ -49,7 +52,9 @@ from udpbeat.monitor.config import (
     split_host_port,
 )
 from udpbeat.monitor.fleet import DEFAULT_BUCKETS, Change, Fleet, Target
+from udpbeat.monitor.history import DEFAULT_RETENTION_DAYS, HistoryWriter
 from udpbeat.monitor.http import DEFAULT_HTTP_PORT
+from udpbeat.monitor.recorder import Recorder
 
 #: The live view is redrawn this often (seconds).
 VIEW_PERIOD = 0.5
@@ -79,6 +84,8 @@ class Settings:
     on_change: str | None = None
     events: str | None = None
     view: str = "auto"
+    db: str | None = None
+    retention_days: float = DEFAULT_RETENTION_DAYS
 
 
 def build_config(settings: Settings) -> MonitorConfig:
@@ -443,6 +450,10 @@ async def run_monitor(settings: Settings, *, stdout_closed: bool = False) -> int
             burst = max(1, math.ceil(rate))
         budget = ProbeBudget(rate, settings.probe_burst or burst)
     fleet = Fleet(budget=budget, buckets=settings.buckets)
+    writer: HistoryWriter | None = None
+    if settings.db is not None:
+        writer = await loop.run_in_executor(None, open_history, settings, loop)
+    recorder = Recorder(fleet, writer, clock=loop.time)
     live = settings.view == "live" or (settings.view == "auto" and _is_terminal(sys.stdout))
     output = MonitorOutput(loop, live=live, stdout_closed=stdout_closed)
     hooks: HookRunner | None = None
@@ -462,6 +473,7 @@ async def run_monitor(settings: Settings, *, stdout_closed: bool = False) -> int
         def on_changes(changes: list[Change]) -> None:
             offset = time.time() - loop.time()
             output.changes(changes, offset)
+            recorder.changes(changes, offset)
             if hooks is not None:
                 for change in changes:
                     hooks.notify(
@@ -472,10 +484,13 @@ async def run_monitor(settings: Settings, *, stdout_closed: bool = False) -> int
 
         monitor = Monitor(fleet, on_changes=on_changes)
         await monitor.apply(config)
+        resumed = 0 if writer is None else recorder.resume(writer.resumed)
+        recorder.watch_all()
         url = None
         if settings.listen is not None:
             listener = _listen_socket(*settings.listen)
-            runner = web.AppRunner(make_app(monitor), access_log=None, handle_signals=False)
+            app = make_app(monitor, recorder=recorder)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             await web.SockSite(runner, listener).start()
             host, port = listener.getsockname()[:2]
@@ -490,10 +505,16 @@ async def run_monitor(settings: Settings, *, stdout_closed: bool = False) -> int
             f"udpbeat monitor: {len(fleet)} target{'' if len(fleet) == 1 else 's'} from "
             f"{sources or 'no socket yet'}; "
             f"{budget_text}; "
-            + (f"metrics on {url}/metrics" if url else "no HTTP")
+            + (f"status page on {url}/, metrics on {url}/metrics" if url else "no HTTP")
+            + (
+                ""
+                if writer is None
+                else f"; history in {writer.path} ({resumed} targets resumed, "
+                f"kept {settings.retention_days:g} days)"
+            )
             + "; SIGHUP reloads, Ctrl-C stops"
         )
-        await _supervise(monitor, settings, output, loop, url)
+        await _supervise(monitor, settings, output, loop, url, recorder)
     finally:
         if monitor is not None:
             monitor.stop()
@@ -501,6 +522,8 @@ async def run_monitor(settings: Settings, *, stdout_closed: bool = False) -> int
             await runner.cleanup()
         if hooks is not None:
             await hooks.close()
+        if writer is not None:
+            await loop.run_in_executor(None, writer.close)
         if monitor is not None:
             monitor.close()
             output.err.write(f"udpbeat monitor: stopped; {_states(fleet)}")
@@ -514,6 +537,7 @@ async def _supervise(
     output: MonitorOutput,
     loop: asyncio.AbstractEventLoop,
     url: str | None,
+    recorder: Recorder | None = None,
 ) -> None:
     """Run the monitor, its reloads and its live view until SIGINT or SIGTERM."""
     stopping = asyncio.Event()
@@ -545,6 +569,8 @@ async def _supervise(
             group.create_task(monitor.run())
             group.create_task(stop_when_asked())
             helpers = [group.create_task(reloads())]
+            if recorder is not None:
+                helpers.append(group.create_task(recorder.run()))
             if output.live is not None:
                 helpers.append(group.create_task(view()))
             # The run ends on stop(); then the helpers go too.
@@ -583,6 +609,22 @@ async def reload(
         f"{len(applied.kept)} unchanged"
     )
     return True
+
+
+def open_history(settings: Settings, loop: asyncio.AbstractEventLoop) -> HistoryWriter:
+    """The ``--db`` file, opened (or made) for writing; its write errors go to stderr once.
+
+    Raises:
+        HistoryError: not a udpbeat history, or it cannot be opened (one line).
+    """
+    assert settings.db is not None
+
+    def failed(message: str) -> None:
+        loop.call_soon_threadsafe(
+            lambda: sys.stderr.write(f"udpbeat: {message}\n") and sys.stderr.flush()
+        )
+
+    return HistoryWriter(settings.db, retention=settings.retention_days * 86400, on_error=failed)
 
 
 def _states(fleet: Fleet) -> str:
@@ -707,7 +749,8 @@ def parse_buckets(text: str) -> tuple[float, ...]:
     default=f"127.0.0.1:{DEFAULT_HTTP_PORT}",
     show_default=True,
     metavar="HOST:PORT",
-    help="Where /metrics, /api/targets, /api/monitor and /healthz are served ('off': nowhere).",
+    help="Where the status page (/), /metrics, /api/targets, /api/monitor and /healthz are "
+    "served ('off': nowhere).",
 )
 @click.option(
     "--shard",
@@ -750,6 +793,21 @@ def parse_buckets(text: str) -> tuple[float, ...]:
     help="Append every state change to FILE as a JSON line (reopened on SIGHUP).",
 )
 @click.option(
+    "--db",
+    metavar="FILE",
+    default=None,
+    help="Keep the history (per minute, state changes, outages) in this SQLite file; a "
+    "restart resumes from it. A file that is not a udpbeat history is refused, untouched.",
+)
+@click.option(
+    "--retention",
+    "retention_days",
+    type=click.FloatRange(min=0.0, min_open=True, max=36500),
+    default=None,
+    metavar="DAYS",
+    help=f"Delete history older than DAYS (with --db) [default: {DEFAULT_RETENTION_DAYS:g}].",
+)
+@click.option(
     "--view",
     type=click.Choice(["auto", "live", "plain"]),
     default="auto",
@@ -770,11 +828,15 @@ def monitor(
     rtt_buckets: str | None,
     on_change: str | None,
     events: str | None,
+    db: str | None,
+    retention_days: float | None,
     view: str,
 ) -> int:
     """Watch many servers at once: HOST[:PORT] arguments and/or a --config file."""
     if not hosts and config_file is None:
         raise click.UsageError("no targets: give HOST[:PORT] arguments and/or --config FILE")
+    if retention_days is not None and db is None:
+        raise click.UsageError("--retention needs --db FILE (there is no history to keep)")
     settings = Settings(
         hosts=hosts,
         config_file=config_file,
@@ -790,5 +852,7 @@ def monitor(
         on_change=on_change,
         events=events,
         view=view,
+        db=db,
+        retention_days=DEFAULT_RETENTION_DAYS if retention_days is None else retention_days,
     )
     return asyncio.run(run_monitor(settings, stdout_closed=stdout_was_closed()))

@@ -119,6 +119,7 @@ class TargetStats:
         "last_change",
         "late",
         "lost",
+        "minute_rtts",
         "outage_log",
         "outage_seconds",
         "outages",
@@ -154,6 +155,9 @@ class TargetStats:
         self.recent = array("d", bytes(8 * RECENT_RTTS))
         self.recent_count = 0
         self.window: LossHistory | None = None
+        #: Every RTT since the history last took them (``None``: no history kept; see
+        #: :mod:`udpbeat.monitor.recorder`).
+        self.minute_rtts: array[float] | None = None
 
     def rtts(self) -> list[float]:
         """The recent RTTs, sorted."""
@@ -489,6 +493,8 @@ class Fleet:
         stats.rtt_sum += rtt
         stats.recent[stats.recent_count % RECENT_RTTS] = rtt
         stats.recent_count += 1
+        if stats.minute_rtts is not None:
+            stats.minute_rtts.append(rtt)
         if stats.window is not None:
             stats.window.add(False)
 
@@ -497,9 +503,12 @@ class Fleet:
         stats.state_changes += 1
         stats.last_change = transition
         if transition.new is State.DOWN:
-            stats.outages += 1
-            stats.down_since = transition.at
-        elif transition.old is State.DOWN and stats.down_since is not None:
+            if stats.down_since is None:  # else an outage resumed from the history goes on
+                stats.outages += 1
+                stats.down_since = transition.at
+        elif stats.down_since is not None and (
+            transition.old is State.DOWN or transition.new is State.UP
+        ):
             stats.outage_seconds += max(0.0, transition.at - stats.down_since)
             stats.outage_log.append((stats.down_since, transition.at))
             stats.down_since = None

@@ -4,7 +4,7 @@ What it holds, per target:
 
 - one row a minute (:class:`MinuteRow`): heartbeats sent (confirmation probes among them),
   answered, lost, the RTT's min, median, 99th percentile and max over the minute's replies, and
-  the target's state when the minute ended;
+  the worst state the target was in during the minute;
 - every state change (:class:`ChangeRow`);
 - every outage (:class:`OutageRow`): its start, its end (``None`` while it lasts) and the
   heartbeats lost during it;
@@ -147,8 +147,8 @@ class MinuteRow:
     ``sent`` counts every heartbeat sent in the minute, the ``probes`` among them; ``answered``
     the replies received in time during the minute, ``lost`` the heartbeats given up during
     it (timed out or refused). RTTs are seconds over the minute's replies (``None`` without
-    any). ``state`` is the target's state when the minute ended (``UP``, ``SUSPECT``,
-    ``DOWN`` or ``UNKNOWN``).
+    any). ``state`` is the worst state the target was in during the minute, ``DOWN``, then
+    ``SUSPECT``, ``UP``, ``UNKNOWN`` (a minute with an outage of seconds says ``DOWN``).
     """
 
     target: str
@@ -449,13 +449,15 @@ class TargetRecord:
 
 @dataclass(frozen=True, slots=True)
 class Resumed:
-    """What a restarted monitor takes back for one target: its counters, its last change and
-    its outage still open (start and heartbeats lost so far), if any."""
+    """What a restarted monitor takes back for one target: its counters, its last change,
+    its outage still open (start and heartbeats lost so far), if any, and its minutes of the
+    last hour (oldest first; the status page's loss over an hour goes on across the restart)."""
 
     name: str
     counters: Mapping[str, float]
     last_change: ChangeRow | None
     open_outage: OutageRow | None
+    recent: Sequence[MinuteRow] = ()
 
 
 def _create(connection: sqlite3.Connection) -> None:
@@ -567,6 +569,11 @@ class HistoryWriter:
     def outage_ended(self, target: str, end: float, lost: int) -> None:
         self._put("outage_ended", (target, end, lost))
 
+    def end_unwatched_outages(self, watched: Sequence[str]) -> None:
+        """End the open outages of every target not in ``watched`` (no longer configured) at
+        the time it was last seen: nobody knows how long they lasted after that."""
+        self._put("unwatched", list(watched))
+
     def target(self, record: TargetRecord) -> None:
         self._put("target", record)
 
@@ -597,8 +604,36 @@ class HistoryWriter:
                 'ON targets.id = outages.target WHERE "end" IS NULL ORDER BY start'
             )
         }
+        recent: dict[str, list[MinuteRow]] = {}
+        for name, minute, sent, probes, answered, lost, low, p50, p99, high, state in db.execute(
+            "SELECT name, minute, sent, probes, answered, lost, rtt_min_us, rtt_p50_us, "
+            "rtt_p99_us, rtt_max_us, minutes.state FROM minutes JOIN targets "
+            "ON targets.id = minutes.target WHERE minute >= ? ORDER BY minute",
+            (self._clock() - 3660,),
+        ):
+            recent.setdefault(name, []).append(
+                MinuteRow(
+                    name,
+                    float(minute),
+                    sent,
+                    probes,
+                    answered,
+                    lost,
+                    _seconds(low),
+                    _seconds(p50),
+                    _seconds(p99),
+                    _seconds(high),
+                    state,
+                )
+            )
         return {
-            name: Resumed(name, counters.get(name, {}), last.get(name), open_outages.get(name))
+            name: Resumed(
+                name,
+                counters.get(name, {}),
+                last.get(name),
+                open_outages.get(name),
+                tuple(recent.get(name, ())),
+            )
             for name in counters
         }
 
@@ -755,6 +790,16 @@ class HistoryWriter:
                 (lost, self._id(name)),
             )
             return 1
+        if kind == "unwatched":
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS watched (name TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM watched")
+            db.executemany("INSERT OR IGNORE INTO watched VALUES (?)", [(n,) for n in item])
+            cursor = db.execute(
+                'UPDATE outages SET "end" = max(start, (SELECT last_seen FROM targets '
+                'WHERE targets.id = outages.target)) WHERE "end" IS NULL AND target IN '
+                "(SELECT id FROM targets WHERE name NOT IN (SELECT name FROM watched))"
+            )
+            return cursor.rowcount
         if kind == "outage_ended":
             name, end, lost = item
             db.execute(

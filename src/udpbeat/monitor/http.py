@@ -1,6 +1,8 @@
 """The monitor's HTTP endpoints (aiohttp), served from the probing loop itself.
 
 =================  ===========================================================================
+``/``              the status page (HTML, :mod:`udpbeat.monitor.status`); ``/target?name=``
+                   one target's page with its charts
 ``/metrics``       every target in the Prometheus text format, or OpenMetrics when the
                    ``Accept`` header asks for it (as Prometheus does); then the monitor's own
                    metrics (``udpbeat_monitor_*``, ``process_*``)
@@ -17,9 +19,10 @@ loop run in between, so a scrape never holds up a heartbeat by more than a few m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import cast
 
 from aiohttp import web
@@ -32,8 +35,11 @@ from prometheus_client.registry import Collector
 
 from udpbeat.detector import State, Transition
 from udpbeat.monitor.fleet import Target, rtt_summary
+from udpbeat.monitor.history import HistoryError, HistoryReader
 from udpbeat.monitor.metrics import render_chunks
+from udpbeat.monitor.recorder import Recorder
 from udpbeat.monitor.shell import Monitor
+from udpbeat.monitor.status import Query, TargetHistory, esc, page, render_index, render_target
 
 #: The port ``udpbeat monitor`` listens on by default (on loopback only).
 DEFAULT_HTTP_PORT = 9812
@@ -97,11 +103,31 @@ def make_registry(monitor: Monitor) -> CollectorRegistry:
     return registry
 
 
-def make_app(monitor: Monitor, registry: CollectorRegistry | None = None) -> web.Application:
-    """The aiohttp application serving ``monitor``."""
+def make_app(
+    monitor: Monitor,
+    registry: CollectorRegistry | None = None,
+    *,
+    recorder: Recorder | None = None,
+) -> web.Application:
+    """The aiohttp application serving ``monitor``. ``recorder`` keeps the minutes the status
+    page shows (and the history, if it has a writer); without one, the application makes its
+    own and runs it while it is served."""
     registry = registry if registry is not None else make_registry(monitor)
     loop = asyncio.get_running_loop()
     app = web.Application()
+    if recorder is None:
+        own = recorder = Recorder(monitor.fleet, clock=loop.time)
+        own.watch_all()
+
+        async def run_recorder(app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.create_task(own.run())
+            yield
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        app.cleanup_ctx.append(run_recorder)
+    status_recorder = recorder
 
     def wall_offset() -> float:
         return time.time() - loop.time()
@@ -151,14 +177,56 @@ def make_app(monitor: Monitor, registry: CollectorRegistry | None = None) -> web
         return web.Response(status=503, text="stalled: the probing loop has not run for 5 s\n")
 
     async def index(request: web.Request) -> web.Response:
-        return web.Response(text="udpbeat monitor: /metrics /api/targets /api/monitor /healthz\n")
+        query = Query.parse(request.query)
+        body = render_index(monitor.fleet, status_recorder, query, loop.time(), wall_offset())
+        return web.Response(text=body, content_type="text/html", headers=_NO_CACHE)
+
+    async def target_page(request: web.Request) -> web.Response:
+        name = request.query.get("name", "")
+        target = monitor.fleet.targets.get(name)
+        if target is None:
+            body = page(
+                "no such target",
+                f'<p><a href="./">&lsaquo; all targets</a></p><h1>No target named {esc(name)}</h1>',
+                refresh=False,
+            )
+            return web.Response(status=404, text=body, content_type="text/html")
+        path = status_recorder.history_path
+        history = TargetHistory()
+        if path is not None:
+            wall = time.time()
+            try:
+                history = await loop.run_in_executor(None, read_history, path, name, wall)
+            except HistoryError as error:
+                history = TargetHistory(error=str(error))
+        body = render_target(target, status_recorder, history, loop.time(), wall_offset())
+        return web.Response(text=body, content_type="text/html", headers=_NO_CACHE)
 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/targets", targets)
     app.router.add_get("/api/monitor", about)
     app.router.add_get("/healthz", health)
     app.router.add_get("/", index)
+    app.router.add_get("/target", target_page)
     return app
+
+
+_NO_CACHE = {"Cache-Control": "no-store"}
+
+
+def read_history(path: str, name: str, wall: float) -> TargetHistory:
+    """A target's last day, outages and changes from the history file (on a worker thread).
+
+    Raises:
+        HistoryError: the file cannot be read.
+    """
+    with HistoryReader(path) as reader:
+        return TargetHistory(
+            day=reader.minutes(name, since=wall - 86400),
+            outages=reader.outages(name)[-100:],
+            changes=reader.changes(name, since=wall - 7 * 86400)[-20:],
+            kept=True,
+        )
 
 
 def target_json(target: Target, now: float, wall_offset: float) -> dict[str, object]:
