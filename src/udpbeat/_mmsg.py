@@ -264,6 +264,33 @@ class BatchSocket:
         length = self._in_control_lengths[index]
         return parse_control(bytes(self._control[start : start + length]))
 
+    def take_ttls(self, count: int, reply_ttl: int = 255) -> list[int | None]:
+        """The TTL (hop limit) of each of the first ``count`` datagrams of the last
+        :meth:`receive`, from their ``IP_TTL``/``IPV6_HOPLIMIT`` control messages (``None``
+        where there is none), each rewritten in place to ``reply_ttl``: the replies go out with
+        their requests' control messages, and that one sets their TTL."""
+        ttls: list[int | None] = []
+        control, size = self._control, self._control_size
+        lengths = self._in_control_lengths
+        header = _CMSG_HEADER
+        aligned = _cmsg_align(header.size)
+        low = 0 if sys.byteorder == "little" else 3
+        for index in range(count):
+            offset = start = index * size
+            end = start + min(lengths[index], size)
+            ttl = None
+            while offset + header.size <= end:
+                length, level, kind = header.unpack_from(control, offset)
+                if length < header.size or offset + length > end:
+                    break
+                if (level, kind) in _TTL_MESSAGES and length >= aligned + 4:
+                    ttl = control[offset + aligned + low]
+                    control[offset + aligned + low] = reply_ttl
+                    break
+                offset += _cmsg_align(length)
+            ttls.append(ttl)
+        return ttls
+
     def send(self, replies: list[bytes], kept: list[int] | None = None) -> tuple[int, int]:
         """Send ``replies[i]`` without blocking to the i-th source of the last :meth:`receive`,
         or to the ``kept[i]``-th when given; returns ``(would-block, other errors)``.
@@ -332,6 +359,8 @@ class BatchSocket:
 #: ``struct cmsghdr``: ``cmsg_len`` (``size_t``), ``cmsg_level``, ``cmsg_type``.
 _CMSG_HEADER = struct.Struct("=" + _WORD + "ii")
 _CMSG_ALIGN = ctypes.sizeof(ctypes.c_size_t)
+#: ``(level, type)`` of ``IP_TTL`` and ``IPV6_HOPLIMIT`` (Linux).
+_TTL_MESSAGES = frozenset({(0, 2), (41, 52)})
 
 
 def _cmsg_align(length: int) -> int:
