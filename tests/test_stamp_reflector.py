@@ -4,9 +4,11 @@ TTL 255)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +16,11 @@ from hypothesis import strategies as st
 
 from udpbeat import _mmsg
 from udpbeat._net import IP_RECVTTL, SOL_IP, take_ttl
+from udpbeat.detector import State
+from udpbeat.monitor.config import parse_config
+from udpbeat.monitor.fleet import Fleet
+from udpbeat.monitor.shell import Monitor
+from udpbeat.reflector import ReflectorConfig
 from udpbeat.server import BackgroundServer, ServerConfig
 from udpbeat.stamp_reflector import StampOptions, StampReflector, stamp_config
 from udpbeat.wire import stamp
@@ -162,3 +169,60 @@ def test_server_answers_stamp_with_the_ttl_and_replies_leave_with_255(io: str, h
         stamps = packet.timestamps()
         assert before - 0.001 <= stamps.received <= stamps.reflected <= after + 0.001
     assert background.counters.replied == 20
+
+
+def test_the_monitor_probes_a_stamp_target_beside_a_text_one(tmp_path: Path) -> None:
+    """``protocol = "stamp"`` per target: one monitor, a STAMP reflector and a text one."""
+    key_file = tmp_path / "stamp.key"
+    key_file.write_bytes(b"monitor key\n")
+    stamp_server = BackgroundServer(
+        "127.0.0.1", 0, stamp_config(rate_limit=0, log_events=False),
+        stamp=StampOptions(mode="stateful", key=b"monitor key"),
+    ).start()  # fmt: skip
+    text_server = BackgroundServer("127.0.0.1", 0, ReflectorConfig(rate_limit=0)).start()
+    config = parse_config(
+        {
+            "defaults": {"interval": 0.1, "timeout": 0.5},
+            "targets": [
+                {
+                    "name": "router",
+                    "host": "127.0.0.1",
+                    "port": stamp_server.address[1],
+                    "protocol": "stamp",
+                    "ssid": 12,
+                    "stamp_key_file": str(key_file),
+                },
+                {"name": "app", "host": "127.0.0.1", "port": text_server.address[1]},
+            ],
+        },
+        "test",
+    )
+    assert (
+        parse_config({"targets": [{"name": "r", "host": "192.0.2.1", "protocol": "stamp"}]}, "test")
+        .targets[0]
+        .port
+        == stamp.DEFAULT_PORT
+    )
+
+    async def scenario() -> None:
+        monitor = Monitor(Fleet())
+        await monitor.apply(config)
+        task = asyncio.create_task(monitor.run())
+        try:
+            deadline = time.monotonic() + WAIT
+            while not all(t.state is State.UP for t in monitor.fleet):
+                assert time.monotonic() < deadline, "targets not UP in time"
+                await asyncio.sleep(0.05)
+        finally:
+            monitor.stop()
+            await asyncio.wait_for(task, WAIT)
+            monitor.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        stamp_counters = stamp_server.stop()
+        text_counters = text_server.stop()
+    assert stamp_counters.replied >= 1 and stamp_counters.denied_total == 0
+    assert stamp_counters.malformed_total == 0
+    assert text_counters.replied >= 1
