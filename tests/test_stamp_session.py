@@ -161,3 +161,17 @@ def test_bad_protocol_settings_are_config_errors() -> None:
         ProbeConfig(protocol_options={"ssid": 1})
     assert ProbeConfig(protocol="stamp", protocol_options={"ssid": 3}).build_codec().name == "stamp"
     assert stamp.DEFAULT_PORT == 862
+
+
+def test_an_icmp_error_quoting_a_stamp_request_names_its_heartbeat() -> None:
+    config = ProbeConfig(count=3, interval=0.1, protocol="stamp", first_seq=2**32 - 2)
+    session = ProbeSession(config, 0.0)
+    sent = []
+    for now in (0.0, 0.1, 0.2):
+        session.handle_timer(now, EPOCH + now)
+        sent.extend(session.datagrams_to_send())
+    assert [session.sent_seq(datagram) for datagram in sent] == [2**32 - 2, 2**32 - 1, 2**32]
+    assert session.sent_seq(sent[2][:4]) == 2**32  # an ICMP error may quote only the start
+    assert session.sent_seq(b"\x00") is None
+    session.receive_error(0.25, session.sent_seq(sent[1]))
+    assert session.report().refused == 1

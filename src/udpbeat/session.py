@@ -503,6 +503,14 @@ class ProbeSession:
             self._miss(seq, pending, now, "refused")
         self._maybe_finish(now)
 
+    def sent_seq(self, datagram: bytes) -> int | None:
+        """The sequence number a datagram of this session carried (as an ICMP error quotes
+        it), or ``None`` if it is not one of its requests."""
+        try:
+            return self._unwrap(self.codec.request_seq(datagram))
+        except WireError:
+            return None
+
     def count_socket_error(self, kind: str) -> None:
         """The shell met a socket error that is not a refusal (counted by ``kind``, reported)."""
         self._socket_errors[kind] += 1

@@ -59,3 +59,8 @@ class Codec(Protocol):
     def decode_reply(self, data: bytes) -> DecodedReply:
         """Raises: WireError (a subclass naming the field) for anything but a valid reply."""
         ...
+
+    def request_seq(self, data: bytes) -> int:
+        """The sequence number (as the wire carries it) of a request of ours, e.g. the one an
+        ICMP error quotes. Raises: WireError when it is not one."""
+        ...

@@ -49,6 +49,7 @@ HMAC_SIZE = 16
 #: Octets the HMAC covers: all that precede it.
 HMAC_COVERED = AUTHENTICATED_SIZE - HMAC_SIZE
 MAX_SEQUENCE = 2**32 - 1
+SEQUENCE_SIZE = 4
 SEQUENCE_MODULUS = 2**32
 #: Seconds from NTP's epoch (1900-01-01) to Unix's (1970-01-01).
 NTP_UNIX_OFFSET = 2_208_988_800
@@ -444,6 +445,15 @@ class StampCodec:
             self.extra,
         )
         return encode_sender(packet, self.key)
+
+    def request_seq(self, data: bytes) -> int:
+        # The sequence number is the first field in both modes; an ICMP error may quote less
+        # than the whole packet, and the HMAC is not ours to check there.
+        if len(data) < SEQUENCE_SIZE:
+            raise ShortPacket(
+                f"a quoted STAMP request of {len(data)} octets has no sequence number"
+            )
+        return int.from_bytes(data[:SEQUENCE_SIZE], "big")
 
     def decode_reply(self, data: bytes) -> DecodedReply:
         packet = decode_reflector(data, self.key)

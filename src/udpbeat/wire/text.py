@@ -236,3 +236,6 @@ class TextCodec:
     def decode_reply(self, data: bytes) -> DecodedReply:
         reply = decode_reply(data)
         return DecodedReply(reply.seq, reply.time_difference)
+
+    def request_seq(self, data: bytes) -> int:
+        return decode_request(data).seq
