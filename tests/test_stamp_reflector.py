@@ -5,6 +5,7 @@ TTL 255)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import sys
 import time
@@ -226,3 +227,30 @@ def test_the_monitor_probes_a_stamp_target_beside_a_text_one(tmp_path: Path) -> 
     assert stamp_counters.replied >= 1 and stamp_counters.denied_total == 0
     assert stamp_counters.malformed_total == 0
     assert text_counters.replied >= 1
+
+
+@pytest.mark.parametrize("io", PATHS)
+def test_garbage_between_requests_is_counted_and_requests_still_answered(io: str) -> None:
+    """A short fuzz on loopback: random datagrams between valid requests; the server answers
+    every valid one and its counters add up exactly."""
+    rng = random.Random(12)
+    config = stamp_config(rate_limit=0, log_events=False)
+    background = BackgroundServer(
+        "127.0.0.1", 0, config, server_config=ServerConfig(io=io), stamp=StampOptions()
+    )
+    with background, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(WAIT)
+        address = ("127.0.0.1", background.address[1])
+        for round_number in range(20):
+            for _ in range(20):
+                client.sendto(rng.randbytes(rng.randrange(0, 60)), address)
+            client.sendto(request(round_number), address)
+            while True:  # garbage of 44 octets or more is a valid request too: skip its replies
+                reply = stamp.decode_reflector(client.recv(2048))
+                if reply.sender_seq == round_number and reply.ssid == 0:
+                    break
+    counters = background.counters
+    assert counters.unaccounted == 0
+    assert counters.received == 20 * 21
+    assert counters.replied + counters.malformed_total == counters.received
+    assert set(counters.malformed) <= {"short-packet"}
