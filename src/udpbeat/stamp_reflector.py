@@ -125,8 +125,9 @@ class StampReflector(Reflector):
         base = stamp.BASE_SIZE if key is None else stamp.AUTHENTICATED_SIZE
         head = stamp.SENDER_HEAD.unpack_from
         replies: list[bytes | None] = [None] * len(datagrams)
-        # (index, sender's seq, SSID, the request) of every datagram to answer.
-        accepted: list[tuple[int, int, int, bytes]] = []
+        # (index, sender's seq, SSID, the request, its decoding in authenticated mode) of every
+        # datagram to answer.
+        accepted: list[tuple[int, int, int, bytes, stamp.SenderPacket | None]] = []
         for index, data in enumerate(datagrams):
             size = len(data)
             if size > max_size:
@@ -153,6 +154,7 @@ class StampReflector(Reflector):
                     f"{size} octets; {what} Session-Sender packet takes {base}",
                 )
                 continue
+            packet = None
             if key is None:
                 seq, _, _, ssid = head(data)
             else:
@@ -170,7 +172,7 @@ class StampReflector(Reflector):
                 if self._log_events:
                     self._note(Reflected(wall_time, source, "dropped-loss", str(seq)))
                 continue
-            accepted.append((index, seq, ssid, data))
+            accepted.append((index, seq, ssid, data, packet))
         if not accepted:
             return replies
         ptp = self._ptp
@@ -182,13 +184,12 @@ class StampReflector(Reflector):
         own_ee = self._own_error_estimate
         stateful = self._stateful
         build = stamp.REFLECTOR_FROM_REQUEST.pack
-        for index, seq, ssid, data in accepted:
+        for index, seq, ssid, data, packet in accepted:
             reflector_seq = self._next_seq(source, ssid) if stateful else seq
             ttl = stamp.UNKNOWN_TTL if ttls is None else ttls[index]
-            if key is None:
+            if packet is None:
                 reply = build(reflector_seq, transmitted, own_ee, ssid, received, data[:14], ttl)
             else:
-                request = stamp.decode_sender(data, key)
                 reply = stamp.encode_reflector(
                     stamp.ReflectorPacket(
                         reflector_seq,
@@ -197,8 +198,8 @@ class StampReflector(Reflector):
                         ssid,
                         received,
                         seq,
-                        request.timestamp,
-                        request.error_estimate,
+                        packet.timestamp,
+                        packet.error_estimate,
                         ttl,
                     ),
                     key,
