@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import has_ipv6_loopback
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -254,3 +255,22 @@ def test_garbage_between_requests_is_counted_and_requests_still_answered(io: str
     assert counters.received == 20 * 21
     assert counters.replied + counters.malformed_total == counters.received
     assert set(counters.malformed) <= {"short-packet"}
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IPV6_RECVHOPLIMIT is Linux's")
+@pytest.mark.parametrize("io", PATHS)
+@pytest.mark.parametrize("host", ["::1", ""])
+def test_over_ipv6_the_hop_limit_is_the_ttl(io: str, host: str) -> None:
+    config = stamp_config(rate_limit=0, log_events=False)
+    background = BackgroundServer(
+        host, 0, config, server_config=ServerConfig(io=io), stamp=StampOptions()
+    )
+    with background, socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as client:
+        client.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 21)
+        client.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+        client.settimeout(WAIT)
+        client.sendto(request(5), ("::1", background.address[1]))
+        data, ancillary, _, _ = client.recvmsg(2048, 256)
+    assert stamp.decode_reflector(data).sender_ttl == 21
+    assert take_ttl(ancillary)[0] == 255
