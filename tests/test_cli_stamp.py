@@ -4,6 +4,7 @@ line: the summary's STAMP keys, authenticated mode end to end, and the flags' ed
 from __future__ import annotations
 
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +12,12 @@ import pytest
 from click.testing import CliRunner
 from helpers import json_lines, run_main, udpbeat_server
 
+from udpbeat._net import bind_udp
 from udpbeat.cli import cli
+from udpbeat.errors import ConfigError
 from udpbeat.server import BackgroundServer
 from udpbeat.stamp_reflector import StampOptions, stamp_config
+from udpbeat.wire import stamp
 
 
 def invoke(*args: str) -> tuple[int, list[str]]:
@@ -102,3 +106,15 @@ def test_bad_stamp_flags_are_one_line(
     status, stdout, stderr = run_main(capsys, *args)
     assert (status, stdout, len(stderr)) == (2, [], 1), (status, stdout, stderr)
     assert message in stderr[0]
+
+
+def test_a_privileged_port_refused_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: socket.socket, address: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(socket.socket, "bind", refuse)
+    with pytest.raises(ConfigError, match="needs root or CAP_NET_BIND_SERVICE; --port"):
+        bind_udp("127.0.0.1", stamp.DEFAULT_PORT)
+    with pytest.raises(ConfigError) as refused:
+        bind_udp("127.0.0.1", 12000)
+    assert "CAP_NET_BIND_SERVICE" not in str(refused.value)
