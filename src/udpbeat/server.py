@@ -13,6 +13,11 @@ log. On a wildcard bind (Linux) both send each reply from the address its reques
 (:func:`ask_destinations`). ``docs/performance.md`` has the measurements, and its history those
 of the designs set aside: an ``add_reader`` drain (with and without uvloop).
 
+With ``stamp`` (``udpbeat server --protocol stamp``) the reflector is
+:class:`~udpbeat.stamp_reflector.StampReflector` on the same paths; on Linux each datagram's TTL
+(hop limit) comes with it as a control message (``IP_RECVTTL``/``IPV6_RECVHOPLIMIT``), is handed
+to the reflector, and goes back with the reply set to 255, which makes the reply's TTL 255.
+
 The event loop keeps everything else: signals, timers, and the log. Records are handed to
 ``on_records`` from the loop every ``FLUSH_INTERVAL`` seconds, in batches, never on the reader's
 path. The reflector is touched under one lock, held only around ``reflect`` and the hand-over,
