@@ -274,3 +274,31 @@ def test_over_ipv6_the_hop_limit_is_the_ttl(io: str, host: str) -> None:
         data, ancillary, _, _ = client.recvmsg(2048, 256)
     assert stamp.decode_reflector(data).sender_ttl == 21
     assert take_ttl(ancillary)[0] == 255
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="IP_RECVTTL is Linux's")
+@pytest.mark.parametrize("io", PATHS)
+def test_ipv4_and_ipv6_requests_mixed_each_get_their_own_ttl(io: str) -> None:
+    """On a dual-stack socket IPv4 and IPv6 requests come with different control messages,
+    so a batch of both is read slot by slot: each still gets its own TTL."""
+    config = stamp_config(rate_limit=0, log_events=False)
+    background = BackgroundServer(
+        "", 0, config, server_config=ServerConfig(io=io), stamp=StampOptions()
+    )
+    with (
+        background,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client4,
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as client6,
+    ):
+        port = background.address[1]
+        client4.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 33)
+        client6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 21)
+        for seq in range(30):
+            client4.sendto(request(seq), ("127.0.0.1", port))
+            client6.sendto(request(seq), ("::1", port))
+        for client, ttl in ((client4, 33), (client6, 21)):
+            client.settimeout(WAIT)
+            replies = [stamp.decode_reflector(client.recv(2048)) for _ in range(30)]
+            assert sorted(reply.sender_seq for reply in replies) == list(range(30))
+            assert {reply.sender_ttl for reply in replies} == {ttl}

@@ -53,7 +53,10 @@ def bind_udp(host: str, port: int) -> socket.socket:
         return sock
     reason = last_error.strerror if last_error is not None else "no address"
     if isinstance(last_error, PermissionError) and 0 < port < 1024:
-        reason += " (a port below 1024 needs root or CAP_NET_BIND_SERVICE; --port chooses another)"
+        reason = (
+            f"{reason} (a port below 1024 needs root or CAP_NET_BIND_SERVICE; "
+            "--port chooses another)"
+        )
     raise ConfigError(f"cannot bind UDP {host or '*'}:{port}: {reason}")
 
 
