@@ -27,6 +27,7 @@ import ctypes
 import json
 import select
 import socket
+import struct
 import sys
 import time
 
@@ -61,6 +62,31 @@ def make_stamp() -> bytes:
 def reply_seq(data: bytes) -> int:
     """The sequence number in a heartbeat reply (``Seq: 12, ...``) or an echoed request."""
     return int(data.split(b" ", 2)[1].rstrip(b","))
+
+
+#: STAMP (``--protocol stamp``): 44-octet Session-Sender packets, sequence number and NTP
+#: timestamp; the reply's Session-Sender sequence number is at octets 24..27.
+_STAMP_REQUEST = struct.Struct("!I8sHH28x")
+_NTP_OFFSET = 2_208_988_800
+
+
+def stamp_request(seq: int, stamp: bytes) -> bytes:
+    return _STAMP_REQUEST.pack(seq & 0xFFFFFFFF, stamp, 1, 0)
+
+
+def stamp_make_stamp() -> bytes:
+    now = time.time() + _NTP_OFFSET
+    return struct.pack("!II", int(now) & 0xFFFFFFFF, int((now % 1) * 2**32))
+
+
+def stamp_reply_seq(data: bytes) -> int:
+    return int.from_bytes(data[24:28], "big")
+
+
+def use_stamp() -> None:
+    """Make every mode speak STAMP instead of the text format."""
+    global request, make_stamp, reply_seq
+    request, make_stamp, reply_seq = stamp_request, stamp_make_stamp, stamp_reply_seq
 
 
 class PlainIO:
@@ -332,7 +358,10 @@ def main() -> None:
     parser.add_argument(
         "--no-batch", action="store_true", help="one system call per datagram (no sendmmsg)"
     )
+    parser.add_argument("--protocol", choices=["text", "stamp"], default="text")
     args = parser.parse_args()
+    if args.protocol == "stamp":
+        use_stamp()
     sock = connect(args.host, args.port)
     io = make_io(sock, not args.no_batch)
     if args.mode == "window":

@@ -3,6 +3,8 @@
 Targets, each started fresh on a free loopback port and killed afterwards:
 
 * ``udpbeat``  -- ``python -m udpbeat server --loss 0 --quiet``
+* ``stamp``    -- the same with ``--protocol stamp`` (STAMP test packets, 44 octets); its
+  replies/s are set beside the text reflector's (goal: at least 0.9x)
 * ``bare``     -- ``bare_echo.py``, a blocking ``recvfrom``/``sendto`` echo loop (the ceiling)
 * ``asyncio``  -- ``asyncio_echo.py``, an echo on asyncio's default ``DatagramProtocol``
 
@@ -44,11 +46,16 @@ TARGETS: dict[str, list[str]] = {
         sys.executable, "-m", "udpbeat", "server", "--host", "{host}", "--port", "{port}",
         "--loss", "0", "--quiet", "--rate-limit", "1e7",
     ],
+    "stamp": [
+        sys.executable, "-m", "udpbeat", "server", "--host", "{host}", "--port", "{port}",
+        "--loss", "0", "--quiet", "--rate-limit", "1e7", "--protocol", "stamp",
+    ],
     "bare": [sys.executable, str(HERE / "bare_echo.py"), "{host}", "{port}"],
     "asyncio": [sys.executable, str(HERE / "asyncio_echo.py"), "{host}", "{port}"],
 }  # fmt: skip
 LABELS = {
     "udpbeat": "udpbeat server",
+    "stamp": "udpbeat server --protocol stamp",
     "bare": "bare blocking echo",
     "asyncio": "asyncio DatagramProtocol echo",
 }
@@ -78,21 +85,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def wait_until_answering(port: int, timeout: float = 10.0) -> None:
+#: Targets that speak STAMP rather than the text format (the generator is told so).
+STAMP_TARGETS = {"stamp"}
+#: A STAMP Session-Sender packet: sequence number 0, a zero timestamp, 44 octets.
+STAMP_PROBE = bytes(12) + b"\x00\x01" + bytes(30)
+
+
+def wait_until_answering(port: int, timeout: float = 10.0, probe: bytes | None = None) -> None:
     """Heartbeats until one is answered (several: an ``--extra`` target may drop some)."""
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(0.05)
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
-                sock.sendto(b"Heartbeat 0 %.6f" % time.time(), (HOST, port))
+                sock.sendto(probe or b"Heartbeat 0 %.6f" % time.time(), (HOST, port))
                 sock.recvfrom(2048)
                 return
     raise RuntimeError(f"no reply on port {port} within {timeout}s")
 
 
 @contextlib.contextmanager
-def running(argv: list[str]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def running(
+    argv: list[str], probe: bytes | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
     command = [part.format(host=HOST, port=port) for part in argv]
     with tempfile.TemporaryFile() as errors:
@@ -101,7 +116,7 @@ def running(argv: list[str]) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
         )
         try:
             try:
-                wait_until_answering(port)
+                wait_until_answering(port, probe=probe)
             except RuntimeError:
                 errors.seek(0)
                 raise RuntimeError(
@@ -132,7 +147,10 @@ def loadgen(port: int, *options: str) -> dict[str, float]:
 
 def measure(name: str, argv: list[str], args: argparse.Namespace, figures: Figures) -> None:
     batch = ["--no-batch"] if args.no_batch else []
-    with running(argv) as (process, port):
+    stamp = name in STAMP_TARGETS
+    if stamp:
+        batch += ["--protocol", "stamp"]
+    with running(argv, STAMP_PROBE if stamp else None) as (process, port):
         duration = str(args.duration)
         cpu_before, clock_before = cpu_seconds(process.pid), time.monotonic()
         window = loadgen(port, "--mode", "window", "--window", str(args.window), "--duration",
@@ -151,7 +169,7 @@ def measure(name: str, argv: list[str], args: argparse.Namespace, figures: Figur
         figures.open_loop.append(rate["replies_per_s"])
         figures.open_loop_sent.append(rate["sent_per_s"])
         ping = loadgen(port, "--mode", "pingpong", "--count", str(args.pings), "--duration",
-                       duration)  # fmt: skip
+                       duration, *(["--protocol", "stamp"] if stamp else []))  # fmt: skip
         if ping["p50_us"] is not None:
             figures.p50.append(ping["p50_us"])
             figures.p99.append(ping["p99_us"])
@@ -175,6 +193,10 @@ def report(results: dict[str, Figures], args: argparse.Namespace) -> list[str]:
             f"{median(fig.open_loop):>11,.0f}{median(fig.p50):>9.1f}{median(fig.p99):>9.1f}"
         )
     lines.append("")
+    if "udpbeat" in results and "stamp" in results:
+        ratio = median(results["stamp"].window) / median(results["udpbeat"].window)
+        verdict = "met" if ratio >= 0.9 else "NOT met"
+        lines.append(f"replies/s stamp/text        {ratio:6.2f}x  goal >= 0.9: {verdict}")
     udpbeat = results.get("udpbeat")
     goals = {"bare": 0.9, "asyncio": 5.0}
     if udpbeat is not None:

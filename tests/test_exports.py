@@ -29,6 +29,8 @@ PUBLIC = [
     "ScheduledOutage",
     "Server",
     "ServerConfig",
+    "StampOptions",
+    "StampReflector",
     "State",
     "Transition",
     "UdpbeatError",

@@ -22,6 +22,7 @@ from udpbeat.reflector import Counters, Reflector, ReflectorConfig
 from udpbeat.report import Outage, ProbeReport
 from udpbeat.server import BackgroundServer, Server, ServerConfig, start_background_server
 from udpbeat.session import ProbeConfig, ProbeSession
+from udpbeat.stamp_reflector import StampOptions, StampReflector
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,8 @@ __all__ = [
     "ScheduledOutage",
     "Server",
     "ServerConfig",
+    "StampOptions",
+    "StampReflector",
     "State",
     "Transition",
     "UdpbeatError",

@@ -264,6 +264,64 @@ class BatchSocket:
         length = self._in_control_lengths[index]
         return parse_control(bytes(self._control[start : start + length]))
 
+    def take_ttls(self, count: int, reply_ttl: int = 255) -> list[int | None]:
+        """The TTL (hop limit) of each of the first ``count`` datagrams of the last
+        :meth:`receive`, from their ``IP_TTL``/``IPV6_HOPLIMIT`` control messages (``None``
+        where there is none), each rewritten in place to ``reply_ttl``: the replies go out with
+        their requests' control messages, and that one sets their TTL.
+
+        The kernel writes the same control messages in the same order for every datagram of a
+        family, so the TTL sits at the same place in every slot: where the first datagram's
+        was found, checked for all by the length used and the message's level and type (one
+        strided slice each), it is read and rewritten for the whole batch with one slice. A
+        batch where that does not hold (IPv4 and IPv6 sources mixed) is read slot by slot.
+        """
+        control, size = self._control, self._control_size
+        stop = count * size
+        low = 0 if sys.byteorder == "little" else 3  # the TTL's byte in its native int
+        place = self._ttl_place(0)
+        if place is not None:
+            value, used = place
+            header = value - _cmsg_align(_CMSG_HEADER.size)
+            level = header + _WORD_SIZE + low  # cmsg_level's low byte
+            kind = level + 4  # cmsg_type's
+            if (
+                self._in_control_lengths[:count].tolist().count(used) == count
+                and control[level:stop:size].count(control[level]) == count
+                and control[kind:stop:size].count(control[kind]) == count
+            ):
+                ttls: list[int | None] = list(control[value + low : stop : size])
+                control[value + low : stop : size] = bytes((reply_ttl,)) * count
+                return ttls
+        result: list[int | None] = []
+        for index in range(count):
+            found = self._ttl_place(index)
+            if found is None:
+                result.append(None)
+                continue
+            at = found[0] + low
+            result.append(control[at])
+            control[at] = reply_ttl
+        return result
+
+    def _ttl_place(self, index: int) -> tuple[int, int] | None:
+        """Where the ``index``-th datagram's TTL value starts in the control buffer, and the
+        control length it came with (``None``: it has no TTL message)."""
+        control, size = self._control, self._control_size
+        used = min(self._in_control_lengths[index], size)
+        offset = index * size
+        end = offset + used
+        header = _CMSG_HEADER
+        aligned = _cmsg_align(header.size)
+        while offset + header.size <= end:
+            length, level, kind = header.unpack_from(control, offset)
+            if length < header.size or offset + length > end:
+                return None
+            if (level, kind) in _TTL_MESSAGES and length >= aligned + 4:
+                return offset + aligned, used
+            offset += _cmsg_align(length)
+        return None
+
     def send(self, replies: list[bytes], kept: list[int] | None = None) -> tuple[int, int]:
         """Send ``replies[i]`` without blocking to the i-th source of the last :meth:`receive`,
         or to the ``kept[i]``-th when given; returns ``(would-block, other errors)``.
@@ -332,6 +390,9 @@ class BatchSocket:
 #: ``struct cmsghdr``: ``cmsg_len`` (``size_t``), ``cmsg_level``, ``cmsg_type``.
 _CMSG_HEADER = struct.Struct("=" + _WORD + "ii")
 _CMSG_ALIGN = ctypes.sizeof(ctypes.c_size_t)
+_WORD_SIZE = ctypes.sizeof(ctypes.c_size_t)
+#: ``(level, type)`` of ``IP_TTL`` and ``IPV6_HOPLIMIT`` (Linux).
+_TTL_MESSAGES = frozenset({(0, 2), (41, 52)})
 
 
 def _cmsg_align(length: int) -> int:

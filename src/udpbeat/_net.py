@@ -52,6 +52,11 @@ def bind_udp(host: str, port: int) -> socket.socket:
         sock.setblocking(False)
         return sock
     reason = last_error.strerror if last_error is not None else "no address"
+    if isinstance(last_error, PermissionError) and 0 < port < 1024:
+        reason = (
+            f"{reason} (a port below 1024 needs root or CAP_NET_BIND_SERVICE; "
+            "--port chooses another)"
+        )
     raise ConfigError(f"cannot bind UDP {host or '*'}:{port}: {reason}")
 
 
@@ -423,3 +428,50 @@ def read_error_queue_to(
             ):
                 offender = _decode_sockaddr(data[_EXTENDED_ERROR.size :])
         yield (destination or None), offender, payload, arrival
+
+
+# --- the TTL / hop limit of received datagrams (STAMP's Session-Sender TTL) -------------------
+
+#: Linux's values (Python's socket module names only some of them, on some versions).
+IP_TTL = 2
+IP_RECVTTL = 12
+IPV6_RECVHOPLIMIT = 51
+IPV6_HOPLIMIT = 52
+#: ``(level, type)`` of the control messages that carry a received datagram's TTL/hop limit.
+TTL_MESSAGES = frozenset({(SOL_IP, IP_TTL), (SOL_IPV6, IPV6_HOPLIMIT)})
+#: The TTL a STAMP reflector's replies leave with (the control message is sent back with it).
+REPLY_TTL = 255
+
+
+def enable_receive_ttl(sock: socket.socket) -> bool:
+    """Ask the kernel for each datagram's TTL (IPv4) or hop limit (IPv6); ``True`` if it will.
+
+    A dual-stack IPv6 socket gets both options, for its IPv4-mapped sources.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(SOL_IPV6, IPV6_RECVHOPLIMIT, 1)
+            with contextlib.suppress(OSError):  # an IPv6-only socket may refuse it
+                sock.setsockopt(SOL_IP, IP_RECVTTL, 1)
+        else:
+            sock.setsockopt(SOL_IP, IP_RECVTTL, 1)
+    except OSError:
+        return False
+    return True
+
+
+def take_ttl(
+    ancillary: list[tuple[int, int, bytes]],
+) -> tuple[int | None, list[tuple[int, int, bytes]]]:
+    """The received TTL among ``ancillary`` (``None``: none), and the control messages for the
+    reply: the same, with the TTL set to :data:`REPLY_TTL` (sent back, it sets the reply's)."""
+    ttl = None
+    reply = []
+    for level, kind, data in ancillary:
+        if (level, kind) in TTL_MESSAGES and len(data) >= 4:
+            ttl = int.from_bytes(data[:4], sys.byteorder) & 0xFF
+            data = REPLY_TTL.to_bytes(4, sys.byteorder) + data[4:]
+        reply.append((level, kind, data))
+    return ttl, reply

@@ -41,11 +41,10 @@ from udpbeat._net import (
     source_address,
 )
 from udpbeat.detector import Detector
-from udpbeat.errors import ConfigError, WireError
+from udpbeat.errors import ConfigError
 from udpbeat.events import Event
 from udpbeat.report import ProbeReport
 from udpbeat.session import ProbeConfig, ProbeSession
-from udpbeat.wire import text
 
 EventSink = Callable[[Event], None]
 T = TypeVar("T")
@@ -196,11 +195,7 @@ class Prober:
             if offender is not None and not same_host(offender, self._target):
                 self.session.count_socket_error("icmp-elsewhere")
                 continue
-            try:
-                seq: int | None = text.decode_request(payload).seq
-            except WireError:
-                seq = None
-            self._inbox.append((now, seq, False))
+            self._inbox.append((now, self.session.sent_seq(payload), False))
 
     # -- the session's side -----------------------------------------------------------------
 

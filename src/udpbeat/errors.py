@@ -9,7 +9,10 @@ The tree::
     │   ├── BadKeyword               does not start with the format's keyword
     │   ├── MissingField             a field is absent or the spacing is wrong
     │   ├── BadSequence              sequence number not a decimal integer in range
-    │   └── BadTimestamp             timestamp or time difference not a finite number in range
+    │   ├── BadTimestamp             timestamp or time difference not a finite number in range
+    │   ├── ShortPacket              a STAMP packet shorter than its base format
+    │   ├── BadTlv                   STAMP TLVs that overrun the packet
+    │   └── BadHmac                  a STAMP packet whose HMAC does not match the key
     └── ConfigError                  a setting (flag, argument, API parameter) out of range
 
 A server counts a ``WireError`` by its ``reason`` and drops the datagram; it never replies to
@@ -53,8 +56,25 @@ class BadTimestamp(WireError):
     reason = "bad-timestamp"
 
 
+class ShortPacket(WireError):
+    reason = "short-packet"
+
+
+class BadTlv(WireError):
+    reason = "bad-tlv"
+
+
+class BadHmac(WireError):
+    reason = "bad-hmac"
+
+
+#: The text format's reasons (the STAMP codec adds ``STAMP_WIRE_ERROR_REASONS``).
 WIRE_ERROR_REASONS: tuple[str, ...] = tuple(
     cls.reason for cls in (Oversize, NotText, BadKeyword, MissingField, BadSequence, BadTimestamp)
+)
+
+STAMP_WIRE_ERROR_REASONS: tuple[str, ...] = tuple(
+    cls.reason for cls in (ShortPacket, BadTlv, BadHmac)
 )
 
 

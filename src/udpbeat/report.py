@@ -88,6 +88,44 @@ class Outage:
 
 
 @dataclass(frozen=True, slots=True)
+class OneWayReport:
+    """What STAMP's four timestamps add to a run (``docs/stamp.md`` says what they mean).
+
+    ``forward`` (T2 - T1) and ``backward`` (T4 - T3) one-way delays, each off by the clocks'
+    offset in opposite directions; ``reflector_time`` (T3 - T2, the reflector's own clock);
+    ``clock_offset``: the reflector's clock minus the prober's, NTP's estimate
+    ``((T2 - T1) + (T3 - T4)) / 2`` over the lowest-delay exchanges (``None``: no exchange).
+    ``forward_lost`` / ``backward_lost``: with a stateful reflector, requests that never reached
+    it and replies that never came back, between the first and the last reply (``None`` with a
+    stateless reflector, or numbers that do not add up, e.g. a reflector restarted mid-run).
+    ``offset_samples``: the exchanges the offset was taken from.
+    """
+
+    forward: Summary
+    backward: Summary
+    reflector_time: Summary
+    clock_offset: float | None
+    offset_samples: int
+    stateful: bool
+    forward_lost: int | None
+    backward_lost: int | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "forward_delay_ms": _milliseconds(self.forward),
+            "backward_delay_ms": _milliseconds(self.backward),
+            "reflector_time_ms": _milliseconds(self.reflector_time),
+            "clock_offset_ms": (
+                None if self.clock_offset is None else round(self.clock_offset * 1e3, 6)
+            ),
+            "clock_offset_samples": self.offset_samples,
+            "reflector_stateful": self.stateful,
+            "forward_lost": self.forward_lost,
+            "backward_lost": self.backward_lost,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeReport:
     """The figures of a run. Times are in seconds; :meth:`to_dict` gives the stable JSON keys.
 
@@ -134,6 +172,10 @@ class ProbeReport:
     #: Datagrams received by where their arrival time came from: ``kernel`` (the socket's
     #: receive stamp) or ``user`` (the shell's own clock, where the kernel gave none).
     receive_timestamps: dict[str, int] = field(default_factory=dict)
+    #: The wire format spoken: ``text`` or ``stamp``.
+    protocol: str = "text"
+    #: STAMP's one-way figures (``None`` for the text format).
+    one_way: OneWayReport | None = None
 
     @property
     def loss(self) -> float | None:
@@ -184,6 +226,12 @@ class ProbeReport:
             "loss_while_up_percent": _percent(self.loss_while_up),
             "lost_in_outages": self.lost_in_outages,
             "receive_timestamps": dict(sorted(self.receive_timestamps.items())),
+            # STAMP's keys, only in a STAMP run: a text run's summary keeps its shape.
+            **(
+                {}
+                if self.one_way is None
+                else {"protocol": self.protocol, **self.one_way.to_dict()}
+            ),
         }
 
 

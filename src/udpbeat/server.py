@@ -13,6 +13,11 @@ log. On a wildcard bind (Linux) both send each reply from the address its reques
 (:func:`ask_destinations`). ``docs/performance.md`` has the measurements, and its history those
 of the designs set aside: an ``add_reader`` drain (with and without uvloop).
 
+With ``stamp`` (``udpbeat server --protocol stamp``) the reflector is
+:class:`~udpbeat.stamp_reflector.StampReflector` on the same paths; on Linux each datagram's TTL
+(hop limit) comes with it as a control message (``IP_RECVTTL``/``IPV6_RECVHOPLIMIT``), is handed
+to the reflector, and goes back with the reply set to 255, which makes the reply's TTL 255.
+
 The event loop keeps everything else: signals, timers, and the log. Records are handed to
 ``on_records`` from the loop every ``FLUSH_INTERVAL`` seconds, in batches, never on the reader's
 path. The reflector is touched under one lock, held only around ``reflect`` and the hand-over,
@@ -34,9 +39,10 @@ from types import TracebackType
 from typing import Any
 
 from udpbeat import _mmsg
-from udpbeat._net import DEFAULT_PORT, bind_udp
+from udpbeat._net import DEFAULT_PORT, bind_udp, enable_receive_ttl, take_ttl
 from udpbeat.errors import ConfigError, UdpbeatError
 from udpbeat.reflector import Counters, Reflected, Reflector, ReflectorConfig
+from udpbeat.stamp_reflector import StampOptions, StampReflector, stamp_config
 from udpbeat.wire import text
 
 #: Seconds between hand-overs of log records from the reader to ``on_records``.
@@ -237,7 +243,10 @@ class Server:
         *,
         on_records: RecordSink | None = None,
         server_config: ServerConfig | None = None,
+        stamp: StampOptions | None = None,
     ) -> None:
+        """``stamp``: answer STAMP (RFC 8762) as a Session-Reflector rather than the text
+        format; ``config`` then defaults to :func:`~udpbeat.stamp_reflector.stamp_config`."""
         self.host = host
         self.port = port
         self.server_config = server_config = server_config or ServerConfig()
@@ -245,10 +254,21 @@ class Server:
         self.io, self._mmsg_functions = choose_io(server_config.io)
         #: Seconds the batched reader may spin on an empty socket before blocking (0: never).
         self.busy_poll = server_config.busy_poll_us / 1e6
-        self.reflector = Reflector(config)
+        #: The STAMP reflector, when the server speaks STAMP (it is also :attr:`reflector`).
+        self.stamp_reflector: StampReflector | None = None
+        self.reflector: Reflector
+        if stamp is not None:
+            self.stamp_reflector = StampReflector(config or stamp_config(), stamp, clock=time.time)
+            self.reflector = self.stamp_reflector
+        else:
+            self.reflector = Reflector(config)
         #: One byte past the largest datagram accepted: longer ones arrive cut to this size (the
         #: kernel truncates), are still longer than ``max_size``, and are counted as oversize.
         self.receive_size = self.reflector.config.max_size + 1
+        #: The longest reply: STAMP's is as long as its request.
+        self.reply_size = self.receive_size if stamp is not None else text.MAX_REPLY_SIZE
+        #: Whether each request's TTL comes with it (STAMP on Linux); set by :meth:`start`.
+        self.receives_ttl = False
         self._on_records = on_records
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -301,6 +321,7 @@ class Server:
         sock.setblocking(True)
         try:
             self.replies_from_destination = ask_destinations(sock)
+            self.receives_ttl = self.stamp_reflector is not None and enable_receive_ttl(sock)
         except OSError:
             sock.close()
             raise
@@ -415,7 +436,8 @@ class Server:
         recvfrom, recvmsg = sock.recvfrom, sock.recvmsg
         answer = functools.partial(self._answer, sock.sendto, sock.sendmsg)
         receive_size = self.receive_size
-        destinations = self.replies_from_destination
+        # A STAMP server that reads TTLs takes every datagram's control messages.
+        destinations = self.replies_from_destination or self.receives_ttl
         monotonic, wall_clock = time.monotonic, time.time
         ancillary = None
         while True:
@@ -448,7 +470,14 @@ class Server:
         the request was sent to)."""
         with self._lock:
             try:
-                reply = self.reflector.reflect(data, source, now, wall_time)
+                if self.stamp_reflector is not None:
+                    ttl = None
+                    if ancillary is not None and self.receives_ttl:
+                        ttl, ancillary = take_ttl(ancillary)
+                    ttls = None if ttl is None else (ttl,)
+                    reply = self.stamp_reflector.reflect(data, source, now, wall_time, ttls)
+                else:
+                    reply = self.reflector.reflect(data, source, now, wall_time)
             except Exception as error:  # a defect: counted and survived, never a deaf server
                 self._internal_error(error)
                 return
@@ -495,15 +524,18 @@ class Server:
         of two lengths copied per batch; lone datagrams use ``recvmsg``/``sendmsg``.
         """
         assert self._mmsg_functions is not None
-        destinations = self.replies_from_destination
+        # A STAMP server that reads TTLs takes every datagram's control messages.
+        destinations = self.replies_from_destination or self.receives_ttl
         io = _mmsg.BatchSocket(
             sock,
             self._mmsg_functions,
             self.receive_size,
             self.server_config.batch,
-            text.MAX_REPLY_SIZE,
+            self.reply_size,
             CONTROL_SIZE if destinations else 0,
         )
+        stamp_reflector = self.stamp_reflector
+        take_ttls = io.take_ttls if self.receives_ttl else None
         receive, send = io.receive, io.send
         recvfrom, recvmsg = sock.recvfrom, sock.recvmsg
         answer = functools.partial(self._answer, sock.sendto, sock.sendmsg)
@@ -583,7 +615,18 @@ class Server:
                 answered_at = monotonic()
                 continue
             try:
-                if isinstance(names, bytes):  # one source sent the whole batch
+                if stamp_reflector is not None:
+                    replies = self._reflect_stamp(
+                        stamp_reflector,
+                        datagrams,
+                        names,
+                        known,
+                        learn,
+                        now,
+                        wall_time,
+                        None if take_ttls is None else take_ttls(len(datagrams)),
+                    )
+                elif isinstance(names, bytes):  # one source sent the whole batch
                     source = known(names) or learn(names)
                     with lock:
                         replies = reflect_batch(datagrams, source, now, wall_time)
@@ -608,6 +651,37 @@ class Server:
                 self._send_dropped += dropped
             if failed:
                 self._send_errors += failed
+
+    def _reflect_stamp(
+        self,
+        reflector: StampReflector,
+        datagrams: list[bytes],
+        names: list[bytes] | bytes,
+        known: Callable[[bytes], tuple[object, ...] | None],
+        learn: Callable[[bytes], tuple[object, ...]],
+        now: float,
+        wall_time: float,
+        ttls: list[int | None] | None,
+    ) -> list[bytes | None]:
+        """The batched path's replies from the STAMP reflector, with each request's TTL (0
+        where the kernel gave none for a datagram, as the reflector cannot know it)."""
+        known_ttls: list[int] | None = None
+        if ttls is not None and any(ttl is not None for ttl in ttls):
+            known_ttls = [ttl or 0 for ttl in ttls]
+        with self._lock:
+            if isinstance(names, bytes):
+                source = known(names) or learn(names)
+                return reflector.reflect_batch(datagrams, source, now, wall_time, known_ttls)
+            return [
+                reflector.reflect(
+                    data,
+                    known(name) or learn(name),
+                    now,
+                    wall_time,
+                    None if known_ttls is None else (known_ttls[index],),
+                )
+                for index, (data, name) in enumerate(zip(datagrams, names, strict=True))
+            ]
 
     def _flush(self) -> None:
         with self._lock:
@@ -655,8 +729,11 @@ class BackgroundServer:
         *,
         on_records: RecordSink | None = None,
         server_config: ServerConfig | None = None,
+        stamp: StampOptions | None = None,
     ) -> None:
-        self.server = Server(host, port, config, on_records=on_records, server_config=server_config)
+        self.server = Server(
+            host, port, config, on_records=on_records, server_config=server_config, stamp=stamp
+        )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="udpbeat-server", daemon=True

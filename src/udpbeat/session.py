@@ -44,9 +44,10 @@ from udpbeat.events import (
     StateChanged,
     UnknownReply,
 )
+from udpbeat.oneway import OneWay
 from udpbeat.report import Counts, Outage, ProbeReport
 from udpbeat.stats import Jitter, RecentSeries, Series
-from udpbeat.wire import text
+from udpbeat.wire import Codec, make_codec, text
 
 #: How many answered or expired sequence numbers are remembered, to tell late and duplicate
 #: replies apart from unknown ones. Older replies are counted as late.
@@ -91,6 +92,10 @@ class ProbeConfig:
     detector: str = "adaptive"
     detector_options: Mapping[str, Any] = field(default_factory=dict)
     probes_per_interval: int = PROBES_PER_INTERVAL
+    #: The wire format: ``"text"`` (the exercise's) or ``"stamp"`` (RFC 8762), and the codec's
+    #: options (STAMP: ``ssid``, ``key``, ``ptp``, ``size``; see :class:`udpbeat.wire.StampCodec`).
+    protocol: str = "text"
+    protocol_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.count is not None and not _is_int(self.count, minimum=1):
@@ -122,6 +127,20 @@ class ProbeConfig:
                 f"got {self.detector_options!r}"
             )
         self.build_detector()  # every bad detector setting fails here, not mid-run
+        if not isinstance(self.protocol_options, Mapping):
+            raise ConfigError(
+                f"protocol options must be a mapping of names to values, "
+                f"got {self.protocol_options!r}"
+            )
+        self.build_codec()
+
+    def build_codec(self) -> Codec:
+        """The wire format's codec as configured.
+
+        Raises:
+            ConfigError: unknown protocol, or an option it does not take or out of range.
+        """
+        return make_codec(self.protocol, self.protocol_options)
 
     def build_detector(self) -> Detector:
         """A fresh detector as configured.
@@ -261,9 +280,16 @@ class ProbeSession:
         self.detector = detector if detector is not None else config.build_detector()
         self.target = target
         self.host = host
+        self.codec = codec = config.build_codec()
+        #: STAMP's one-way figures (``None`` for a format without the four timestamps).
+        self.one_way = OneWay(history) if codec.name == "stamp" else None
         first_seq = config.first_seq
         if first_seq is None:
-            first_seq = 1 + secrets.randbelow(RANDOM_FIRST_SEQ_LIMIT)
+            # A codec that wraps sequence numbers starts below its modulus, so the run's numbers
+            # and the wire's agree for as long as possible.
+            modulus = codec.sequence_modulus
+            limit = RANDOM_FIRST_SEQ_LIMIT if modulus is None else min(modulus - 1, 2**62)
+            first_seq = 1 + secrets.randbelow(limit)
         #: The run's first sequence number on the wire.
         self.first_seq = first_seq
         self.finished = False
@@ -386,18 +412,21 @@ class ProbeSession:
             return
         time = self._unix(now)
         try:
-            reply = text.decode_reply(data)
+            reply = self.codec.decode_reply(data)
         except WireError as error:
             self._tally.malformed[error.reason] += 1
             self._events.append(MalformedReply(error.reason, now, len(data), str(error), time))
             self._maybe_finish(now)
             return
-        seq = reply.seq
+        seq = self._unwrap(reply.seq)
         pending = self._pending.pop(seq, None)
         if pending is not None:
             # Within the timeout: received, even if the detector's own deadline passed first.
             rtt = now - pending.sent_at
             probe = pending.probe
+            if reply.timestamps is not None and self.one_way is not None and time is not None:
+                # T1 and T4 on the wall clock through the same offset: T4 - T1 is the RTT.
+                self.one_way.add(seq, time - rtt, time, reply.timestamps)
             self._tally.of(probe).received += 1
             self._rtt.add(rtt)
             self._jitter.add(rtt)
@@ -473,6 +502,14 @@ class ProbeSession:
             assert seq is not None
             self._miss(seq, pending, now, "refused")
         self._maybe_finish(now)
+
+    def sent_seq(self, datagram: bytes) -> int | None:
+        """The sequence number a datagram of this session carried (as an ICMP error quotes
+        it), or ``None`` if it is not one of its requests."""
+        try:
+            return self._unwrap(self.codec.request_seq(datagram))
+        except WireError:
+            return None
 
     def count_socket_error(self, kind: str) -> None:
         """The shell met a socket error that is not a refusal (counted by ``kind``, reported)."""
@@ -550,9 +587,20 @@ class ProbeSession:
             lost_in_outages=sum(o.heartbeats_lost + o.probes_lost for o in outages),
             transition_times=tuple(self._transition_times),
             wall_offset=self._wall_offset,
+            protocol=self.codec.name,
+            one_way=None if self.one_way is None else self.one_way.report(),
         )
 
     # -- internals ----------------------------------------------------------------------------
+
+    def _unwrap(self, wire_seq: int) -> int:
+        """The run's sequence number that a wire number modulo the codec's modulus stands for:
+        the newest one sent that it can be (a reply answers what was sent)."""
+        modulus = self.codec.sequence_modulus
+        if modulus is None:
+            return wire_seq
+        newest = self._next_seq - 1
+        return newest - (newest - wire_seq) % modulus
 
     def _unix(self, now: float) -> float | None:
         offset = self._wall_offset
@@ -601,7 +649,7 @@ class ProbeSession:
         if overdue_at < deadline:
             heapq.heappush(self._deadlines, (overdue_at, seq))
         heapq.heappush(self._deadlines, (deadline, seq))
-        self._outgoing.append(text.encode_request(text.Heartbeat(seq, wall_time)))
+        self._outgoing.append(self.codec.encode_request(seq, wall_time))
         self._unmarked.append(seq)
         self.detector.on_sent(seq, now, probe=probe)
         self._events.append(HeartbeatSent(seq, now, wall_time, probe, kind.sent, wall_time))

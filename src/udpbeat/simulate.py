@@ -37,6 +37,7 @@ from udpbeat.detector import DETECTORS, Detector, State, Transition, make_detect
 from udpbeat.errors import ConfigError
 from udpbeat.reflector import Reflector, ReflectorConfig
 from udpbeat.session import PROBES_PER_INTERVAL, ProbeConfig, ProbeSession
+from udpbeat.stamp_reflector import StampReflector, stamp_config
 
 #: Virtual Unix time at virtual monotonic time 0, for the timestamps the wire format carries.
 WALL_CLOCK_EPOCH = 1_700_000_000.0
@@ -153,8 +154,20 @@ class PathConfig:
     jitter: float = 0.0002
     duplicate: float = 0.0
     icmp_when_stopped: bool = False
+    #: The server's wall clock minus the prober's (what STAMP's timestamps see; the RTT does not).
+    clock_offset: float = 0.0
+    #: The share of ``rtt`` spent on the way to the server (0.5: symmetric).
+    forward_share: float = 0.5
+    #: Each direction draws its own jitter (mean ``jitter / 2`` each) rather than the round trip
+    #: one draw split evenly: the two one-way delays then differ from exchange to exchange.
+    independent_jitter: bool = False
 
     def __post_init__(self) -> None:
+        if not math.isfinite(self.clock_offset):
+            raise ConfigError(
+                f"clock offset must be a finite number of seconds, got {self.clock_offset!r}"
+            )
+        _check_fraction("forward share", self.forward_share)
         if not (math.isfinite(self.rtt) and self.rtt >= 0):
             raise ConfigError(f"rtt must be >= 0 seconds, got {self.rtt!r}")
         if not (math.isfinite(self.jitter) and self.jitter >= 0):
@@ -233,7 +246,13 @@ class Simulation:
         self.session = session
         self.path = path
         self.now = start
-        self.reflector = Reflector(ReflectorConfig(loss=0.0, rate_limit=0, log_events=False))
+        if session.codec.name == "stamp":
+            # It answers at once: T3 is T2 (no clock), on the server's clock (``clock_offset``).
+            self.reflector: Reflector = StampReflector(
+                stamp_config(rate_limit=0, log_events=False), clock=None
+            )
+        else:
+            self.reflector = Reflector(ReflectorConfig(loss=0.0, rate_limit=0, log_events=False))
         self._rng = rng
         self._lost = path.loss.decider(rng)
         # (arrival time, tie-breaker, datagram; None stands for an ICMP port-unreachable)
@@ -302,9 +321,20 @@ class Simulation:
     def _transmit(self, datagram: bytes, at: float) -> None:
         path = self.path
         rtt = path.rtt
-        if path.jitter:
-            rtt += self._rng.expovariate(1.0 / path.jitter)
-        at_server = at + rtt / 2
+        if path.independent_jitter or path.forward_share != 0.5:
+            forward, backward = path.rtt * path.forward_share, path.rtt * (1 - path.forward_share)
+            if path.jitter and path.independent_jitter:
+                forward += self._rng.expovariate(2.0 / path.jitter)
+                backward += self._rng.expovariate(2.0 / path.jitter)
+            elif path.jitter:
+                half = self._rng.expovariate(1.0 / path.jitter) / 2
+                forward, backward = forward + half, backward + half
+            rtt = forward + backward
+            at_server = at + forward
+        else:
+            if path.jitter:
+                rtt += self._rng.expovariate(1.0 / path.jitter)
+            at_server = at + rtt / 2
         if self._down_from <= at_server < self._down_until:
             if path.icmp_when_stopped:
                 self._arrive(at + rtt, None)
@@ -312,7 +342,7 @@ class Simulation:
         if self._lost():
             return
         reply = self.reflector.reflect(
-            datagram, CLIENT_ADDRESS, at_server, WALL_CLOCK_EPOCH + at_server
+            datagram, CLIENT_ADDRESS, at_server, WALL_CLOCK_EPOCH + at_server + path.clock_offset
         )
         if reply is None:
             return

@@ -39,6 +39,7 @@ from udpbeat.events import Event, SessionFinished, StateChanged, event_to_dict
 from udpbeat.hooks import ChangeFilter, HookRunner
 from udpbeat.report import ProbeReport
 from udpbeat.session import PROBES_PER_INTERVAL, ProbeConfig
+from udpbeat.wire import PROTOCOLS, stamp
 
 EXIT_UP = 0
 EXIT_DOWN = 1
@@ -433,8 +434,39 @@ MIN_CONFIRM_INTERVAL = _adaptive_default("min_confirm_interval", 0.01)
     type=Integer(1, 65535),
     metavar="PORT",
     default=DEFAULT_PORT,
-    show_default=True,
+    show_default=f"{DEFAULT_PORT}; {stamp.DEFAULT_PORT} with --protocol stamp",
     help="UDP port of every HOST given without one (HOST:PORT or [IPV6]:PORT sets its own).",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(PROTOCOLS),
+    default="text",
+    show_default=True,
+    help="Wire format: the exercise's text heartbeats, or STAMP test packets (RFC 8762), "
+    "which add one-way delays, the reflector's time and the clocks' offset to the summary.",
+)
+@click.option(
+    "--ssid",
+    type=Integer(0, 65535),
+    metavar="N",
+    default=None,
+    help="STAMP: the session identifier (RFC 8972 SSID) in every packet [default: 0].",
+)
+@click.option(
+    "--stamp-key-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="STAMP authenticated mode (RFC 8762 §4.2.2): the shared HMAC key is this file's "
+    "content; replies with a bad HMAC are counted as malformed.",
+)
+@click.option(
+    "--stamp-size",
+    type=Integer(stamp.BASE_SIZE, 9000),
+    metavar="OCTETS",
+    default=None,
+    help="STAMP: pad each packet to this size with an Extra Padding TLV (RFC 8972 §4.1); the "
+    "reflector answers as large [default: 44, 112 authenticated].",
 )
 @click.option(
     "--count",
@@ -607,6 +639,10 @@ def client(
     ctx: click.Context,
     targets: tuple[str, ...],
     port: int,
+    protocol: str,
+    ssid: int | None,
+    stamp_key_file: str | None,
+    stamp_size: int | None,
     count: int,
     interval: float,
     timeout: float,
@@ -655,6 +691,18 @@ def client(
         min_std_deviation=min_std_deviation,
         acceptable_pause=acceptable_pause,
     )
+    stamp_options: dict[str, object] = {}
+    if protocol == "stamp":
+        if ssid is not None:
+            stamp_options["ssid"] = ssid
+        if stamp_key_file is not None:
+            stamp_options["key"] = stamp.read_key(stamp_key_file)
+        if stamp_size is not None:
+            stamp_options["size"] = stamp_size
+        if not port_given:
+            port = stamp.DEFAULT_PORT
+    elif ssid is not None or stamp_key_file is not None or stamp_size is not None:
+        raise click.UsageError("--ssid, --stamp-key-file and --stamp-size need --protocol stamp")
     config = ProbeConfig(
         count=count or None,
         interval=interval,
@@ -663,6 +711,8 @@ def client(
         detector=name,
         detector_options=options,
         probes_per_interval=probes_per_interval,
+        protocol=protocol,
+        protocol_options=stamp_options,
     )
     addresses = [target_address(target, port, port_given=port_given) for target in targets]
     settings = ClientOptions(

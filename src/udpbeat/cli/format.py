@@ -26,8 +26,9 @@ from udpbeat.events import (
     UnknownReply,
 )
 from udpbeat.reflector import Reflected, ReflectorConfig
-from udpbeat.report import Counts, Outage, ProbeReport
+from udpbeat.report import Counts, OneWayReport, Outage, ProbeReport
 from udpbeat.session import ProbeConfig
+from udpbeat.stats import Summary
 
 
 def json_line(obj: dict[str, object]) -> str:
@@ -166,8 +167,9 @@ def format_header(host: str, target: str, config: ProbeConfig) -> str:
         else f"interval {_setting_ms(config.interval)}"
     )
     watch = ", watching (a DOWN verdict does not end the run)" if config.watch else ""
+    protocol = "STAMP " if config.protocol == "stamp" else ""
     return (
-        f"UDPBEAT {format_target(host, target)}: {count}, {interval}, "
+        f"UDPBEAT {format_target(host, target)}: {protocol}{count}, {interval}, "
         f"timeout {_setting_ms(config.timeout)}{watch}"
     )
 
@@ -356,6 +358,39 @@ def _outage_line(number: int, outage: Outage, wall_offset: float) -> str:
     return f"outage {number}: {span}, {heartbeats} lost{refused}"
 
 
+def _spread(summary: Summary) -> str | None:
+    if not summary.count:
+        return None
+    assert summary.min is not None and summary.avg is not None and summary.max is not None
+    return "/".join(_ms(v) for v in (summary.min, summary.avg, summary.max))
+
+
+def _one_way_lines(one_way: OneWayReport) -> list[str]:
+    """STAMP's figures: one-way delays, the reflector's time, the clocks' offset, loss by
+    direction (``docs/stamp.md`` says how to read them)."""
+    lines = []
+    forward, backward = _spread(one_way.forward), _spread(one_way.backward)
+    if forward is not None and backward is not None:
+        lines.append(f"one-way forward min/avg/max = {forward} ms, backward = {backward} ms")
+    reflector = _spread(one_way.reflector_time)
+    if reflector is not None:
+        lines.append(f"reflector time min/avg/max = {reflector} ms")
+    if one_way.clock_offset is not None:
+        lines.append(
+            f"clock offset (reflector minus this host) = {_ms(one_way.clock_offset)} ms, "
+            f"from the {one_way.offset_samples} lowest-delay exchanges; one-way figures "
+            "include it"
+        )
+    if one_way.forward_lost is not None and one_way.backward_lost is not None:
+        lines.append(
+            f"lost by direction (stateful reflector): {one_way.forward_lost} forward, "
+            f"{one_way.backward_lost} backward"
+        )
+    elif not one_way.stateful and one_way.forward.count:
+        lines.append("lost by direction: unknown (the reflector is stateless)")
+    return lines
+
+
 def format_report(
     report: ProbeReport, wall_offset: float | None = None, *, verbose: bool = False
 ) -> str:
@@ -405,6 +440,8 @@ def format_report(
         assert diff.min is not None and diff.avg is not None and diff.max is not None
         spread = "/".join(_ms(v) for v in (diff.min, diff.avg, diff.max))
         lines.append(f"time difference min/avg/max = {spread} ms")
+    if report.one_way is not None:
+        lines.extend(_one_way_lines(report.one_way))
     if report.socket_errors:
         errors = ", ".join(f"{k} {v}" for k, v in sorted(report.socket_errors.items()))
         lines.append(f"socket errors: {errors}")

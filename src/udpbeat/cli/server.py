@@ -26,12 +26,16 @@ from udpbeat.server import (
     Server,
     ServerConfig,
 )
+from udpbeat.stamp_reflector import MODES, STAMP_MAX_SIZE, StampOptions
+from udpbeat.wire import stamp
 
 #: Refused datagrams (malformed, rate-limited, denied) are logged at most this many times a
 #: second; the rest are counted and the count is shown when the window closes.
 MALFORMED_LOG_PER_SECOND = 5
 
 _SERVER_DEFAULTS = ReflectorConfig()
+#: What ``--protocol`` takes.
+PROTOCOLS = ("text", "stamp")
 
 
 def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -205,6 +209,7 @@ async def serve(
     stats_interval: float | None = None,
     stdout_closed: bool = False,
     server_config: ServerConfig | None = None,
+    stamp: StampOptions | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     # First of all: from here on a signal is handled, whatever happens next.
@@ -215,7 +220,9 @@ async def serve(
     printer = RecordPrinter(
         as_json=as_json, quiet=quiet, out=console.out.write, err=console.err.write
     )
-    server = Server(host, port, config, on_records=printer, server_config=server_config)
+    server = Server(
+        host, port, config, on_records=printer, server_config=server_config, stamp=stamp
+    )
     try:
         await server.start()
         check_allow_families(config.allow, server.address[0])
@@ -250,15 +257,17 @@ async def serve(
             "type": "listening",
             "host": bound_host,
             "port": bound_port,
+            "protocol": "text" if stamp is None else "stamp",
             "loss": config.loss,
             "seed": config.seed,
             **limits(config),
         }
         console.out.write(json_line(listening))
     else:
+        protocol = "" if stamp is None else f"STAMP {stamp_mode_text(stamp)}, "
         console.out.write(
             f"udpbeat server listening on {display_address((bound_host, bound_port))}"
-            f" ({loss}; {limits_text(config)}); Ctrl-C to stop"
+            f" ({protocol}{loss}; {limits_text(config)}); Ctrl-C to stop"
         )
     waiting = asyncio.ensure_future(wait_reporting(stopping, stats_interval, report))
     watching = asyncio.ensure_future(server.wait_stopped())
@@ -284,9 +293,33 @@ async def serve(
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
-    default=DEFAULT_PORT,
+    default=None,
+    show_default=f"{DEFAULT_PORT}; {stamp.DEFAULT_PORT} with --protocol stamp",
+    help="UDP port (0: any free port). A port below 1024 (STAMP's 862) needs root or "
+    "CAP_NET_BIND_SERVICE.",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(PROTOCOLS),
+    default="text",
     show_default=True,
-    help="UDP port (0: any free port).",
+    help="What to answer: the exercise's text heartbeats, or STAMP test packets (RFC 8762).",
+)
+@click.option(
+    "--stamp-mode",
+    type=click.Choice(MODES),
+    default="stateless",
+    show_default=True,
+    help="STAMP: 'stateful' numbers each session's replies, so senders tell forward from "
+    "backward loss (RFC 8762 §4.3).",
+)
+@click.option(
+    "--stamp-key-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="STAMP authenticated mode (RFC 8762 §4.2.2): the shared HMAC key is this file's "
+    "content; requests with a bad HMAC are counted and not answered.",
 )
 @click.option(
     "--loss",
@@ -356,8 +389,8 @@ async def serve(
 @click.option(
     "--max-size",
     type=click.IntRange(1, MAX_DATAGRAM_SIZE),
-    default=_SERVER_DEFAULTS.max_size,
-    show_default=True,
+    default=None,
+    show_default=f"{_SERVER_DEFAULTS.max_size}; {STAMP_MAX_SIZE} with --protocol stamp",
     metavar="BYTES",
     help="Longest datagram accepted; longer ones are counted as malformed (oversize).",
 )
@@ -389,7 +422,10 @@ async def serve(
 )
 def server(
     host: str,
-    port: int,
+    port: int | None,
+    protocol: str,
+    stamp_mode: str,
+    stamp_key_file: str | None,
     loss: float,
     seed: int | None,
     as_json: bool,
@@ -401,7 +437,7 @@ def server(
     global_rate_limit: float,
     allow: tuple[str, ...],
     allow_privileged_ports: bool,
-    max_size: int,
+    max_size: int | None,
     io: str,
     busy_poll_us: float,
     batch: int,
@@ -410,6 +446,16 @@ def server(
 
     Its limits and counters: the README's section "udpbeat server — the reflector".
     """
+    stamp_options = None
+    if protocol == "stamp":
+        key = None if stamp_key_file is None else stamp.read_key(stamp_key_file)
+        stamp_options = StampOptions(mode=stamp_mode, key=key)
+    elif stamp_key_file is not None or stamp_mode != "stateless":
+        raise ConfigError("--stamp-mode and --stamp-key-file need --protocol stamp")
+    if port is None:
+        port = DEFAULT_PORT if stamp_options is None else stamp.DEFAULT_PORT
+    if max_size is None:
+        max_size = _SERVER_DEFAULTS.max_size if stamp_options is None else STAMP_MAX_SIZE
     config = ReflectorConfig(
         loss=loss,
         seed=seed,
@@ -434,5 +480,11 @@ def server(
             stats_interval=stats_interval,
             stdout_closed=stdout_closed,
             server_config=server_config,
+            stamp=stamp_options,
         )
     )
+
+
+def stamp_mode_text(options: StampOptions) -> str:
+    """``stateless``, ``stateful, authenticated``... for the listening line."""
+    return options.mode + (", authenticated" if options.key is not None else "")

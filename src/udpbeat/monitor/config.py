@@ -18,6 +18,11 @@ the key; :func:`load_config` adds the reading and the TOML parsing (stdlib ``tom
     host = "192.0.2.10"       # required
     port = 12001              # any key of [defaults] may be given per target
     labels = { role = "db" }  # merged over the default labels
+    protocol = "stamp"        # STAMP (RFC 8762) rather than the text format ("text")
+    ssid = 7                  # STAMP: the session identifier (RFC 8972), default 0
+    stamp_key_file = "k.key"  # STAMP: authenticated mode, the shared key's file
+
+A STAMP target without a port of its own probes port 862 (unless ``[defaults]`` names a port).
 
 A detector parameter belongs to a detector: one in ``[defaults]`` applies to the targets that
 use the default detector; a target that names another detector takes only its own.
@@ -37,9 +42,18 @@ from udpbeat._net import DEFAULT_PORT
 from udpbeat.detector import DETECTORS, detector_parameters, make_detector
 from udpbeat.errors import ConfigError
 from udpbeat.session import PROBES_PER_INTERVAL, ProbeConfig
+from udpbeat.wire import PROTOCOLS, stamp
 
 #: Keys every table may hold besides the detector's parameters.
-COMMON_KEYS = ("port", "interval", "timeout", "detector", "probes_per_interval", "labels")
+COMMON_KEYS = (
+    "port",
+    "interval",
+    "timeout",
+    "detector",
+    "probes_per_interval",
+    "labels",
+    *("protocol", "ssid", "stamp_key_file"),
+)
 TARGET_KEYS = ("name", "host", *COMMON_KEYS)
 #: Label names the monitor sets itself.
 RESERVED_LABELS = frozenset({"target", "state", "le"})
@@ -77,6 +91,8 @@ class Defaults:
     detector_options: Mapping[str, Any] = field(default_factory=dict)
     probes_per_interval: int = PROBES_PER_INTERVAL
     labels: Mapping[str, str] = field(default_factory=dict)
+    protocol: str = "text"
+    protocol_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +172,13 @@ def parse_defaults(raw: Mapping[str, Any], where: str) -> Defaults:
     detector = _detector_name(raw.get("detector", base.detector), where)
     options = _detector_options(raw, detector, where)
     values = _common(raw, base, where)
+    protocol, protocol_options = _protocol(raw, base, where)
+    if protocol == "stamp" and "port" not in raw:
+        values["port"] = stamp.DEFAULT_PORT
     defaults = Defaults(
         port=values["port"],
+        protocol=protocol,
+        protocol_options=protocol_options,
         interval=values["interval"],
         timeout=values["timeout"],
         detector=detector,
@@ -190,12 +211,18 @@ def parse_target(raw: Mapping[str, Any], defaults: Defaults, where: str) -> Targ
     )
     options.update(_detector_options(raw, detector, where, allowed=TARGET_KEYS))
     values = _common(raw, defaults, where)
+    protocol, protocol_options = _protocol(raw, defaults, where)
+    own_port = "port" in raw or defaults.port != DEFAULT_PORT
+    if protocol == "stamp" and defaults.protocol != "stamp" and not own_port:
+        values["port"] = stamp.DEFAULT_PORT
     labels = {**defaults.labels, **values["labels"]} if "labels" in raw else defaults.labels
     probe = _probe_config(
         Defaults(
             interval=values["interval"],
             timeout=values["timeout"],
             probes_per_interval=values["probes_per_interval"],
+            protocol=protocol,
+            protocol_options=protocol_options,
         ),
         detector,
         options,
@@ -266,6 +293,32 @@ def _common(raw: Mapping[str, Any], base: Defaults, where: str) -> dict[str, Any
         ),
         "labels": _labels(raw.get("labels", base.labels), f"{where}: labels"),
     }
+
+
+def _protocol(raw: Mapping[str, Any], base: Defaults, where: str) -> tuple[str, dict[str, Any]]:
+    """The ``protocol`` key and STAMP's keys (``ssid``, ``stamp_key_file``) over ``base``."""
+    protocol = raw.get("protocol", base.protocol)
+    if protocol not in PROTOCOLS:
+        raise ConfigError(
+            f"{where}: protocol: must be one of {', '.join(PROTOCOLS)}, got {protocol!r}"
+        )
+    options = dict(base.protocol_options) if protocol == base.protocol else {}
+    if "ssid" in raw:
+        ssid = raw["ssid"]
+        if isinstance(ssid, bool) or not isinstance(ssid, int) or not 0 <= ssid <= 65535:
+            raise ConfigError(f"{where}: ssid: must be a number in 0..65535, got {ssid!r}")
+        options["ssid"] = ssid
+    if "stamp_key_file" in raw:
+        path = raw["stamp_key_file"]
+        if not isinstance(path, str):
+            raise ConfigError(f"{where}: stamp_key_file: must be a file name, got {path!r}")
+        try:
+            options["key"] = stamp.read_key(path)
+        except ConfigError as error:
+            raise ConfigError(f"{where}: stamp_key_file: {error}") from None
+    if options and protocol != "stamp":
+        raise ConfigError(f'{where}: ssid and stamp_key_file need protocol = "stamp"')
+    return protocol, options
 
 
 def _port(value: object, where: str) -> int:
@@ -361,6 +414,8 @@ def _probe_config(
         values.interval,
         values.timeout,
         values.probes_per_interval,
+        values.protocol,
+        *sorted(values.protocol_options.items()),
         detector,
         *sorted((k, type(v), v) for k, v in options.items()),
     )
@@ -396,6 +451,8 @@ def _new_probe_config(
             detector=detector,
             detector_options=dict(options),
             probes_per_interval=values.probes_per_interval,
+            protocol=values.protocol,
+            protocol_options=dict(values.protocol_options),
         )
     except (ConfigError, TypeError) as error:
         raise ConfigError(f"{where}: detector: {error}") from None

@@ -39,7 +39,7 @@ from typing import Any
 from udpbeat._net import same_host
 from udpbeat.budget import ProbeBudget
 from udpbeat.detector import AdaptiveDetector, LossHistory, State, Transition
-from udpbeat.errors import ConfigError, WireError
+from udpbeat.errors import ConfigError
 from udpbeat.events import (
     DuplicateReply,
     HeartbeatLost,
@@ -51,7 +51,6 @@ from udpbeat.events import (
 from udpbeat.monitor.config import TargetConfig
 from udpbeat.session import ProbeSession
 from udpbeat.stats import percentile
-from udpbeat.wire import text
 
 #: Heartbeats each session remembers (RTT samples for its own report, sequence numbers to
 #: tell late and duplicate replies apart): enough for a monitor, small enough for 10^4 targets.
@@ -402,10 +401,7 @@ class Fleet:
         ):
             session.count_socket_error("icmp-elsewhere")
             return
-        try:
-            seq: int | None = text.decode_request(quoted).seq
-        except WireError:
-            seq = None
+        seq = session.sent_seq(quoted)
         now = now if now > target.last_now else target.last_now
         target.last_now = now
         session.receive_error(now, seq)

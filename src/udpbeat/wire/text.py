@@ -33,6 +33,7 @@ from udpbeat.errors import (
     Oversize,
     WireError,
 )
+from udpbeat.wire.base import DecodedReply
 
 MAX_SEQUENCE = 2**63 - 1
 MAX_TIMESTAMP = 1e10
@@ -221,3 +222,20 @@ def _diagnose_reply(data: bytes) -> WireError:
     return BadTimestamp(
         f"time difference {tail[:-8][:24]!r} is not a number with 6 decimals under 1e10"
     )
+
+
+class TextCodec:
+    """The exercise's format as a :class:`~udpbeat.wire.base.Codec` for the prober."""
+
+    name = "text"
+    sequence_modulus: int | None = None
+
+    def encode_request(self, seq: int, wall_time: float) -> bytes:
+        return encode_request(Heartbeat(seq, wall_time))
+
+    def decode_reply(self, data: bytes) -> DecodedReply:
+        reply = decode_reply(data)
+        return DecodedReply(reply.seq, reply.time_difference)
+
+    def request_seq(self, data: bytes) -> int:
+        return decode_request(data).seq
