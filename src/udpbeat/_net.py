@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import ipaddress
 import math
+import os
 import socket
 import struct
 import sys
@@ -310,6 +311,21 @@ def receive_timestamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
             seconds, nanoseconds = _TIMESPEC.unpack_from(data)
             return float(seconds) + float(nanoseconds) * 1e-9
     return None
+
+
+def _no_yield() -> None:
+    return None
+
+
+#: Give the CPU to whatever a send just woke, before going on (``os.sched_yield``; a no-op
+#: where the system has none). On one host (loopback, a reflector on the same machine) the
+#: kernel wakes the receiver *during* the send, and with a sync wake-up it puts the receiver
+#: on the sender's CPU, expecting the sender to sleep at once. A prober that goes on with its
+#: own bookkeeping (events, output, its event loop's turn) keeps the reflector waiting that
+#: long, and every microsecond of it is counted in the RTT: measured with ``perf sched``, the
+#: reflector waited 70-80 us per heartbeat behind ``udpbeat client`` (docs/design.md, "Time at
+#: the wire"). With nothing else runnable on the CPU the call returns at once (about 1 us).
+yield_after_send: Callable[[], None] = getattr(os, "sched_yield", _no_yield)
 
 
 class ClockBridge:

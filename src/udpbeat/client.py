@@ -39,6 +39,7 @@ from udpbeat._net import (
     resolve,
     same_host,
     source_address,
+    yield_after_send,
 )
 from udpbeat.detector import Detector
 from udpbeat.errors import ConfigError, WireError
@@ -224,6 +225,9 @@ class Prober:
             session.mark_sent(self._loop.time())
             for datagram in datagrams:
                 self._send(sock, datagram)
+            # Whatever the send woke (a reflector on this host) runs first: the events and
+            # the loop's turn below would otherwise be counted in the RTT (_net).
+            yield_after_send()
         on_event = self._on_event
         for event in session.events():
             if on_event is not None:
