@@ -10,8 +10,12 @@ briefly before blocking, which keeps the round trip at low load level with a bar
 Elsewhere, or with ``ServerConfig(io="portable")``, the reader is the plain loop:
 ``recvfrom``, reflect, non-blocking ``sendto``. Both paths give the same replies, counters and
 log. On a wildcard bind (Linux) both send each reply from the address its request was sent to
-(:func:`ask_destinations`). ``docs/performance.md`` has the measurements, and its history those
-of the designs set aside: an ``add_reader`` drain (with and without uvloop).
+(:func:`ask_destinations`). Both take each request's receive time (the reply's time difference)
+from the kernel's receive stamp where the system gives one (Linux ``SO_TIMESTAMPNS``), not from
+when the reader got to it; elsewhere, or with ``ServerConfig(receive_stamps="user")``, from
+``time.time()`` read as the datagram is taken. ``docs/performance.md`` has the measurements,
+and its history those of the designs set aside: an ``add_reader`` drain (with and without
+uvloop).
 
 The event loop keeps everything else: signals, timers, and the log. Records are handed to
 ``on_records`` from the loop every ``FLUSH_INTERVAL`` seconds, in batches, never on the reader's
@@ -34,7 +38,13 @@ from types import TracebackType
 from typing import Any
 
 from udpbeat import _mmsg
-from udpbeat._net import DEFAULT_PORT, bind_udp
+from udpbeat._net import (
+    DEFAULT_PORT,
+    SO_TIMESTAMPNS,
+    bind_udp,
+    enable_receive_timestamps,
+    receive_timestamp,
+)
 from udpbeat.errors import ConfigError, UdpbeatError
 from udpbeat.reflector import Counters, Reflected, Reflector, ReflectorConfig
 from udpbeat.wire import text
@@ -60,8 +70,10 @@ SINGLES = 16
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 #: Bytes of ancillary data read per datagram: room for an ``IPV6_PKTINFO`` and an
 #: ``IP_PKTINFO`` message together (72 bytes on 64-bit Linux), as a dual-stack socket gets them
-#: for IPv4 requests.
+#: for IPv4 requests, and a receive stamp (32 bytes).
 CONTROL_SIZE = 128
+#: Where a request's receive time comes from (``ServerConfig.receive_stamps``).
+RECEIVE_STAMPS = ("kernel", "user")
 #: Sources remembered by raw ``sockaddr`` bytes on the batched path (forgotten all at once when
 #: full, so that a flood of spoofed sources cannot grow memory).
 SOURCE_CACHE = 4096
@@ -99,6 +111,9 @@ class ServerConfig:
     - ``busy_poll_us``: microseconds the batched reader spins on an empty socket before it
       blocks, while lone requests come closer together than that; 0 never spins.
     - ``batch``: datagrams taken per ``recvmmsg`` and answered per ``sendmmsg``, 1..1024.
+    - ``receive_stamps``: ``"kernel"`` (the default) takes each request's receive time, and so
+      the reply's time difference, from the kernel's receive stamp where the system has one
+      (Linux ``SO_TIMESTAMPNS``); ``"user"`` reads ``time.time()`` when the reader takes it.
 
     Raises:
         ConfigError: a value out of range, named with what it accepts.
@@ -107,10 +122,16 @@ class ServerConfig:
     io: str = "auto"
     busy_poll_us: float = BUSY_POLL_US
     batch: int = BATCH
+    receive_stamps: str = "kernel"
 
     def __post_init__(self) -> None:
         if self.io not in IO_MODES:
             raise ConfigError(f"io must be one of {', '.join(IO_MODES)}, got {self.io!r}")
+        if self.receive_stamps not in RECEIVE_STAMPS:
+            raise ConfigError(
+                f"receive stamps must be one of {', '.join(RECEIVE_STAMPS)}, "
+                f"got {self.receive_stamps!r}"
+            )
         spin = self.busy_poll_us
         if (
             isinstance(spin, bool)
@@ -267,6 +288,9 @@ class Server:
         #: Whether replies are sent from each request's destination address (a wildcard bind
         #: on Linux: :func:`ask_destinations`); set by :meth:`start`.
         self.replies_from_destination = False
+        #: ``"kernel"`` when receive times come from the kernel's stamps (Linux
+        #: ``SO_TIMESTAMPNS``), else ``"user"``; set by :meth:`start`.
+        self.receive_stamps = "user"
         self._internal_errors_logged = 0
         self._not_logged_said = 0
 
@@ -304,6 +328,8 @@ class Server:
         except OSError:
             sock.close()
             raise
+        wanted = self.server_config.receive_stamps == "kernel"
+        self.receive_stamps = "kernel" if wanted and enable_receive_timestamps(sock) else "user"
         self._sock, self._stopping, self.failure = sock, False, None
         target = self._receive if self._mmsg_functions is None else self._receive_batched
         reader_done: asyncio.Future[None] = loop.create_future()
@@ -416,11 +442,12 @@ class Server:
         answer = functools.partial(self._answer, sock.sendto, sock.sendmsg)
         receive_size = self.receive_size
         destinations = self.replies_from_destination
+        stamped = self.receive_stamps == "kernel"
         monotonic, wall_clock = time.monotonic, time.time
         ancillary = None
         while True:
             try:
-                if destinations:
+                if destinations or stamped:
                     data, ancillary, _, source = recvmsg(receive_size, CONTROL_SIZE)
                 else:
                     data, source = recvfrom(receive_size)
@@ -431,7 +458,10 @@ class Server:
                 continue
             if self._stopping:
                 return
-            answer(data, source, monotonic(), wall_clock(), ancillary)
+            now, wall_time = monotonic(), wall_clock()
+            if stamped:
+                wall_time, ancillary = _take_stamp(ancillary, wall_time, destinations)
+            answer(data, source, now, wall_time, ancillary)
 
     def _answer(
         self,
@@ -496,6 +526,7 @@ class Server:
         """
         assert self._mmsg_functions is not None
         destinations = self.replies_from_destination
+        stamped = self.receive_stamps == "kernel"
         io = _mmsg.BatchSocket(
             sock,
             self._mmsg_functions,
@@ -503,7 +534,10 @@ class Server:
             self.server_config.batch,
             text.MAX_REPLY_SIZE,
             CONTROL_SIZE if destinations else 0,
+            timestamps=stamped,
         )
+        receive_times = io.receive_times
+        with_control = destinations or stamped
         receive, send = io.receive, io.send
         recvfrom, recvmsg = sock.recvfrom, sock.recvmsg
         answer = functools.partial(self._answer, sock.sendto, sock.sendmsg)
@@ -527,7 +561,7 @@ class Server:
         monotonic = time.monotonic
 
         def receive_one(size: int, flags: int = 0) -> tuple[bytes, Any, Any]:
-            if destinations:
+            if with_control:
                 data, ancillary, _, source = recvmsg(size, CONTROL_SIZE, flags)
                 return data, source, ancillary
             data, source = recvfrom(size, flags)
@@ -537,7 +571,7 @@ class Server:
             deadline = monotonic() + spin
             while True:
                 try:
-                    if destinations:
+                    if with_control:
                         data, ancillary, _, source = recvmsg(size, CONTROL_SIZE, _DONTWAIT)
                         return data, source, ancillary
                     data, source = recvfrom(size, _DONTWAIT)
@@ -556,7 +590,7 @@ class Server:
                     singles -= 1
                     if spinning:
                         data, source, ancillary = receive_spinning(receive_size)
-                    elif destinations:
+                    elif with_control:
                         data, ancillary, _, source = recvmsg(receive_size, CONTROL_SIZE)
                     else:
                         data, source = recvfrom(receive_size)
@@ -575,23 +609,29 @@ class Server:
                 singles = SINGLES
                 name = names if isinstance(names, bytes) else names[0]
                 data, source = datagrams[0], known(name) or learn(name)
-                ancillary = io.ancillary(0) if destinations else None
+                ancillary = io.ancillary(0) if with_control else None
                 datagrams = None
             if datagrams is None:
+                if stamped:
+                    wall_time, ancillary = _take_stamp(ancillary, wall_time, destinations)
                 spinning = should_spin(now - answered_at, spin, singles)
                 answer(data, source, now, wall_time, ancillary)
                 answered_at = monotonic()
                 continue
+            # Each datagram's own kernel stamp (or this one reading of the clock for all).
+            wall_times = receive_times(wall_time)
             try:
                 if isinstance(names, bytes):  # one source sent the whole batch
                     source = known(names) or learn(names)
                     with lock:
-                        replies = reflect_batch(datagrams, source, now, wall_time)
+                        replies = reflect_batch(datagrams, source, now, wall_times)
                 else:
                     with lock:
                         replies = [
-                            reflect(data, known(name) or learn(name), now, wall_time)
-                            for data, name in zip(datagrams, names, strict=True)
+                            reflect(data, known(name) or learn(name), now, received)
+                            for data, name, received in zip(
+                                datagrams, names, wall_times, strict=True
+                            )
                         ]
             except Exception as error:  # a defect: counted and survived, never a deaf server
                 with lock:
@@ -625,6 +665,21 @@ class Server:
             self._internal_errors_logged = internal
         if records and self._on_records is not None:
             self._on_records(records)
+
+
+def _take_stamp(
+    ancillary: list[tuple[int, int, bytes]] | None, fallback: float, destinations: bool
+) -> tuple[float, list[tuple[int, int, bytes]] | None]:
+    """A lone datagram's receive time, its kernel stamp if it came with one (else
+    ``fallback``), and the control messages its reply goes out with: the destination address
+    with ``destinations`` (never the stamp, which ``sendmsg`` refuses), else none."""
+    if not ancillary:
+        return fallback, ancillary if destinations else None
+    stamp = receive_timestamp(ancillary)
+    if not destinations:
+        return (fallback if stamp is None else stamp), None
+    rest = [item for item in ancillary if item[:2] != (socket.SOL_SOCKET, SO_TIMESTAMPNS)]
+    return (fallback if stamp is None else stamp), rest
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
