@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import functools
 import socket
+import struct
 import sys
 import threading
 import time
@@ -72,6 +73,11 @@ IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 #: ``IP_PKTINFO`` message together (72 bytes on 64-bit Linux), as a dual-stack socket gets them
 #: for IPv4 requests, and a receive stamp (32 bytes).
 CONTROL_SIZE = 128
+#: A receive stamp's control message (``struct timespec``): the ancillary data read per datagram
+#: when only the stamp is wanted.
+TIMESPEC = struct.Struct("=qq")
+STAMP_CONTROL_SIZE = socket.CMSG_SPACE(TIMESPEC.size)
+SOL_SOCKET = socket.SOL_SOCKET
 #: Where a request's receive time comes from (``ServerConfig.receive_stamps``).
 RECEIVE_STAMPS = ("kernel", "user")
 #: Sources remembered by raw ``sockaddr`` bytes on the batched path (forgotten all at once when
@@ -443,12 +449,15 @@ class Server:
         receive_size = self.receive_size
         destinations = self.replies_from_destination
         stamped = self.receive_stamps == "kernel"
+        # Room for the stamp alone when no destination is wanted: recvmsg allocates it per call.
+        control_size = CONTROL_SIZE if destinations else STAMP_CONTROL_SIZE
+        unpack_stamp = TIMESPEC.unpack
         monotonic, wall_clock = time.monotonic, time.time
         ancillary = None
         while True:
             try:
                 if destinations or stamped:
-                    data, ancillary, _, source = recvmsg(receive_size, CONTROL_SIZE)
+                    data, ancillary, _, source = recvmsg(receive_size, control_size)
                 else:
                     data, source = recvfrom(receive_size)
             except OSError:
@@ -459,8 +468,16 @@ class Server:
             if self._stopping:
                 return
             now, wall_time = monotonic(), wall_clock()
-            if stamped:
-                wall_time, ancillary = _take_stamp(ancillary, wall_time, destinations)
+            if destinations:
+                if stamped:
+                    wall_time, ancillary = _take_stamp(ancillary, wall_time, destinations)
+            elif ancillary:
+                # The stamp is the only control message asked for: no search, no function call.
+                level, kind, raw = ancillary[0]
+                if kind == SO_TIMESTAMPNS and level == SOL_SOCKET and len(raw) == TIMESPEC.size:
+                    seconds, nanoseconds = unpack_stamp(raw)
+                    wall_time = seconds + nanoseconds * 1e-9
+                ancillary = None
             answer(data, source, now, wall_time, ancillary)
 
     def _answer(
@@ -538,6 +555,7 @@ class Server:
         )
         receive_times = io.receive_times
         with_control = destinations or stamped
+        single_control = CONTROL_SIZE if destinations else STAMP_CONTROL_SIZE
         receive, send = io.receive, io.send
         recvfrom, recvmsg = sock.recvfrom, sock.recvmsg
         answer = functools.partial(self._answer, sock.sendto, sock.sendmsg)
@@ -562,7 +580,7 @@ class Server:
 
         def receive_one(size: int, flags: int = 0) -> tuple[bytes, Any, Any]:
             if with_control:
-                data, ancillary, _, source = recvmsg(size, CONTROL_SIZE, flags)
+                data, ancillary, _, source = recvmsg(size, single_control, flags)
                 return data, source, ancillary
             data, source = recvfrom(size, flags)
             return data, source, None
@@ -572,7 +590,7 @@ class Server:
             while True:
                 try:
                     if with_control:
-                        data, ancillary, _, source = recvmsg(size, CONTROL_SIZE, _DONTWAIT)
+                        data, ancillary, _, source = recvmsg(size, single_control, _DONTWAIT)
                         return data, source, ancillary
                     data, source = recvfrom(size, _DONTWAIT)
                     return data, source, None
@@ -591,7 +609,7 @@ class Server:
                     if spinning:
                         data, source, ancillary = receive_spinning(receive_size)
                     elif with_control:
-                        data, ancillary, _, source = recvmsg(receive_size, CONTROL_SIZE)
+                        data, ancillary, _, source = recvmsg(receive_size, single_control)
                     else:
                         data, source = recvfrom(receive_size)
                     datagrams = None
