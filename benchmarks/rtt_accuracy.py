@@ -211,8 +211,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.quick:
-        args.samples, args.rounds, args.monitor_targets = 50, 1, "1,20"
-        args.settle, args.measure = 0.5, 1.0
+        args.samples, args.rounds, args.monitor_targets = 30, 1, "1,20"
+        args.settle, args.measure = 0.2, 0.5
     sizes = [int(size) for size in args.monitor_targets.split(",") if size.strip()]
     command = " ".join(["python benchmarks/rtt_accuracy.py", *sys.argv[1:]])
     print(
