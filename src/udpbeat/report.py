@@ -134,6 +134,9 @@ class ProbeReport:
     #: Datagrams received by where their arrival time came from: ``kernel`` (the socket's
     #: receive stamp) or ``user`` (the shell's own clock, where the kernel gave none).
     receive_timestamps: dict[str, int] = field(default_factory=dict)
+    #: Replies received in time by where their RTT's start came from: ``kernel`` (the
+    #: kernel's stamp of the heartbeat leaving) or ``user`` (the clock read before the send).
+    send_timestamps: dict[str, int] = field(default_factory=dict)
 
     @property
     def loss(self) -> float | None:
@@ -184,6 +187,7 @@ class ProbeReport:
             "loss_while_up_percent": _percent(self.loss_while_up),
             "lost_in_outages": self.lost_in_outages,
             "receive_timestamps": dict(sorted(self.receive_timestamps.items())),
+            "send_timestamps": dict(sorted(self.send_timestamps.items())),
         }
 
 
