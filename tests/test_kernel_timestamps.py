@@ -185,3 +185,20 @@ def test_a_wall_clock_step_during_a_run_distorts_no_rtt(
     bridge = probers[0]._bridge
     assert bridge.refused >= 1, "the stamps read after the step were refused"
     assert report.receive_timestamps.get("kernel", 0) >= 1, "before the step they were used"
+
+
+@linux_only
+def test_a_socket_without_kernel_stamps_falls_back_to_the_clock(
+    reflector: BackgroundServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a system without SO_TIMESTAMPNS and SO_TIMESTAMPING: the options are refused.
+    monkeypatch.setattr("udpbeat.client.enable_receive_timestamps", lambda sock: False)
+    host, port = reflector.address
+
+    async def run():  # type: ignore[no-untyped-def]
+        return await probe(host, port, count=5, interval=0.01, first_seq=1)
+
+    report = asyncio.run(run())
+    assert report.received == 5
+    assert report.receive_timestamps == {"user": 5}
+    assert report.send_timestamps == {"user": 5}

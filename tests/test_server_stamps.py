@@ -12,12 +12,13 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from udpbeat import _mmsg
-from udpbeat._net import enable_receive_timestamps
+from udpbeat._net import enable_receive_timestamps, receive_timestamp
 from udpbeat.reflector import ReflectorConfig
 from udpbeat.server import SINGLES, BackgroundServer, ServerConfig
 from udpbeat.wire import text
@@ -25,6 +26,28 @@ from udpbeat.wire import text
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_TIMESTAMPNS is Linux's"
 )
+
+
+@pytest.fixture(autouse=True)
+def kernel_stamping_on() -> Iterator[None]:
+    """Linux turns arrival stamping on for the whole system when the first socket asks for it,
+    from a work queue: until that ran, a datagram is stamped when it is read, not when it came.
+    A socket of the test's own keeps it on, and the test starts once a datagram shows it is."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as keeper:
+        keeper.bind(("127.0.0.1", 0))
+        enable_receive_timestamps(keeper)
+        for _ in range(200):
+            keeper.sendto(b"x", keeper.getsockname())
+            time.sleep(0.002)  # the datagram waits in the queue: its stamp must be older
+            _, ancillary, _, _ = keeper.recvmsg(16, 64)
+            stamp = receive_timestamp(ancillary)
+            if stamp is not None and time.time() - stamp >= 0.001:
+                break
+        yield
+
 
 #: How long the reader is held up while requests queue behind it.
 HOLD = 0.08
@@ -132,3 +155,13 @@ def test_a_batch_without_stamps_gets_the_fallback() -> None:
             client.sendto(b"Heartbeat %d 1.0" % seq, server.getsockname())
         datagrams, _names = batch.receive()
         assert batch.receive_times(fallback=42.0) == [42.0] * len(datagrams)
+
+
+def test_a_socket_without_kernel_stamps_falls_back_to_the_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As on a system without SO_TIMESTAMPNS: the option is refused, the server reads the clock.
+    monkeypatch.setattr("udpbeat.server.enable_receive_timestamps", lambda sock: False)
+    kind, differences = _time_differences("auto", "kernel")
+    assert kind == "user"
+    assert max(differences) >= HOLD * 0.9, differences
