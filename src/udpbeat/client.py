@@ -58,6 +58,8 @@ REFUSALS = (ConnectionRefusedError, ConnectionResetError)
 RECEIVE_SIZE = 65535
 #: Datagrams read per readiness callback at most, so a flood cannot starve the loop.
 READ_BATCH = 256
+#: Sends whose kernel send stamp is awaited, at most (the oldest are forgotten past it).
+MAX_UNSTAMPED = 1024
 
 
 class Prober:
@@ -256,8 +258,11 @@ class Prober:
             seqs = session.mark_sent(self._loop.time())
             for seq, datagram in zip(seqs, datagrams, strict=False):
                 if self._send(sock, datagram) and self._numbered:
-                    self._sent[self._sends] = seq
+                    sent = self._sent
+                    sent[self._sends] = seq
                     self._sends += 1
+                    if len(sent) > MAX_UNSTAMPED:  # stamps that never came: forget the oldest
+                        del sent[next(iter(sent))]
             # Whatever the send woke (a reflector on this host) runs first: the events and
             # the loop's turn below would otherwise be counted in the RTT (_net).
             yield_after_send()
@@ -280,18 +285,22 @@ class Prober:
                 self.session.count_socket_error("send-would-block")
             except REFUSALS:
                 self._refused(self._loop.time())
+                self._stop_numbering()
                 if attempt == 2:
                     self.session.count_socket_error("send-refused")
                 continue
             except OSError as error:
                 self.session.count_socket_error(_error_kind(error))
             break
+        self._stop_numbering()
+        return False
+
+    def _stop_numbering(self) -> None:
         # Whether the kernel numbered a send that failed is not known: the send stamps to
         # come could be put down to the wrong heartbeat, so they are not used any more (the
         # error queue is still read: they keep coming).
         self._numbered = False
         self._sent.clear()
-        return False
 
 
 def _error_kind(error: OSError) -> str:
