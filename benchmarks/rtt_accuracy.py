@@ -6,18 +6,34 @@ In one run, on loopback, one heartbeat every ``--interval`` (10 ms) for ``--samp
   against a udpbeat server;
 - ``udpbeat client`` against the same server, arrival times from the kernel's receive stamps
   (``--receive-stamps kernel``) and from the clock when the reply is read (``user``);
-- irtt 0.9 (Debian's ``irtt``), its client against its own server, if installed.
+- irtt 0.9 (Debian's ``irtt``), its client against its own server, if installed. irtt's RTT
+  is the client's receive time minus its send time *minus the server's processing time* (its
+  server stamps both ends and says so in each reply); the row below it adds that time back, from
+  the same run, for an RTT measured as udpbeat and the bare loop measure theirs.
 
-Each row is repeated ``--rounds`` times (interleaved) and the medians of the rounds' figures are
-shown, with each figure's ratio to irtt's and to the bare loop's. Usage::
+Each of these rows is repeated ``--rounds`` times (interleaved) and the medians of the rounds'
+figures are shown, with each figure's ratio to irtt's and to the bare loop's. The udpbeat
+client writes its JSON lines to a file as it goes (stdout on a file, as irtt's ``-o``), so that
+no reader process of this script's wakes during the measurement.
+
+Then ``udpbeat monitor`` (kernel receive stamps) at ``--monitor-targets`` sizes (1, 1,000 and
+10,000): one udpbeat reflector bound to 0.0.0.0 answers targets 127.1.x.y (one loopback address
+per target, as ``monitor_scale.py``), interval ``--monitor-interval`` (1 s), and once every
+target is UP and ``--settle`` seconds passed, the figures come after ``--measure`` seconds from
+``/api/targets``: RTT p50 is the median over targets of each target's p50 (its last 128
+replies), p99 the median of their p99s; the ratio is to the monitor's own p50 at its smallest
+size. Usage::
 
     python benchmarks/rtt_accuracy.py [--samples 800] [--interval 0.01] [--rounds 2]
+        [--monitor-targets 1,1000,10000] [--measure 20]
+    python benchmarks/rtt_accuracy.py --quick      # a few seconds: tiny sizes, for a smoke test
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import socket
@@ -28,6 +44,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import monitor_scale  # the same directory: benchmarks/
 
 BARE_CLIENT = r"""
 import socket, sys, time
@@ -84,20 +102,25 @@ def bare(port: int, samples: int, interval: float) -> list[float]:
 
 
 def udpbeat_client(port: int, samples: int, interval: float, stamps: str) -> list[float]:
-    output = subprocess.run(
-        [sys.executable, "-m", "udpbeat", "client", "127.0.0.1", "--port", str(port),
-         "-c", str(samples), "-i", str(interval), "--json", "--receive-stamps", stamps],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    with tempfile.TemporaryFile("w+") as out:
+        subprocess.run(
+            [sys.executable, "-m", "udpbeat", "client", "127.0.0.1", "--port", str(port),
+             "-c", str(samples), "-i", str(interval), "--json", "--receive-stamps", stamps],
+            stdout=out, stderr=subprocess.DEVNULL, timeout=600, check=False,
+        )  # fmt: skip
+        out.seek(0)
+        lines = out.read().splitlines()
     rtts = []
-    for line in output.stdout.splitlines():
+    for line in lines:
         event = json.loads(line)
         if event.get("type") == "reply" and not event.get("probe"):
             rtts.append(float(event["rtt"]))
     return rtts
 
 
-def irtt(samples: int, interval: float) -> list[float]:
+def irtt(samples: int, interval: float) -> tuple[list[float], list[float]]:
+    """irtt's RTTs (server processing subtracted, as irtt reports them) and the same round trips
+    with the server's processing time added back."""
     port = free_port()
     server = subprocess.Popen(
         ["irtt", "server", "-b", f"127.0.0.1:{port}"],
@@ -117,10 +140,58 @@ def irtt(samples: int, interval: float) -> list[float]:
     finally:
         server.terminate()
         server.wait()
+    reported, whole = [], []
+    for trip in data["round_trips"]:
+        if trip.get("lost") != "false" or "rtt" not in trip.get("delay", {}):
+            continue
+        reported.append(trip["delay"]["rtt"] / 1e9)
+        client = trip["timestamps"]["client"]
+        whole.append((client["receive"]["monotonic"] - client["send"]["monotonic"]) / 1e9)
+    return reported, whole
+
+
+def monitor_rtts(count: int, port: int, work: Path, args: argparse.Namespace) -> list[float]:
+    """``udpbeat monitor`` against ``count`` loopback targets: its RTT p50 and p99 (medians over
+    targets of each target's own), and the number of targets with RTTs."""
+    config = work / f"monitor-{count}.toml"
+    monitor_scale.write_config(config, count, port, "adaptive")
+    text = config.read_text().replace("interval = 1.0", f"interval = {args.monitor_interval}")
+    config.write_text(text)
+    stderr_path = work / f"monitor-{count}.err"
+    with (
+        stderr_path.open("w") as stderr,
+        monitor_scale.started(
+            [sys.executable, "-m", "udpbeat", "monitor", "--config", str(config),
+             "--listen", "127.0.0.1:0", "--view", "plain"],
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        ) as monitor,
+    ):  # fmt: skip
+        url = ""
+
+        def listening() -> bool:
+            nonlocal url
+            said = stderr_path.read_text()
+            if monitor.poll() is not None:
+                raise RuntimeError(f"the monitor exited: {said}")
+            if "metrics on " not in said:
+                return False
+            url = said.split("metrics on ")[1].split("/metrics")[0]
+            return True
+
+        monitor_scale.wait_until("monitor listening", listening)
+        monitor_scale.wait_until(
+            f"all {count} targets UP",
+            lambda: monitor_scale.get_json(f"{url}/api/monitor")["states"]["UP"] == count,
+        )
+        time.sleep(args.settle + args.measure)
+        targets = monitor_scale.get_json(f"{url}/api/targets")["targets"]
+    rtts = [t["rtt_ms"] for t in targets if t["rtt_ms"]["p50"] is not None]
+    if not rtts:
+        return [math.nan, math.nan, 0.0]
     return [
-        trip["delay"]["rtt"] / 1e9
-        for trip in data["round_trips"]
-        if trip.get("lost") == "false" and "rtt" in trip.get("delay", {})
+        statistics.median(r["p50"] for r in rtts) / 1e3,
+        statistics.median(r["p99"] for r in rtts) / 1e3,
+        float(len(rtts)),
     ]
 
 
@@ -129,17 +200,31 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=800)
     parser.add_argument("--interval", type=float, default=0.01)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--monitor-targets", default="1,1000,10000", help="sizes, comma-separated ('' for none)"
+    )
+    parser.add_argument("--monitor-interval", type=float, default=1.0)
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds after all are UP")
+    parser.add_argument("--measure", type=float, default=20.0, help="seconds, then the figures")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes, a few seconds (a smoke test)"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.samples, args.rounds, args.monitor_targets = 30, 1, "1,20"
+        args.settle, args.measure = 0.2, 0.5
+    sizes = [int(size) for size in args.monitor_targets.split(",") if size.strip()]
+    command = " ".join(["python benchmarks/rtt_accuracy.py", *sys.argv[1:]])
     print(
-        f"# python benchmarks/rtt_accuracy.py --samples {args.samples} --interval "
-        f"{args.interval} --rounds {args.rounds}; {os.cpu_count()} CPUs, load average "
-        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+        f"# {command}: {args.samples} samples at {args.interval * 1e3:g} ms x {args.rounds} "
+        f"rounds; monitor at {args.monitor_targets or 'no'} targets, interval "
+        f"{args.monitor_interval:g} s, {args.measure:g} s measured; {os.cpu_count()} CPUs, "
+        f"load average {load()}",
+        flush=True,
     )
     server, port = udpbeat_server()
     rows: dict[str, Callable[[], list[float]]] = {
-        "bare Python blocking client -> udpbeat server": lambda: bare(
-            port, args.samples, args.interval
-        ),
+        BARE: lambda: bare(port, args.samples, args.interval),
         "udpbeat client, kernel stamps -> udpbeat server": lambda: udpbeat_client(
             port, args.samples, args.interval, "kernel"
         ),
@@ -147,10 +232,17 @@ def main() -> None:
             port, args.samples, args.interval, "user"
         ),
     }
+    irtt_whole: list[list[float]] = []
     if shutil.which("irtt"):
-        rows["irtt client -> irtt server"] = lambda: irtt(args.samples, args.interval)
+
+        def run_irtt() -> list[float]:
+            reported, whole = irtt(args.samples, args.interval)
+            irtt_whole.append(whole)
+            return reported
+
+        rows[IRTT] = run_irtt
     else:
-        print("# irtt not installed: its row is left out (Debian: apt-get install irtt)")
+        print("# irtt not installed: its rows are left out (Debian: apt-get install irtt)")
     figures: dict[str, list[tuple[float, float, int]]] = {name: [] for name in rows}
     try:
         for _ in range(args.rounds):
@@ -160,8 +252,35 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait()
+    if irtt_whole:
+        figures[IRTT_WHOLE] = [
+            (percentile(r, 0.5), percentile(r, 0.99), len(r)) for r in irtt_whole
+        ]
+    monitor_rows: dict[int, list[float]] = {}
+    if sizes:
+        print(f"# the client rows are done (load average {load()}); the monitor's", flush=True)
+        reflector_port = monitor_scale.free_port()
+        reflector = monitor_scale.start_reflector(reflector_port)
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                for size in sizes:
+                    monitor_rows[size] = monitor_rtts(size, reflector_port, Path(folder), args)
+        finally:
+            monitor_scale.stop(reflector)
+    print_table(figures, monitor_rows, args)
+    print(f"# load average at the end: {load()}")
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def print_table(
+    figures: dict[str, list[tuple[float, float, int]]],
+    monitor_rows: dict[int, list[float]],
+    args: argparse.Namespace,
+) -> None:
     p50 = {name: statistics.median(r[0] for r in runs) for name, runs in figures.items()}
-    anchors = {"irtt": "irtt client -> irtt server", "bare": next(iter(rows))}
     print()
     print("| prober -> reflector | samples | RTT p50 | RTT p99 | p50 / irtt | p50 / bare |")
     print("|---|---|---|---|---|---|")
@@ -170,14 +289,33 @@ def main() -> None:
         median_p99 = statistics.median(r[1] for r in runs)
         samples = min(r[2] for r in runs)
         ratios = []
-        for anchor in ("irtt", "bare"):
-            base = p50.get(anchors[anchor])
+        for anchor in (IRTT, BARE):
+            base = p50.get(anchor)
             ratios.append("" if base is None else f"{median_p50 / base:.2f}x")
         print(
             f"| {name} | {samples} | {median_p50 * 1e6:.0f} us | {median_p99 * 1e6:.0f} us "
             f"| {ratios[0]} | {ratios[1]} |"
         )
+    if not monitor_rows:
+        return
+    smallest = min(monitor_rows)
+    base = monitor_rows[smallest][0]
+    print()
+    print(
+        f"| udpbeat monitor, kernel stamps, interval {args.monitor_interval:g} s | targets with "
+        f"RTTs | RTT p50 | RTT p99 | p50 / at {smallest} |"
+    )
+    print("|---|---|---|---|---|")
+    for size, (median_p50, median_p99, measured) in monitor_rows.items():
+        print(
+            f"| {size:,} targets | {measured:,.0f} | {median_p50 * 1e6:.0f} us "
+            f"| {median_p99 * 1e6:.0f} us | {median_p50 / base:.2f}x |"
+        )
 
+
+BARE = "bare Python blocking client -> udpbeat server"
+IRTT = "irtt client -> irtt server"
+IRTT_WHOLE = "irtt, the same round trips with its server's processing time added back"
 
 if __name__ == "__main__":
     main()

@@ -56,6 +56,7 @@ SUMMARY_KEYS = {
     "loss_while_up_percent",
     "lost_in_outages",
     "receive_timestamps",
+    "send_timestamps",
 }
 #: The exercise's rule (down after 3 consecutive misses), for tests that count on its verdicts.
 EXERCISE_RULE = ("--detector", "consecutive")

@@ -95,6 +95,31 @@ def test_a_stamp_from_before_the_socket_was_empty_or_from_the_future_is_refused(
     assert bridge.convert(clocks.wall - 0.05, clocks.mono) is not None
 
 
+def test_a_send_stamp_is_brought_onto_the_monotonic_clock() -> None:
+    clocks = Clocks()
+    bridge = _bridge(clocks)
+    bridge.measure()
+    left_wall, left_mono = clocks.wall + 0.00004, clocks.mono + 0.00004
+    clocks.tick(0.0002)
+    bridge.measure()
+    assert bridge.convert_send(left_wall, clocks.mono) == pytest.approx(left_mono, abs=1e-6)
+    assert bridge.convert_send(clocks.wall + 0.5, clocks.mono) is None  # in the future
+    assert bridge.refused == 1
+
+
+@pytest.mark.parametrize("step", [-0.2, 0.2])
+def test_send_stamps_read_after_a_wall_clock_step_are_refused(step: float) -> None:
+    clocks = Clocks()
+    bridge = _bridge(clocks)
+    bridge.measure()
+    clocks.tick(0.01)
+    stamp = clocks.wall
+    clocks.wall += step
+    clocks.tick(0.001)
+    bridge.measure()
+    assert bridge.convert_send(stamp, clocks.mono) is None
+
+
 @pytest.fixture
 def reflector():  # type: ignore[no-untyped-def]
     with BackgroundServer("127.0.0.1", 0, ReflectorConfig(rate_limit=0, log_events=False)) as s:
@@ -124,6 +149,10 @@ def test_the_report_and_events_say_which_stamp_was_used(
     assert report.received == 10
     assert report.receive_timestamps == {kind: 10}
     assert report.to_dict()["receive_timestamps"] == {kind: 10}
+    # Each RTT started at the kernel's stamp of the heartbeat leaving, or at the clock read
+    # before the send call.
+    assert report.send_timestamps == {kind: 10}
+    assert report.to_dict()["send_timestamps"] == {kind: 10}
     replies = [e for e in events if isinstance(e, ReplyReceived)]
     assert {e.timestamp for e in replies} == {kind}
 
@@ -156,3 +185,20 @@ def test_a_wall_clock_step_during_a_run_distorts_no_rtt(
     bridge = probers[0]._bridge
     assert bridge.refused >= 1, "the stamps read after the step were refused"
     assert report.receive_timestamps.get("kernel", 0) >= 1, "before the step they were used"
+
+
+@linux_only
+def test_a_socket_without_kernel_stamps_falls_back_to_the_clock(
+    reflector: BackgroundServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a system without SO_TIMESTAMPNS and SO_TIMESTAMPING: the options are refused.
+    monkeypatch.setattr("udpbeat.client.enable_receive_timestamps", lambda sock: False)
+    host, port = reflector.address
+
+    async def run():  # type: ignore[no-untyped-def]
+        return await probe(host, port, count=5, interval=0.01, first_seq=1)
+
+    report = asyncio.run(run())
+    assert report.received == 5
+    assert report.receive_timestamps == {"user": 5}
+    assert report.send_timestamps == {"user": 5}

@@ -39,6 +39,6 @@ def test_a_batch_is_reflected_as_its_datagrams_one_by_one(
     for step, batch in enumerate(batches):
         now = 1_764_000_000.0 + step * 0.25
         expected = [one_by_one.reflect(data, source, now, now) for data in batch]
-        assert batched.reflect_batch(batch, source, now, now) == expected
+        assert batched.reflect_batch(batch, source, now, [now] * len(batch)) == expected
     assert batched.counters == one_by_one.counters
     assert batched.drain_log() == one_by_one.drain_log()

@@ -54,10 +54,20 @@ def test_a_wall_clock_jump_forward_lets_no_flood_through() -> None:
 def test_reflect_batch_takes_both_clocks_too() -> None:
     one, batched = Reflector(), Reflector()
     datagrams = [request(seq) for seq in range(5)] + [b"junk"]
-    expected = [one.reflect(data, SOURCE, MONO, WALL) for data in datagrams]
-    assert batched.reflect_batch(datagrams, SOURCE, MONO, WALL) == expected
+    # One receive time per datagram (the kernel stamps each): 1 ms apart here.
+    walls = [WALL + seq / 1000 for seq in range(6)]
+    expected = [
+        one.reflect(data, SOURCE, MONO, wall) for data, wall in zip(datagrams, walls, strict=True)
+    ]
+    assert batched.reflect_batch(datagrams, SOURCE, MONO, walls) == expected
     assert expected[0] == b"Seq: 0, Time Difference: 0.250000 seconds"
-    assert [record.at for record in batched.drain_log()] == [WALL] * 6
+    assert expected[3] == b"Seq: 3, Time Difference: 0.253000 seconds"
+    assert [record.at for record in batched.drain_log()] == walls
+
+
+def test_reflect_batch_wants_one_receive_time_per_datagram() -> None:
+    with pytest.raises(ValueError, match="2 datagrams but 1 receive times"):
+        Reflector().reflect_batch([request(1), request(2)], SOURCE, MONO, [WALL])
 
 
 @pytest.mark.parametrize("monotonic_start", [0.0, 1e-3, 1e9])

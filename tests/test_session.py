@@ -576,6 +576,7 @@ SUMMARY_KEYS = [
     "loss_while_up_percent",
     "lost_in_outages",
     "receive_timestamps",
+    "send_timestamps",
 ]
 
 

@@ -101,7 +101,7 @@ def test_defences_and_counters_as_the_text_reflector() -> None:
     config = stamp_config(rate_limit=1, burst=2, max_size=100, log_events=False)
     limited = StampReflector(config, clock=None)
     outcomes = limited.reflect_batch(
-        [request(1), bytes(10), request(2), request(3), bytes(101)], SOURCE, 0.0, T2
+        [request(1), bytes(10), request(2), request(3), bytes(101)], SOURCE, 0.0, [T2] * 5
     )
     # As the text reflector: the size first, then the rate limit, and only then the parser, so
     # the short datagram spends the second token and the next two requests find none.
@@ -114,10 +114,20 @@ def test_defences_and_counters_as_the_text_reflector() -> None:
     assert limited.counters.denied == {"privileged-port": 1}
 
 
+def test_each_request_of_a_batch_carries_its_own_receive_time_as_t2() -> None:
+    # The batched path hands one kernel receive stamp per datagram: T2 is each request's own.
+    times = [T2, T2 + 0.25, T2 + 0.5]
+    replies = reflector().reflect_batch([request(seq) for seq in (1, 2, 3)], SOURCE, 0.0, times)
+    received = [stamp.to_unix(stamp.decode_reflector(r).receive_timestamp) for r in replies if r]
+    assert received == pytest.approx(times, abs=1e-6)
+    with pytest.raises(ValueError):
+        reflector().reflect_batch([request(1), request(2)], SOURCE, 0.0, [T2])
+
+
 @given(st.lists(st.binary(max_size=120), max_size=20))
 def test_fuzz_counters_reconcile(datagrams: list[bytes]) -> None:
     fuzzed = reflector(mode="stateful")
-    replies = fuzzed.reflect_batch(datagrams, SOURCE, 0.0, T2)
+    replies = fuzzed.reflect_batch(datagrams, SOURCE, 0.0, [T2] * len(datagrams))
     assert fuzzed.counters.unaccounted == 0
     for data, reply in zip(datagrams, replies, strict=True):
         assert reply is None or len(reply) == len(data)

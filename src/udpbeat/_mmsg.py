@@ -13,7 +13,11 @@ batch (``struct``, a strided ``memoryview``), never a ctypes attribute per messa
 With ``control_size``, each message also has a control buffer for ancillary data: the server
 asks for each datagram's destination address (``IP_PKTINFO``/``IPV6_PKTINFO``) and sends each
 reply with the control messages its request came with, which makes the reply leave from the
-address the request was sent to (see ``udpbeat.server``).
+address the request was sent to (see ``udpbeat.server``). With ``timestamps`` (the socket has
+``SO_TIMESTAMPNS``), each message's control buffer starts with room for the kernel's receive
+stamp, which the kernel always writes first; :meth:`BatchSocket.receive_times` reads the stamps
+of a whole batch with one ``struct`` call, and the replies' control messages start past it (a
+receive stamp is not something ``sendmsg`` accepts).
 """
 
 from __future__ import annotations
@@ -155,7 +159,12 @@ class BatchSocket:
         batch: int,
         reply_size: int,
         control_size: int = 0,
+        *,
+        timestamps: bool = False,
     ) -> None:
+        """``control_size``: bytes of ancillary data per message that go back out with its
+        reply (the destination address); ``timestamps``: the socket has ``SO_TIMESTAMPNS``,
+        and each message gets room for its receive stamp in front of that."""
         self._recvmmsg, self._sendmmsg = functions
         self.family = sock.family
         self._fd = sock.fileno()
@@ -180,20 +189,28 @@ class BatchSocket:
                 header.msg_name = names_base + i * name_size
                 header.msg_namelen = name_size
         # Control buffers, one slot per message, shared by the n-th request and the n-th reply
-        # like the names: the reply goes out with the control messages its request came with.
-        self._control_size = control_size
-        self._control = bytearray(control_size * batch)
+        # like the names: the reply goes out with the control messages its request came with,
+        # except the receive stamp at the slot's start (the kernel puts it before any other).
+        self._stamp_size = stamp_size = STAMP_SPACE if timestamps else 0
+        self._reply_control = control_size
+        self._control_size = slot_size = stamp_size + control_size
+        self._control = bytearray(slot_size * batch)
         # The kernel writes the length it used into each received header's msg_controllen: it is
         # set back to the capacity before every recvmmsg, and copied to the replies' headers.
         self._in_control_lengths = _header_column(self._in_messages, MsgHdr.msg_controllen)
         self._out_control_lengths = _header_column(self._out_messages, MsgHdr.msg_controllen)
-        self._control_capacity = array.array(_WORD, [control_size] * batch)
-        if control_size:
+        self._control_capacity = array.array(_WORD, [slot_size] * batch)
+        if slot_size:
             control_base = _address(self._control)
             for i in range(batch):
-                for messages in (self._in_messages, self._out_messages):
-                    messages[i].msg_hdr.msg_control = control_base + i * control_size
+                self._in_messages[i].msg_hdr.msg_control = control_base + i * slot_size
+                if control_size:
+                    self._out_messages[i].msg_hdr.msg_control = (
+                        control_base + i * slot_size + stamp_size
+                    )
             self._in_control_lengths[:] = self._control_capacity
+        # One struct per batch size, made when first needed: the stamp of every message at once.
+        self._stamp_columns: dict[int, struct.Struct] = {}
         self._count = 0
         self._in_view = memoryview(self._in)
         self._in_pointer = ctypes.c_void_p(ctypes.addressof(self._in_messages))
@@ -257,7 +274,7 @@ class BatchSocket:
 
     def ancillary(self, index: int) -> list[tuple[int, int, bytes]]:
         """The control messages of the ``index``-th datagram of the last :meth:`receive`, as
-        ``socket.recvmsg`` returns them (and ``socket.sendmsg`` takes them)."""
+        ``socket.recvmsg`` returns them (the receive stamp among them, with ``timestamps``)."""
         if not self._control_size:
             return []
         start = index * self._control_size
@@ -322,6 +339,39 @@ class BatchSocket:
             offset += _cmsg_align(length)
         return None
 
+    def receive_times(self, fallback: float) -> list[float]:
+        """The kernel's receive stamp (Unix seconds) of each datagram of the last
+        :meth:`receive`, in order; ``fallback`` for any that has none (a socket without
+        ``timestamps``, or a stamp the kernel did not put first)."""
+        count = self._count
+        if not self._stamp_size:
+            return [fallback] * count
+        columns = self._stamp_columns.get(count)
+        if columns is None:
+            pad = f"{self._control_size - STAMP_SPACE}x"
+            columns = self._stamp_columns[count] = struct.Struct(
+                "=" + (_STAMP_MESSAGE + pad) * count
+            )
+        flat = columns.unpack_from(self._control)
+        lengths = self._in_control_lengths[:count]
+        if (
+            flat[1::5].count(socket.SOL_SOCKET) == count
+            and flat[2::5].count(SCM_TIMESTAMPNS) == count
+            and min(lengths) >= STAMP_SPACE
+        ):
+            return [seconds + nanoseconds * 1e-9 for seconds, nanoseconds in zip(
+                flat[3::5], flat[4::5], strict=True
+            )]  # fmt: skip
+        times = []
+        for index in range(count):
+            level, kind, seconds, nanoseconds = flat[index * 5 + 1 : index * 5 + 5]
+            stamped = lengths[index] >= STAMP_SPACE and (level, kind) == (
+                socket.SOL_SOCKET,
+                SCM_TIMESTAMPNS,
+            )
+            times.append(seconds + nanoseconds * 1e-9 if stamped else fallback)
+        return times
+
     def send(self, replies: list[bytes], kept: list[int] | None = None) -> tuple[int, int]:
         """Send ``replies[i]`` without blocking to the i-th source of the last :meth:`receive`,
         or to the ``kept[i]``-th when given; returns ``(would-block, other errors)``.
@@ -332,20 +382,29 @@ class BatchSocket:
         """
         count = len(replies)
         control_size = self._control_size
+        reply_control = self._reply_control
+        stamp_size = self._stamp_size
         if kept is not None:
             # Move the kept sources (and their control messages) to the first slots, in order.
             size = self.name_size
             names = bytes(self._names[: self._count * size])
             self._names[: count * size] = b"".join([names[i * size : (i + 1) * size] for i in kept])
-            if control_size:
+            if reply_control:
                 controls = bytes(self._control[: self._count * control_size])
                 self._control[: count * control_size] = b"".join(
                     [controls[i * control_size : (i + 1) * control_size] for i in kept]
                 )
                 received = self._in_control_lengths
-                self._out_control_lengths[:count] = array.array(_WORD, [received[i] for i in kept])
-        elif control_size:
-            self._out_control_lengths[:count] = self._in_control_lengths[:count]
+                self._out_control_lengths[:count] = array.array(
+                    _WORD, [max(0, received[i] - stamp_size) for i in kept]
+                )
+        elif reply_control:
+            if stamp_size:
+                self._out_control_lengths[:count] = array.array(
+                    _WORD, [max(0, n - stamp_size) for n in self._in_control_lengths[:count]]
+                )
+            else:
+                self._out_control_lengths[:count] = self._in_control_lengths[:count]
         lengths = array.array(_WORD, map(len, replies))
         length = lengths[0]
         if lengths.count(length) == count:
@@ -389,6 +448,11 @@ class BatchSocket:
 
 #: ``struct cmsghdr``: ``cmsg_len`` (``size_t``), ``cmsg_level``, ``cmsg_type``.
 _CMSG_HEADER = struct.Struct("=" + _WORD + "ii")
+#: ``SCM_TIMESTAMPNS`` (Linux's ``SO_TIMESTAMPNS``), and one such control message: its header
+#: and a ``struct timespec`` (seconds, nanoseconds), as laid out on 64-bit Linux.
+SCM_TIMESTAMPNS = 35
+_STAMP_MESSAGE = _WORD + "iiqq"
+STAMP_SPACE = struct.calcsize("=" + _STAMP_MESSAGE)
 _CMSG_ALIGN = ctypes.sizeof(ctypes.c_size_t)
 _WORD_SIZE = ctypes.sizeof(ctypes.c_size_t)
 #: ``(level, type)`` of ``IP_TTL`` and ``IPV6_HOPLIMIT`` (Linux).

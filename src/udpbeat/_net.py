@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import ipaddress
 import math
+import os
 import socket
 import struct
 import sys
@@ -205,8 +206,9 @@ SOL_IP = 0
 SOL_IPV6 = 41
 #: ``struct sock_extended_err``: errno, origin, type, code, pad, info, data.
 _EXTENDED_ERROR = struct.Struct("=IBBBBII")
-#: ``ee_origin`` of an error that an ICMP message brought (v4, v6).
+#: ``ee_origin`` of an error that an ICMP message brought (v4, v6), and of a send stamp.
 _ORIGIN_ICMP = (2, 3)
+_ORIGIN_TIMESTAMPING = 4
 
 
 def enable_error_queue(sock: socket.socket) -> bool:
@@ -229,11 +231,13 @@ def enable_error_queue(sock: socket.socket) -> bool:
 
 def read_error_queue(
     sock: socket.socket, limit: int = 64
-) -> Iterator[tuple[tuple[str, int] | None, bytes]]:
-    """Take the queued errors off ``sock``: for each, who sent it and the datagram it is about.
+) -> Iterator[tuple[tuple[str, int] | None, bytes, tuple[int, float] | None]]:
+    """Take what is queued on ``sock``'s error queue: ICMP errors, and send stamps.
 
-    The sender is ``(host, port)`` of the ICMP message's source (port 0), or ``None`` for an
-    error the local stack raised itself; the datagram is the one of ours the error quotes.
+    For an ICMP error: who sent it, the datagram of ours it quotes, ``None``. The sender is
+    ``(host, port)`` of the ICMP message's source (port 0), or ``None`` for an error the local
+    stack raised itself. For a send stamp (:func:`enable_send_timestamps`): ``None``, ``b""``,
+    and ``(the send's number on this socket, from 0; when it left, Unix seconds)``.
     """
     for _ in range(limit):
         try:
@@ -245,15 +249,27 @@ def read_error_queue(
         except OSError:
             return
         offender: tuple[str, int] | None = None
+        sent_number: int | None = None
+        stamp: float | None = None
         for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING and len(data) >= 16:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(data)  # the software stamp
+                stamp = float(seconds) + float(nanoseconds) * 1e-9
+                continue
             if (level, kind) not in ((SOL_IP, IP_RECVERR), (SOL_IPV6, IPV6_RECVERR)):
                 continue
             if len(data) < _EXTENDED_ERROR.size:
                 continue
-            origin = _EXTENDED_ERROR.unpack_from(data)[1]
+            _errno, origin, _type, _code, _pad, _info, number = _EXTENDED_ERROR.unpack_from(data)
             if origin in _ORIGIN_ICMP:
                 offender = _decode_sockaddr(data[_EXTENDED_ERROR.size :])
-        yield offender, payload
+            elif origin == _ORIGIN_TIMESTAMPING:
+                sent_number = number
+        if sent_number is not None:
+            if stamp is not None:
+                yield None, b"", (sent_number, stamp)
+            continue
+        yield offender, payload, None
 
 
 #: Bytes of our own datagram an error quotes that are worth reading.
@@ -308,6 +324,25 @@ def enable_receive_timestamps(sock: socket.socket) -> bool:
     return True
 
 
+#: ``SO_TIMESTAMPING`` and its flags (Linux): stamp each datagram in software as it leaves
+#: (``TX_SOFTWARE``), report software stamps (``SOFTWARE``), number the sends (``OPT_ID``, in
+#: ``ee_data``) and queue the stamp without a copy of the datagram (``OPT_TSONLY``).
+SO_TIMESTAMPING = 37
+_SEND_STAMP_FLAGS = (1 << 1) | (1 << 4) | (1 << 7) | (1 << 11)
+
+
+def enable_send_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp each datagram as it leaves ``sock`` and queue the stamp on the
+    error queue (:func:`read_error_queue`); ``True`` if it will. Sends are numbered from 0."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, _SEND_STAMP_FLAGS)
+    except OSError:
+        return False
+    return True
+
+
 def receive_timestamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
     """The kernel's receive stamp (Unix seconds) among a datagram's ancillary data, if any."""
     for level, kind, data in ancillary:
@@ -315,6 +350,21 @@ def receive_timestamp(ancillary: list[tuple[int, int, bytes]]) -> float | None:
             seconds, nanoseconds = _TIMESPEC.unpack_from(data)
             return float(seconds) + float(nanoseconds) * 1e-9
     return None
+
+
+def _no_yield() -> None:
+    return None
+
+
+#: Give the CPU to whatever a send just woke, before going on (``os.sched_yield``; a no-op
+#: where the system has none). On one host (loopback, a reflector on the same machine) the
+#: kernel wakes the receiver *during* the send, and with a sync wake-up it puts the receiver
+#: on the sender's CPU, expecting the sender to sleep at once. A prober that goes on with its
+#: own bookkeeping (events, output, its event loop's turn) keeps the reflector waiting that
+#: long, and every microsecond of it is counted in the RTT: measured with ``perf sched``, the
+#: reflector waited 70-80 us per heartbeat behind ``udpbeat client`` (docs/design.md, "Time at
+#: the wire"). With nothing else runnable on the CPU the call returns at once (about 1 us).
+yield_after_send: Callable[[], None] = getattr(os, "sched_yield", _no_yield)
 
 
 class ClockBridge:
@@ -393,6 +443,21 @@ class ClockBridge:
             return None
         self.used += 1
         return min(arrival, now)
+
+    def convert_send(self, stamp: float, now: float) -> float | None:
+        """A send stamp (the kernel's, Unix seconds) on the monotonic clock, or ``None`` if it
+        cannot be trusted: the offset moved (a step), or it would be after ``now``. That it is
+        not before the send call is the session's check (:meth:`ProbeSession.mark_left`)."""
+        if self.offset is None:
+            return None
+        if not self._trusted:
+            self.refused += 1
+            return None
+        left = stamp - self.offset
+        if left > now + self._tolerance:
+            self.refused += 1
+            return None
+        return min(left, now)
 
     def drained(self, now: float) -> None:
         """The socket was found empty at ``now``: whatever is read later arrived after it."""

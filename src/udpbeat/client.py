@@ -34,11 +34,13 @@ from udpbeat._net import (
     display_address,
     enable_error_queue,
     enable_receive_timestamps,
+    enable_send_timestamps,
     read_error_queue,
     receive_timestamp,
     resolve,
     same_host,
     source_address,
+    yield_after_send,
 )
 from udpbeat.detector import Detector
 from udpbeat.errors import ConfigError
@@ -55,6 +57,8 @@ REFUSALS = (ConnectionRefusedError, ConnectionResetError)
 RECEIVE_SIZE = 65535
 #: Datagrams read per readiness callback at most, so a flood cannot starve the loop.
 READ_BATCH = 256
+#: Sends whose kernel send stamp is awaited, at most (the oldest are forgotten past it).
+MAX_UNSTAMPED = 1024
 
 
 class Prober:
@@ -67,12 +71,20 @@ class Prober:
         on_event: EventSink | None = None,
         kernel_timestamps: bool = True,
     ) -> None:
-        """``kernel_timestamps``: take arrival times from the kernel's receive stamps where
-        the system has them (Linux ``SO_TIMESTAMPNS``); ``False`` reads the clock when the
-        datagram is read, as the portable path does."""
+        """``kernel_timestamps``: take arrival times from the kernel's receive stamps, and send
+        times from its send stamps, where the system has them (Linux ``SO_TIMESTAMPNS``,
+        ``SOF_TIMESTAMPING_TX_SOFTWARE``); ``False`` reads the clock when the datagram is read
+        and before it is sent, as the portable path does."""
         self.session = session
         self._want_kernel_stamps = kernel_timestamps
         self._kernel_stamps = False
+        # Send stamps: the kernel numbers the sends from 0; the n-th is heartbeat _sent[n],
+        # while every send went (_numbered).
+        self._send_stamps = False
+        self._numbered = True
+        self._sent: dict[int, int] = {}
+        self._sends = 0
+        self._left: list[tuple[int, float]] = []
         self._bridge = ClockBridge(monotonic=asyncio.get_running_loop().time)
         self._on_event = on_event
         self._loop = asyncio.get_running_loop()
@@ -101,6 +113,10 @@ class Prober:
             self._error_queue = enable_error_queue(sock)
             if self._want_kernel_stamps:
                 self._kernel_stamps = enable_receive_timestamps(sock)
+                # They come on the error queue, read with the ICMP errors: only with it.
+                self._send_stamps = self._numbered = (
+                    self._kernel_stamps and self._error_queue and enable_send_timestamps(sock)
+                )
                 # The socket is empty and the clocks' offset known from the start, so a step
                 # of the wall clock before the first reply is caught like any other.
                 self._bridge.measure()
@@ -159,6 +175,8 @@ class Prober:
         bridge = self._bridge
         if kernel_stamps:
             bridge.measure()
+        if self._send_stamps:
+            self._read_error_queue(clock())
         for _ in range(READ_BATCH):
             try:
                 if kernel_stamps:
@@ -186,12 +204,23 @@ class Prober:
 
     def _refused(self, now: float) -> None:
         """An ICMP error is pending: find out who sent it and about which heartbeat."""
-        sock = self._sock
-        if not self._error_queue or sock is None:
+        if not self._error_queue or self._sock is None:
             self._inbox.append((now, None, False))
             return
-        assert self._target is not None
-        for offender, payload in read_error_queue(sock):
+        self._read_error_queue(now)
+
+    def _read_error_queue(self, now: float) -> None:
+        """Take the ICMP errors and the send stamps off the error queue."""
+        sock = self._sock
+        assert sock is not None and self._target is not None
+        for offender, payload, sent in read_error_queue(sock):
+            if sent is not None:
+                number, stamp = sent
+                heartbeat = self._sent.pop(number, None)
+                left = self._bridge.convert_send(stamp, now)
+                if heartbeat is not None and left is not None:
+                    self._left.append((heartbeat, left))
+                continue
             if offender is not None and not same_host(offender, self._target):
                 self.session.count_socket_error("icmp-elsewhere")
                 continue
@@ -202,6 +231,11 @@ class Prober:
     def _feed(self) -> None:
         session = self.session
         inbox = self._inbox
+        if self._left:
+            # Before the replies: a reply read in the same turn was answered after it left.
+            for seq, left in self._left:
+                session.mark_left(seq, left)
+            self._left.clear()
         while inbox and not session.finished:
             arrival, item, kernel_stamp = inbox.popleft()
             if isinstance(item, bytes):
@@ -216,15 +250,24 @@ class Prober:
         datagrams = session.datagrams_to_send()
         if sock is not None and datagrams:
             # The RTT starts at the send call, not at the timer that decided to send.
-            session.mark_sent(self._loop.time())
-            for datagram in datagrams:
-                self._send(sock, datagram)
+            seqs = session.mark_sent(self._loop.time())
+            for seq, datagram in zip(seqs, datagrams, strict=False):
+                if self._send(sock, datagram) and self._numbered:
+                    sent = self._sent
+                    sent[self._sends] = seq
+                    self._sends += 1
+                    if len(sent) > MAX_UNSTAMPED:  # stamps that never came: forget the oldest
+                        del sent[next(iter(sent))]
+            # Whatever the send woke (a reflector on this host) runs first: the events and
+            # the loop's turn below would otherwise be counted in the RTT (_net).
+            yield_after_send()
         on_event = self._on_event
         for event in session.events():
             if on_event is not None:
                 on_event(event)
 
-    def _send(self, sock: socket.socket, datagram: bytes) -> None:
+    def _send(self, sock: socket.socket, datagram: bytes) -> bool:
+        """Send one datagram; ``True`` if it went."""
         # A pending ICMP error is reported by the next socket call, which may be this send:
         # the datagram did not go. The error is read as any other (and cleared by being
         # reported), then the send is tried once more, so a forged error cannot cost a
@@ -232,17 +275,27 @@ class Prober:
         for attempt in (1, 2):
             try:
                 sock.send(datagram)
-                return
+                return True
             except BlockingIOError:
                 self.session.count_socket_error("send-would-block")
-                return
             except REFUSALS:
                 self._refused(self._loop.time())
+                self._stop_numbering()
                 if attempt == 2:
                     self.session.count_socket_error("send-refused")
+                continue
             except OSError as error:
                 self.session.count_socket_error(_error_kind(error))
-                return
+            break
+        self._stop_numbering()
+        return False
+
+    def _stop_numbering(self) -> None:
+        # Whether the kernel numbered a send that failed is not known: the send stamps to
+        # come could be put down to the wrong heartbeat, so they are not used any more (the
+        # error queue is still read: they keep coming).
+        self._numbered = False
+        self._sent.clear()
 
 
 def _error_kind(error: OSError) -> str:

@@ -218,24 +218,39 @@ class Reflector:
     def reflect(self, data: bytes, source: Address, now: float, wall_time: float) -> bytes | None:
         """The reply to send back to ``source``, or ``None`` to stay silent.
 
-        Both clocks are read when the datagram was received, as early as the shell could:
-        ``now`` is monotonic seconds (``time.monotonic()``), for the rate limits, so a step of
-        the wall clock can neither lock a source out nor let a flood through; ``wall_time`` is
-        Unix time (``time.time()``), for the reply's time difference (the wire format compares
-        it with the sender's Unix timestamp) and the log's records.
+        ``now`` is monotonic seconds (``time.monotonic()``), read when the shell got the
+        datagram, for the rate limits, so a step of the wall clock can neither lock a source
+        out nor let a flood through. ``wall_time`` is the request's receive time, Unix seconds:
+        the kernel's receive stamp where the shell has one (Linux ``SO_TIMESTAMPNS``), else
+        ``time.time()`` read as early as the shell could; it gives the reply's time difference
+        (the wire format compares it with the sender's Unix timestamp), the log's records, and
+        is what a format with a receive timestamp (STAMP's T2) should carry.
         Never raises for bad input: every datagram refused is counted by reason and ignored.
         """
-        return self.reflect_batch((data,), source, now, wall_time)[0]
+        return self.reflect_batch((data,), source, now, (wall_time,))[0]
 
     def reflect_batch(
-        self, datagrams: Sequence[bytes], source: Address, now: float, wall_time: float
+        self,
+        datagrams: Sequence[bytes],
+        source: Address,
+        now: float,
+        wall_times: Sequence[float],
     ) -> list[bytes | None]:
         """:meth:`reflect` for datagrams from one source received together, in order.
 
-        The same decisions and counters as one :meth:`reflect` call per datagram; the
-        per-datagram work is only what differs between datagrams, so a busy server spends less
-        per reply.
+        ``wall_times`` has one receive time per datagram (Unix seconds, the ``wall_time`` of
+        :meth:`reflect`: each request's own kernel stamp where there is one); ``now`` is one
+        monotonic reading for the batch. The same decisions and counters as one
+        :meth:`reflect` call per datagram; the per-datagram work is only what differs between
+        datagrams, so a busy server spends less per reply.
+
+        Raises:
+            ValueError: ``wall_times`` does not have one time per datagram.
         """
+        if len(wall_times) != len(datagrams):
+            raise ValueError(
+                f"reflect_batch: {len(datagrams)} datagrams but {len(wall_times)} receive times"
+            )
         counters = self.counters
         counters.received += len(datagrams)
         max_size = self._max_size
@@ -250,7 +265,7 @@ class Reflector:
         log_events = self._log_events
         replies: list[bytes | None] = []
         add = replies.append
-        for data in datagrams:
+        for data, wall_time in zip(datagrams, wall_times, strict=False):
             if len(data) > max_size:
                 self._malformed(source, wall_time, "oversize", f"{len(data)} bytes")
                 add(None)

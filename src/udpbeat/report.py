@@ -176,6 +176,9 @@ class ProbeReport:
     protocol: str = "text"
     #: STAMP's one-way figures (``None`` for the text format).
     one_way: OneWayReport | None = None
+    #: Replies received in time by where their RTT's start came from: ``kernel`` (the
+    #: kernel's stamp of the heartbeat leaving) or ``user`` (the clock read before the send).
+    send_timestamps: dict[str, int] = field(default_factory=dict)
 
     @property
     def loss(self) -> float | None:
@@ -226,6 +229,7 @@ class ProbeReport:
             "loss_while_up_percent": _percent(self.loss_while_up),
             "lost_in_outages": self.lost_in_outages,
             "receive_timestamps": dict(sorted(self.receive_timestamps.items())),
+            "send_timestamps": dict(sorted(self.send_timestamps.items())),
             # STAMP's keys, only in a STAMP run: a text run's summary keeps its shape.
             **(
                 {}

@@ -10,8 +10,12 @@ briefly before blocking, which keeps the round trip at low load level with a bar
 Elsewhere, or with ``ServerConfig(io="portable")``, the reader is the plain loop:
 ``recvfrom``, reflect, non-blocking ``sendto``. Both paths give the same replies, counters and
 log. On a wildcard bind (Linux) both send each reply from the address its request was sent to
-(:func:`ask_destinations`). ``docs/performance.md`` has the measurements, and its history those
-of the designs set aside: an ``add_reader`` drain (with and without uvloop).
+(:func:`ask_destinations`). Both take each request's receive time (the reply's time difference)
+from the kernel's receive stamp where the system gives one (Linux ``SO_TIMESTAMPNS``), not from
+when the reader got to it; elsewhere, or with ``ServerConfig(receive_stamps="user")``, from
+``time.time()`` read as the datagram is taken. ``docs/performance.md`` has the measurements,
+and its history those of the designs set aside: an ``add_reader`` drain (with and without
+uvloop).
 
 With ``stamp`` (``udpbeat server --protocol stamp``) the reflector is
 :class:`~udpbeat.stamp_reflector.StampReflector` on the same paths; on Linux each datagram's TTL
@@ -30,6 +34,7 @@ import asyncio
 import contextlib
 import functools
 import socket
+import struct
 import sys
 import threading
 import time
@@ -39,7 +44,15 @@ from types import TracebackType
 from typing import Any
 
 from udpbeat import _mmsg
-from udpbeat._net import DEFAULT_PORT, bind_udp, enable_receive_ttl, take_ttl
+from udpbeat._net import (
+    DEFAULT_PORT,
+    SO_TIMESTAMPNS,
+    bind_udp,
+    enable_receive_timestamps,
+    enable_receive_ttl,
+    receive_timestamp,
+    take_ttl,
+)
 from udpbeat.errors import ConfigError, UdpbeatError
 from udpbeat.reflector import Counters, Reflected, Reflector, ReflectorConfig
 from udpbeat.stamp_reflector import StampOptions, StampReflector, stamp_config
@@ -66,8 +79,15 @@ SINGLES = 16
 IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
 #: Bytes of ancillary data read per datagram: room for an ``IPV6_PKTINFO`` and an
 #: ``IP_PKTINFO`` message together (72 bytes on 64-bit Linux), as a dual-stack socket gets them
-#: for IPv4 requests.
+#: for IPv4 requests, and a receive stamp (32 bytes).
 CONTROL_SIZE = 128
+#: A receive stamp's control message (``struct timespec``): the ancillary data read per datagram
+#: when only the stamp is wanted.
+TIMESPEC = struct.Struct("=qq")
+STAMP_CONTROL_SIZE = socket.CMSG_SPACE(TIMESPEC.size)
+SOL_SOCKET = socket.SOL_SOCKET
+#: Where a request's receive time comes from (``ServerConfig.receive_stamps``).
+RECEIVE_STAMPS = ("kernel", "user")
 #: Sources remembered by raw ``sockaddr`` bytes on the batched path (forgotten all at once when
 #: full, so that a flood of spoofed sources cannot grow memory).
 SOURCE_CACHE = 4096
@@ -105,6 +125,9 @@ class ServerConfig:
     - ``busy_poll_us``: microseconds the batched reader spins on an empty socket before it
       blocks, while lone requests come closer together than that; 0 never spins.
     - ``batch``: datagrams taken per ``recvmmsg`` and answered per ``sendmmsg``, 1..1024.
+    - ``receive_stamps``: ``"kernel"`` (the default) takes each request's receive time, and so
+      the reply's time difference, from the kernel's receive stamp where the system has one
+      (Linux ``SO_TIMESTAMPNS``); ``"user"`` reads ``time.time()`` when the reader takes it.
 
     Raises:
         ConfigError: a value out of range, named with what it accepts.
@@ -113,10 +136,16 @@ class ServerConfig:
     io: str = "auto"
     busy_poll_us: float = BUSY_POLL_US
     batch: int = BATCH
+    receive_stamps: str = "kernel"
 
     def __post_init__(self) -> None:
         if self.io not in IO_MODES:
             raise ConfigError(f"io must be one of {', '.join(IO_MODES)}, got {self.io!r}")
+        if self.receive_stamps not in RECEIVE_STAMPS:
+            raise ConfigError(
+                f"receive stamps must be one of {', '.join(RECEIVE_STAMPS)}, "
+                f"got {self.receive_stamps!r}"
+            )
         spin = self.busy_poll_us
         if (
             isinstance(spin, bool)
@@ -287,6 +316,9 @@ class Server:
         #: Whether replies are sent from each request's destination address (a wildcard bind
         #: on Linux: :func:`ask_destinations`); set by :meth:`start`.
         self.replies_from_destination = False
+        #: ``"kernel"`` when receive times come from the kernel's stamps (Linux
+        #: ``SO_TIMESTAMPNS``), else ``"user"``; set by :meth:`start`.
+        self.receive_stamps = "user"
         self._internal_errors_logged = 0
         self._not_logged_said = 0
 
@@ -325,6 +357,8 @@ class Server:
         except OSError:
             sock.close()
             raise
+        wanted = self.server_config.receive_stamps == "kernel"
+        self.receive_stamps = "kernel" if wanted and enable_receive_timestamps(sock) else "user"
         self._sock, self._stopping, self.failure = sock, False, None
         target = self._receive if self._mmsg_functions is None else self._receive_batched
         reader_done: asyncio.Future[None] = loop.create_future()
@@ -438,12 +472,16 @@ class Server:
         receive_size = self.receive_size
         # A STAMP server that reads TTLs takes every datagram's control messages.
         destinations = self.replies_from_destination or self.receives_ttl
+        stamped = self.receive_stamps == "kernel"
+        # Room for the stamp alone when no destination is wanted: recvmsg allocates it per call.
+        control_size = CONTROL_SIZE if destinations else STAMP_CONTROL_SIZE
+        unpack_stamp = TIMESPEC.unpack
         monotonic, wall_clock = time.monotonic, time.time
         ancillary = None
         while True:
             try:
-                if destinations:
-                    data, ancillary, _, source = recvmsg(receive_size, CONTROL_SIZE)
+                if destinations or stamped:
+                    data, ancillary, _, source = recvmsg(receive_size, control_size)
                 else:
                     data, source = recvfrom(receive_size)
             except OSError:
@@ -453,7 +491,18 @@ class Server:
                 continue
             if self._stopping:
                 return
-            answer(data, source, monotonic(), wall_clock(), ancillary)
+            now, wall_time = monotonic(), wall_clock()
+            if destinations:
+                if stamped:
+                    wall_time, ancillary = _take_stamp(ancillary, wall_time, destinations)
+            elif ancillary:
+                # The stamp is the only control message asked for: no search, no function call.
+                level, kind, raw = ancillary[0]
+                if kind == SO_TIMESTAMPNS and level == SOL_SOCKET and len(raw) == TIMESPEC.size:
+                    seconds, nanoseconds = unpack_stamp(raw)
+                    wall_time = seconds + nanoseconds * 1e-9
+                ancillary = None
+            answer(data, source, now, wall_time, ancillary)
 
     def _answer(
         self,
@@ -526,6 +575,7 @@ class Server:
         assert self._mmsg_functions is not None
         # A STAMP server that reads TTLs takes every datagram's control messages.
         destinations = self.replies_from_destination or self.receives_ttl
+        stamped = self.receive_stamps == "kernel"
         io = _mmsg.BatchSocket(
             sock,
             self._mmsg_functions,
@@ -533,9 +583,13 @@ class Server:
             self.server_config.batch,
             self.reply_size,
             CONTROL_SIZE if destinations else 0,
+            timestamps=stamped,
         )
         stamp_reflector = self.stamp_reflector
         take_ttls = io.take_ttls if self.receives_ttl else None
+        receive_times = io.receive_times
+        with_control = destinations or stamped
+        single_control = CONTROL_SIZE if destinations else STAMP_CONTROL_SIZE
         receive, send = io.receive, io.send
         recvfrom, recvmsg = sock.recvfrom, sock.recvmsg
         answer = functools.partial(self._answer, sock.sendto, sock.sendmsg)
@@ -559,8 +613,8 @@ class Server:
         monotonic = time.monotonic
 
         def receive_one(size: int, flags: int = 0) -> tuple[bytes, Any, Any]:
-            if destinations:
-                data, ancillary, _, source = recvmsg(size, CONTROL_SIZE, flags)
+            if with_control:
+                data, ancillary, _, source = recvmsg(size, single_control, flags)
                 return data, source, ancillary
             data, source = recvfrom(size, flags)
             return data, source, None
@@ -569,8 +623,8 @@ class Server:
             deadline = monotonic() + spin
             while True:
                 try:
-                    if destinations:
-                        data, ancillary, _, source = recvmsg(size, CONTROL_SIZE, _DONTWAIT)
+                    if with_control:
+                        data, ancillary, _, source = recvmsg(size, single_control, _DONTWAIT)
                         return data, source, ancillary
                     data, source = recvfrom(size, _DONTWAIT)
                     return data, source, None
@@ -588,8 +642,8 @@ class Server:
                     singles -= 1
                     if spinning:
                         data, source, ancillary = receive_spinning(receive_size)
-                    elif destinations:
-                        data, ancillary, _, source = recvmsg(receive_size, CONTROL_SIZE)
+                    elif with_control:
+                        data, ancillary, _, source = recvmsg(receive_size, single_control)
                     else:
                         data, source = recvfrom(receive_size)
                     datagrams = None
@@ -607,13 +661,17 @@ class Server:
                 singles = SINGLES
                 name = names if isinstance(names, bytes) else names[0]
                 data, source = datagrams[0], known(name) or learn(name)
-                ancillary = io.ancillary(0) if destinations else None
+                ancillary = io.ancillary(0) if with_control else None
                 datagrams = None
             if datagrams is None:
+                if stamped:
+                    wall_time, ancillary = _take_stamp(ancillary, wall_time, destinations)
                 spinning = should_spin(now - answered_at, spin, singles)
                 answer(data, source, now, wall_time, ancillary)
                 answered_at = monotonic()
                 continue
+            # Each datagram's own kernel stamp (or this one reading of the clock for all).
+            wall_times = receive_times(wall_time)
             try:
                 if stamp_reflector is not None:
                     replies = self._reflect_stamp(
@@ -623,18 +681,20 @@ class Server:
                         known,
                         learn,
                         now,
-                        wall_time,
+                        wall_times,
                         None if take_ttls is None else take_ttls(len(datagrams)),
                     )
                 elif isinstance(names, bytes):  # one source sent the whole batch
                     source = known(names) or learn(names)
                     with lock:
-                        replies = reflect_batch(datagrams, source, now, wall_time)
+                        replies = reflect_batch(datagrams, source, now, wall_times)
                 else:
                     with lock:
                         replies = [
-                            reflect(data, known(name) or learn(name), now, wall_time)
-                            for data, name in zip(datagrams, names, strict=True)
+                            reflect(data, known(name) or learn(name), now, received)
+                            for data, name, received in zip(
+                                datagrams, names, wall_times, strict=True
+                            )
                         ]
             except Exception as error:  # a defect: counted and survived, never a deaf server
                 with lock:
@@ -660,7 +720,7 @@ class Server:
         known: Callable[[bytes], tuple[object, ...] | None],
         learn: Callable[[bytes], tuple[object, ...]],
         now: float,
-        wall_time: float,
+        wall_times: list[float],
         ttls: list[int | None] | None,
     ) -> list[bytes | None]:
         """The batched path's replies from the STAMP reflector, with each request's TTL (0
@@ -671,13 +731,13 @@ class Server:
         with self._lock:
             if isinstance(names, bytes):
                 source = known(names) or learn(names)
-                return reflector.reflect_batch(datagrams, source, now, wall_time, known_ttls)
+                return reflector.reflect_batch(datagrams, source, now, wall_times, known_ttls)
             return [
                 reflector.reflect(
                     data,
                     known(name) or learn(name),
                     now,
-                    wall_time,
+                    wall_times[index],
                     None if known_ttls is None else (known_ttls[index],),
                 )
                 for index, (data, name) in enumerate(zip(datagrams, names, strict=True))
@@ -699,6 +759,21 @@ class Server:
             self._internal_errors_logged = internal
         if records and self._on_records is not None:
             self._on_records(records)
+
+
+def _take_stamp(
+    ancillary: list[tuple[int, int, bytes]] | None, fallback: float, destinations: bool
+) -> tuple[float, list[tuple[int, int, bytes]] | None]:
+    """A lone datagram's receive time, its kernel stamp if it came with one (else
+    ``fallback``), and the control messages its reply goes out with: the destination address
+    with ``destinations`` (never the stamp, which ``sendmsg`` refuses), else none."""
+    if not ancillary:
+        return fallback, ancillary if destinations else None
+    stamp = receive_timestamp(ancillary)
+    if not destinations:
+        return (fallback if stamp is None else stamp), None
+    rest = [item for item in ancillary if item[:2] != (socket.SOL_SOCKET, SO_TIMESTAMPNS)]
+    return (fallback if stamp is None else stamp), rest
 
 
 def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:

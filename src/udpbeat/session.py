@@ -183,6 +183,8 @@ class _Pending:
     number: int
     #: The detector was told of a miss at ``overdue_at`` (and must not be told again).
     overdue: bool = False
+    #: ``sent_at`` is the kernel's stamp of the datagram leaving (:meth:`mark_left`).
+    left_stamp: bool = False
 
 
 @dataclass(slots=True)
@@ -308,6 +310,7 @@ class ProbeSession:
         self._outgoing: list[bytes] = []
         self._unmarked: list[int] = []  # heartbeats handed over, their send time not yet final
         self._receive_stamps: Counter[str] = Counter()
+        self._send_stamps: Counter[str] = Counter()
         self._events: deque[Event] = deque()
         self._tally = _Tally()
         self._rtt = Series() if history is None else RecentSeries(history)
@@ -424,6 +427,7 @@ class ProbeSession:
             # Within the timeout: received, even if the detector's own deadline passed first.
             rtt = now - pending.sent_at
             probe = pending.probe
+            self._send_stamps["kernel" if pending.left_stamp else "user"] += 1
             if reply.timestamps is not None and self.one_way is not None and time is not None:
                 # T1 and T4 on the wall clock through the same offset: T4 - T1 is the RTT.
                 self.one_way.add(seq, time - rtt, time, reply.timestamps)
@@ -522,18 +526,35 @@ class ProbeSession:
 
     # -- output -------------------------------------------------------------------------------
 
-    def mark_sent(self, now: float) -> None:
-        """The datagrams last handed over by :meth:`datagrams_to_send` left at ``now``.
+    def mark_sent(self, now: float) -> list[int]:
+        """The datagrams last handed over by :meth:`datagrams_to_send` left at ``now``; returns
+        their sequence numbers, in the same order.
 
         A shell that reads the clock right before its send call makes the RTT start there,
         not at the (earlier) :meth:`handle_timer` that decided to send.
         """
         pending = self._pending
-        for seq in self._unmarked:
+        marked, self._unmarked = self._unmarked, []
+        for seq in marked:
             entry = pending.get(seq)
             if entry is not None and now > entry.sent_at:
                 entry.sent_at = now
-        self._unmarked.clear()
+        return marked
+
+    def mark_left(self, seq: int, at: float) -> bool:
+        """The kernel says heartbeat ``seq`` left at ``at`` (its send stamp, Linux
+        ``SOF_TIMESTAMPING_TX_SOFTWARE``, on this session's clock): its RTT starts there.
+
+        Taken only while the heartbeat waits for its reply, and only if ``at`` is after the
+        reading :meth:`mark_sent` took before the send call (a stamp cannot be earlier);
+        returns whether it was taken.
+        """
+        entry = self._pending.get(seq)
+        if entry is None or at < entry.sent_at:
+            return False
+        entry.sent_at = at
+        entry.left_stamp = True
+        return True
 
     def datagrams_to_send(self) -> list[bytes]:
         out, self._outgoing = self._outgoing, []
@@ -580,6 +601,7 @@ class ProbeSession:
             duration=end - self._started,
             socket_errors=dict(self._socket_errors),
             receive_timestamps=dict(self._receive_stamps),
+            send_timestamps=dict(self._send_stamps),
             first_seq=self.first_seq,
             host=self.host,
             heartbeats=regular,

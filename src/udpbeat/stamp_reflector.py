@@ -99,18 +99,22 @@ class StampReflector(Reflector):
         ttls: Sequence[int] | None = None,
     ) -> bytes | None:
         """See :meth:`Reflector.reflect`; ``ttls`` holds the request's TTL, if the shell read it."""
-        return self.reflect_batch((data,), source, now, wall_time, ttls)[0]
+        return self.reflect_batch((data,), source, now, (wall_time,), ttls)[0]
 
     def reflect_batch(
         self,
         datagrams: Sequence[bytes],
         source: Address,
         now: float,
-        wall_time: float,
+        wall_times: Sequence[float],
         ttls: Sequence[int] | None = None,
     ) -> list[bytes | None]:
-        """See :meth:`Reflector.reflect_batch`; ``ttls[i]`` is the i-th request's TTL (or hop
-        limit), ``None`` if the shell has none."""
+        """See :meth:`Reflector.reflect_batch`: ``wall_times[i]`` is the i-th request's receive
+        time, its T2; ``ttls[i]`` is its TTL (or hop limit), ``None`` if the shell has none."""
+        if len(wall_times) != len(datagrams):
+            raise ValueError(
+                f"reflect_batch: {len(datagrams)} datagrams but {len(wall_times)} receive times"
+            )
         counters = self.counters
         counters.received += len(datagrams)
         max_size = self._max_size
@@ -125,10 +129,11 @@ class StampReflector(Reflector):
         base = stamp.BASE_SIZE if key is None else stamp.AUTHENTICATED_SIZE
         head = stamp.SENDER_HEAD.unpack_from
         replies: list[bytes | None] = [None] * len(datagrams)
-        # (index, sender's seq, SSID, the request, its decoding in authenticated mode) of every
-        # datagram to answer.
-        accepted: list[tuple[int, int, int, bytes, stamp.SenderPacket | None]] = []
+        # (index, sender's seq, SSID, the request, its decoding in authenticated mode, its
+        # receive time) of every datagram to answer.
+        accepted: list[tuple[int, int, int, bytes, stamp.SenderPacket | None, float]] = []
         for index, data in enumerate(datagrams):
+            wall_time = wall_times[index]
             size = len(data)
             if size > max_size:
                 self._malformed(source, wall_time, "oversize", f"{size} bytes")
@@ -172,19 +177,21 @@ class StampReflector(Reflector):
                 if self._log_events:
                     self._note(Reflected(wall_time, source, "dropped-loss", str(seq)))
                 continue
-            accepted.append((index, seq, ssid, data, packet))
+            accepted.append((index, seq, ssid, data, packet, wall_time))
         if not accepted:
             return replies
         ptp = self._ptp
-        received = stamp.from_unix(wall_time, ptp)
+        from_unix = stamp.from_unix
         clock = self._clock
         # T3: read once, after the checks and parsing of the whole batch, just before the
         # replies are built and handed to the shell to send.
-        transmitted = received if clock is None else stamp.from_unix(clock(), ptp)
+        sent_at = None if clock is None else from_unix(clock(), ptp)
         own_ee = self._own_error_estimate
         stateful = self._stateful
         build = stamp.REFLECTOR_FROM_REQUEST.pack
-        for index, seq, ssid, data, packet in accepted:
+        for index, seq, ssid, data, packet, wall_time in accepted:
+            received = from_unix(wall_time, ptp)
+            transmitted = received if sent_at is None else sent_at
             reflector_seq = self._next_seq(source, ssid) if stateful else seq
             ttl = stamp.UNKNOWN_TTL if ttls is None else ttls[index]
             if packet is None:

@@ -23,6 +23,7 @@ from udpbeat.server import (
     IO_MODES,
     MAX_BATCH,
     MAX_BUSY_POLL_US,
+    RECEIVE_STAMPS,
     Server,
     ServerConfig,
 )
@@ -261,6 +262,7 @@ async def serve(
             "loss": config.loss,
             "seed": config.seed,
             **limits(config),
+            "receive_stamps": server.receive_stamps,
         }
         console.out.write(json_line(listening))
     else:
@@ -420,6 +422,14 @@ async def serve(
     metavar="DATAGRAMS",
     help="Datagrams taken per recvmmsg and answered per sendmmsg on the batched path.",
 )
+@click.option(
+    "--receive-stamps",
+    type=click.Choice(RECEIVE_STAMPS),
+    default="kernel",
+    show_default=True,
+    help="A request's receive time (its reply's time difference): the kernel's receive stamp "
+    "(Linux SO_TIMESTAMPNS; elsewhere 'user') or the clock when the reader takes it.",
+)
 def server(
     host: str,
     port: int | None,
@@ -441,6 +451,7 @@ def server(
     io: str,
     busy_poll_us: float,
     batch: int,
+    receive_stamps: str,
 ) -> int:
     """Answer heartbeats (the reflector).
 
@@ -468,7 +479,9 @@ def server(
         allow=allow,
         allow_privileged_ports=allow_privileged_ports,
     )
-    server_config = ServerConfig(io=io, busy_poll_us=busy_poll_us, batch=batch)
+    server_config = ServerConfig(
+        io=io, busy_poll_us=busy_poll_us, batch=batch, receive_stamps=receive_stamps
+    )
     stdout_closed = stdout_was_closed()
     return asyncio.run(
         serve(

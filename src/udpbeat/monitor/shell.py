@@ -50,6 +50,7 @@ from udpbeat._net import (
     enable_receive_timestamps,
     read_error_queue_to,
     receive_timestamp,
+    yield_after_send,
 )
 from udpbeat.errors import ConfigError
 from udpbeat.monitor.config import MonitorConfig, TargetConfig
@@ -274,7 +275,12 @@ class Monitor:
                 self.last_round = round_start
                 self.stats.rounds += 1
                 self._drain()
+                sends = self.sends
                 fleet.run_due(clock, time.time() - clock())
+                if self.sends != sends:
+                    # What the sends woke (a reflector on this host) runs before the rest of
+                    # the round: it would wait behind it, and that wait is in the RTT (_net).
+                    yield_after_send()
                 self._route_errors()
                 changes = fleet.take_changes()
                 if changes and self._on_changes is not None:

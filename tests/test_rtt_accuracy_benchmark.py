@@ -1,0 +1,47 @@
+"""``benchmarks/rtt_accuracy.py --quick`` runs end to end: every row of both tables is filled.
+
+A few seconds on loopback; nothing here asserts a speed, only that each prober's RTTs were
+measured (samples counted, p50 no higher than p99) and the ratios printed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+from helpers import ROOT
+
+US = r"(\d+) us"
+
+
+def test_the_quick_run_prints_every_row() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/rtt_accuracy.py", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    probers = re.compile(rf"\| (.+?) \| (\d+) \| {US} \| {US} \| ([\d.]*)x? \| ([\d.]+)x \|")
+    lines = result.stdout.splitlines()
+    rows = {m[1]: m.groups()[1:] for line in lines if (m := probers.match(line))}
+    expected = [
+        "bare Python blocking client -> udpbeat server",
+        "udpbeat client, kernel stamps -> udpbeat server",
+        "udpbeat client, user stamps -> udpbeat server",
+    ]
+    if shutil.which("irtt"):
+        expected += [
+            "irtt client -> irtt server",
+            "irtt, the same round trips with its server's processing time added back",
+        ]
+    assert list(rows) == expected, result.stdout
+    for samples, p50, p99, _to_irtt, _to_bare in rows.values():
+        assert int(samples) >= 20 and 0 < int(p50) <= int(p99)
+    assert rows[expected[0]][4] == "1.00"  # the bare loop is its own anchor
+    monitor = re.compile(rf"\| ([\d,]+) targets \| ([\d,]+) \| {US} \| {US} \| ([\d.]+)x \|")
+    sizes = [m.groups() for line in lines if (m := monitor.match(line))]
+    assert [(size, measured) for size, measured, *_ in sizes] == [("1", "1"), ("20", "20")]
+    for _size, _measured, p50, p99, _ratio in sizes:
+        assert 0 < int(p50) <= int(p99)
+    assert "load average" in result.stdout
