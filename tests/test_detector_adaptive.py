@@ -64,6 +64,20 @@ class Driver:
         assert reason in ("timeout", "refused")
         return self._keep(self.detector.on_miss(seq, self.now, reason))  # type: ignore[arg-type]
 
+    def verdict(self) -> Transition | None:
+        """Wait for the verdict the misses so far are enough for: misses count once their
+        requests are the detector's patience old (a delayed reply could end the run till then)."""
+        at = self.detector.check_at()
+        if at is None:
+            return None
+        self.now = max(self.now, at)
+        return self._keep(self.detector.check(self.now))
+
+    def settle(self) -> None:
+        """Let a timeout pass (with a reply), so that ended runs join the history."""
+        self.now += 1.0
+        self.reply()
+
     def healthy(self, count: int, rtt: float = RTT) -> None:
         for _ in range(count):
             self.reply(rtt)
@@ -198,9 +212,16 @@ def test_never_answered_goes_down_only_after_the_no_history_number_of_misses() -
 def test_all_lost_history_is_capped_so_a_verdict_stays_reachable() -> None:
     driver = Driver(AdaptiveDetector())
     driver.detector.history.add_many(True, 500)
-    assert driver.detector.loss_bound() == driver.detector.max_loss
-    for _ in range(misses_needed(0.6)):
+    detector = driver.detector
+    assert detector.loss_bound() == detector.max_loss
+    # Every loss followed by a loss: the chance of the next is capped below 1, so enough
+    # misses still make a verdict (many more than with no history: the history says bursts).
+    assert detector.burst_loss_bound() == detector.max_burst_loss == 0.99
+    needed = misses_needed(0.6, 0.99)
+    assert needed > 2000
+    for _ in range(needed):
         driver.miss()
+    driver.verdict()
     assert driver.detector.state is State.DOWN
 
 
@@ -225,11 +246,18 @@ def test_healthy_path_up_suspect_down_up_with_evidence_and_fast_probes() -> None
     assert probe_at is not None and probe_at <= driver.now  # a probe is due at once
     assert detector.confirm_pace() == detector.min_confirm_interval
 
-    for _ in range(needed - 2):
+    for _ in range(needed - 1):
         driver.now = max(driver.now, detector.probe_at() or driver.now)
         assert driver.miss() is None
-    down = driver.miss()
+    # Enough misses, but the newest must be the detector's patience old before it counts: a
+    # reply delayed by a jump in RTT could still come. No more probes meanwhile.
+    last_sent = driver.now - detector.reply_timeout()
+    assert detector.check_at() == pytest.approx(last_sent + detector.patience())
+    assert detector.probe_at() is None
+    assert detector.check(driver.now) is None
+    down = driver.verdict()
     assert down is not None and (down.old, down.new) == (State.SUSPECT, State.DOWN)
+    assert down.evidence["misses"] == needed
     assert down.evidence["probability"] < FALSE_ALARM <= loss * burst_loss ** (needed - 2)
     assert detector.probe_at() is None  # the verdict is reached: no more probes
     assert driver.miss() is None and detector.state is State.DOWN
@@ -247,6 +275,9 @@ def test_reply_during_suspect_ends_the_run_and_counts_its_misses_as_path_loss() 
     up = driver.reply()
     assert up is not None and (up.old, up.new) == (State.SUSPECT, State.UP)
     assert up.evidence["misses"] == 2
+    # The run joins the history once no late reply to its misses can come any more.
+    assert driver.detector.history.losses == before
+    driver.settle()
     assert driver.detector.history.losses == before + 2
 
 
@@ -256,7 +287,9 @@ def test_a_run_that_ends_down_is_not_counted_as_path_loss() -> None:
     bound = driver.detector.loss_bound()
     while driver.detector.state is not State.DOWN:
         driver.miss()
+        driver.verdict()
     driver.reply()
+    driver.settle()
     assert driver.detector.history.losses == 0
     assert driver.detector.loss_bound() <= bound
 
@@ -270,8 +303,10 @@ def test_burst_of_loss_on_a_healthy_path_recovers_and_makes_the_detector_warier(
     for _ in range(burst):
         driver.miss()
     assert detector.state is State.SUSPECT  # a burst shorter than the evidence needed
+    assert detector.check_at() is None
     driver.reply()
     assert detector.state is State.UP
+    driver.settle()
     assert needed_now(detector) > needed_before
     # The same burst again is still not enough.
     for _ in range(burst):
@@ -311,6 +346,7 @@ def test_late_reply_while_down_counts_only_if_sent_after_the_verdict() -> None:
     detector = driver.detector
     while detector.state is not State.DOWN:
         driver.miss()
+        driver.verdict()
     down_at = driver.now
     driver.now += 0.5
     assert detector.on_late(1, 0.6, driver.now) is None  # sent before the verdict: old news

@@ -872,7 +872,9 @@ def test_a_heartbeat_is_lost_only_when_the_configured_timeout_passes() -> None:
         driver.reply(seq)
     driver.advance(102.0)  # heartbeat 3 leaves, and nothing answers any more
     assert driver.detector.reply_timeout() < 0.1
-    driver.advance(102.5)  # past the detector's deadline, within the timeout
+    # Past the detector's deadline, and its patience after the last probe it needed left
+    # (0.35 s: no delayed reply can still settle it), within the timeout.
+    driver.advance(102.8)
     [overdue] = [e for e in driver.of_type(HeartbeatOverdue) if not e.probe]
     assert overdue.seq == 3 and overdue.at == pytest.approx(102.05)
     # Its probes settled the verdict; the run still waits for every heartbeat's fate.

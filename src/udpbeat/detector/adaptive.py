@@ -61,6 +61,9 @@ GAP_BINS = len(GAP_EDGES) + 1
 #: from the RTT). The last bin (0.6 s and over) is left to the regular heartbeats.
 PACES: tuple[float | None, ...] = (None, 0.1, 0.2, 0.4)
 _NO_PAIR = 255
+#: Probes of a run sent at the pace estimates favour (trying spacings out) before the pace
+#: follows the bounds.
+EXPLORING_PROBES = 2
 
 
 def gap_bin(gap: float) -> int:
@@ -251,6 +254,7 @@ class AdaptiveDetector(Detector):
         self.refusal_probability = open_unit("refusal-probability", refusal_probability)
         self.min_patience = non_negative_seconds("min-patience", min_patience)
         self.probes_per_second = positive_seconds("probes-per-second", probes_per_second)
+        self._sustained = 1.0 / self.probes_per_second
         self.rtt = RttEstimator()
         self.history = LossHistory(self.history_size)
         self._log_false_alarm = math.log(self.false_alarm)
@@ -310,20 +314,22 @@ class AdaptiveDetector(Detector):
         return self._bounds(history.after_deep_by_gap, history.losses_after_deep_by_gap)
 
     def _bounds(self, pairs: list[int], losses: list[int]) -> list[float]:
-        floor = self.loss_bound()
-        measured = [wilson_upper(losses[gap], pairs[gap]) for gap in range(GAP_BINS) if pairs[gap]]
+        floor, cap = self.loss_bound(), self.max_burst_loss
         bounds: list[float] = []
         for gap in range(GAP_BINS):
             best = math.inf
             pooled_pairs = pooled_losses = 0
             for shorter in range(gap, -1, -1):
-                pooled_pairs += pairs[shorter]
-                pooled_losses += losses[shorter]
-                if pooled_pairs:
-                    best = min(best, wilson_upper(pooled_losses, pooled_pairs))
+                if pairs[shorter]:  # a bin with no pairs leaves the pool as it was
+                    pooled_pairs += pairs[shorter]
+                    pooled_losses += losses[shorter]
+                    bound = wilson_upper(pooled_losses, pooled_pairs)
+                    if bound < best:
+                        best = bound
             if best == math.inf:
+                measured = [wilson_upper(losses[g], pairs[g]) for g in range(GAP_BINS) if pairs[g]]
                 best = max([self.max_loss, *measured])
-            bounds.append(min(max(best, floor), self.max_burst_loss))
+            bounds.append(min(max(best, floor), cap))
         return bounds
 
     def burst_loss_bound(self) -> float:
@@ -358,32 +364,43 @@ class AdaptiveDetector(Detector):
             return self.confirm_interval
         return min(max(rto, self.min_confirm_interval), self.confirm_interval)
 
-    def _choose_pace(self, loss: float) -> tuple[float, int]:
-        """The pace (and its gap bin) expected to reach a verdict soonest.
+    def _paces(self) -> list[tuple[float, int]]:
+        """The candidate paces, each with the gap bin it gives."""
+        fastest = self.confirm_pace()
+        paces = [fastest if pace is None else pace for pace in PACES]
+        return [(pace, gap_bin(pace)) for pace in paces if pace >= fastest]
 
-        Chosen on plain estimates (a loss-after-loss rate per bin, drawn towards the overall
-        rate while a bin has few pairs, so an unexplored spacing gets tried), not on the
-        bounds: the choice only costs time, while the verdict always uses the bounds.
+    def _explore_pace(self, loss: float) -> tuple[float, int]:
+        """The pace that plain estimates say reaches a verdict soonest: for a run's first probes.
+
+        A loss-after-loss rate per bin, drawn towards the overall rate while a bin has few
+        pairs, so a spacing little tried gets tried; the verdict never rests on these estimates
+        (it uses the bounds), and after :data:`EXPLORING_PROBES` probes the pace follows the
+        bounds (:meth:`_bound_pace`), so a poor guess costs a few probes' time, no more.
         """
         history = self.history
         overall = (history.losses + 1) / (history.count + 2)
         pairs, losses = history.after_loss_by_gap, history.losses_after_loss_by_gap
-        fastest = self.confirm_pace()
-        sustained = 1.0 / self.probes_per_second
         log_needed = self._log_false_alarm - math.log(loss)
-        best_pace, best_bin, best_time = fastest, gap_bin(fastest), math.inf
-        for pace in PACES:
-            pace = fastest if pace is None else pace
-            if pace < fastest:
-                continue
-            gap = gap_bin(pace)
+        best, best_time = self._paces()[0], math.inf
+        for pace, gap in self._paces():
             estimate = (losses[gap] + 2 * overall) / (pairs[gap] + 2)
             estimate = min(max(estimate, 1e-6), self.max_burst_loss)
-            needed = max(log_needed / math.log(estimate), 0.0) + 1
-            time = needed * max(pace, sustained)
+            time = (max(log_needed / math.log(estimate), 0.0) + 1) * max(pace, self._sustained)
             if time < best_time:
-                best_pace, best_bin, best_time = pace, gap, time
-        return best_pace, best_bin
+                best, best_time = (pace, gap), time
+        return best
+
+    def _bound_pace(self, remaining: float) -> tuple[float, float]:
+        """The pace (and the log of its per-miss bound) that gathers the ``remaining`` log
+        evidence soonest by the frozen bounds."""
+        best, best_time = (self.confirm_interval, 0.0), math.inf
+        for pace, gap in self._paces():
+            log_factor = math.log(max(self._run_bounds[gap], self._run_deep_bounds[gap]))
+            time = (math.floor(remaining / log_factor) + 1) * max(pace, self._sustained)
+            if time < best_time:
+                best, best_time = (pace, log_factor), time
+        return best
 
     # -- the interface ------------------------------------------------------------------------
 
@@ -484,8 +501,10 @@ class AdaptiveDetector(Detector):
         if self._verdict_at is not None:
             self._wanted = 0
         else:
-            # At most this many more: each multiplies the probability by the pace's bound.
             remaining = self._log_false_alarm - self._run_log
+            if self._run_timeouts + self._run_refused > EXPLORING_PROBES:
+                self._run_pace, self._log_pace_loss = self._bound_pace(remaining)
+            # At most this many more: each multiplies the probability by the pace's bound.
             self._wanted = math.floor(remaining / self._log_pace_loss) + 1
         if state is State.SUSPECT:
             return None
@@ -496,7 +515,7 @@ class AdaptiveDetector(Detector):
         self._run_bounds = self.burst_loss_bounds()
         self._run_burst_loss = self._run_bounds[0]
         deep = self._run_deep_bounds = self.deep_burst_loss_bounds()
-        self._run_pace, pace_bin = self._choose_pace(self._run_loss)
+        self._run_pace, pace_bin = self._explore_pace(self._run_loss)
         self._log_pace_loss = math.log(max(self._run_bounds[pace_bin], deep[pace_bin]))
         self._run_patience = self.patience()
         self._run_history = (self.history.count, self.history.losses)
