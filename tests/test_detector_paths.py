@@ -227,3 +227,21 @@ def test_the_benchmark_runs_every_model_with_its_parameters() -> None:
         check=False,
     )
     assert bad.returncode == 2 and "blackouts must last" in bad.stderr
+
+
+def test_the_old_models_give_the_figures_they_gave_before_the_new_ones_came() -> None:
+    """The new models are additive: for the same seed, a path without them draws exactly as it
+    did before issue 11 (figures taken from the simulator at commit 27981c4), so earlier
+    tables stay reproducible. Detectors whose behaviour did not change (consecutive, phi)."""
+    bursty = PathConfig(loss=GilbertElliott(0.3, 3.0))
+    doubled = PathConfig(loss=Bernoulli(0.3), duplicate=0.01)
+    consecutive, phi = DetectorSpec.parse("consecutive:3"), DetectorSpec.parse("phi")
+    healthy = run_healthy(consecutive, bursty, Timing(), 5000, random.Random(9))
+    assert (healthy.false_down, healthy.suspect, healthy.received) == (227, 539, 3498)
+    stop = run_stop(consecutive, bursty, Timing(), random.Random(9), warmup=50)
+    assert stop.detection == pytest.approx(2.626688068604956, abs=1e-9)
+    assert (stop.false_down, stop.outages) == (2, 3)
+    healthy = run_healthy(phi, doubled, Timing(), 5000, random.Random(9))
+    assert (healthy.false_down, healthy.suspect, healthy.received) == (5, 41, 3518)
+    stop = run_stop(phi, doubled, Timing(), random.Random(9), warmup=50)
+    assert stop.detection == pytest.approx(4.786079851073296, abs=1e-9)

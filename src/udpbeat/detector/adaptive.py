@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections import deque
 
@@ -166,11 +167,13 @@ class LossHistory:
             self.add(lost)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def wilson_upper(losses: int, count: int, z: float = 3.0) -> float:
     """The upper end of the Wilson score interval for a rate seen as ``losses`` in ``count``.
 
     One-sided, ``z`` standard deviations (3: about 99.87 % confidence). With no outcomes it is
-    1: nothing is known, so nothing is ruled out.
+    1: nothing is known, so nothing is ruled out. Cached: a detector asks for the same few
+    counts again and again (its history moves by one outcome at a time).
     """
     if count <= 0:
         return 1.0
