@@ -182,10 +182,15 @@ def test_a_down_verdict_says_how_unlikely_the_silence_is_from_a_live_server() ->
         detector.on_reply(seq, 0.001, seq + 0.001)
     for seq in range(1001, 1100):
         detector.on_sent(seq, 2000.0, probe=True)
-        transition = detector.on_miss(seq, 2000.05, "timeout")
-        if transition is not None and transition.new is State.DOWN:
+        detector.on_miss(seq, 2000.05, "timeout")
+        verdict_at = detector.check_at()
+        if verdict_at is not None:
             break
+    # Enough misses: the verdict comes once they are the detector's patience old.
+    assert verdict_at is not None
+    transition = detector.check(verdict_at)
     assert transition is not None and transition.new is State.DOWN
+    assert transition.evidence["seq"] == seq
     line = format_transition(StateChanged(transition, seq, seq - 1000, True))
     misses = transition.evidence["misses"]
     assert line.startswith(f"State SUSPECT -> DOWN: {misses} misses in a row, the last probe ")

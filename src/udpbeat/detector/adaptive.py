@@ -287,6 +287,7 @@ class AdaptiveDetector(Detector):
         self._settling: deque[tuple[float, list[tuple[int, float]], float | None]] = deque()
         self._answered_late: set[int] = set()
         self._verdict_at: float | None = None  # the run is enough once this comes
+        self._verdict_seq = -1  # the miss that made it enough
         # The history the frozen rates came from: outcomes, and losses among them.
         self._run_history = (0, 0)
         self._wanted = 0  # further misses needed for DOWN
@@ -427,7 +428,7 @@ class AdaptiveDetector(Detector):
         verdict_at = self._verdict_at
         if self.state is not State.SUSPECT or verdict_at is None or now < verdict_at:
             return None
-        return self._down(now, self._run_evidence(-1, "timeout"))
+        return self._down(now, self._run_evidence(self._verdict_seq, "timeout"))
 
     def on_sent(self, seq: int, now: float, *, probe: bool) -> None:
         self._outstanding += 1
@@ -499,6 +500,7 @@ class AdaptiveDetector(Detector):
             # Enough misses: DOWN once the last of them is old enough that no delayed reply
             # to it can still be on its way.
             self._verdict_at = sent_at + self._run_patience
+            self._verdict_seq = seq
             if self._verdict_at <= now:
                 return self._down(now, self._run_evidence(seq, reason))
         if self._verdict_at is not None:
@@ -573,7 +575,7 @@ class AdaptiveDetector(Detector):
             "history_losses": losses,
             "assumed": self._run_loss >= self.max_loss,
         }
-        return {"seq": seq, **evidence} if seq >= 0 else evidence
+        return {"seq": seq, **evidence}
 
     def describe(self) -> dict[str, object]:
         return {
