@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import bisect
 import functools
+import heapq
 import math
-from collections import deque
 
 from udpbeat.detector.base import (
     Detector,
@@ -62,6 +62,9 @@ GAP_BINS = len(GAP_EDGES) + 1
 #: from the RTT). The last bin (0.6 s and over) is left to the regular heartbeats.
 PACES: tuple[float | None, ...] = (None, 0.1, 0.2, 0.4)
 _NO_PAIR = 255
+#: Outcomes without a loss-after-loss after which the path is taken to hardly lose, and the
+#: closest spacing is assumed no worse than ``max_loss``.
+CLEAN_HISTORY = 100
 #: Probes of a run sent at the pace estimates favour (trying spacings out) before the pace
 #: follows the bounds.
 EXPLORING_PROBES = 2
@@ -284,8 +287,11 @@ class AdaptiveDetector(Detector):
         # Ended runs waiting for late replies before they join the history: (when they can
         # join, [(seq, sent at)], when the reply that ended the run left), and the seqs of
         # their misses that were answered late.
-        self._settling: deque[tuple[float, list[tuple[int, float]], float | None]] = deque()
-        self._answered_late: set[int] = set()
+        # Outcomes join the history in the order their requests left, once a reply to them
+        # can no longer come (``timeout`` after they left): a heap of (sent at, seq), and each
+        # one's fate (lost or not; ``None``: left out, a miss of a run that ended DOWN).
+        self._unsettled: list[tuple[float, int]] = []
+        self._fates: dict[int, bool | None] = {}
         self._verdict_at: float | None = None  # the run is enough once this comes
         self._verdict_seq = -1  # the miss that made it enough
         # The history the frozen rates came from: outcomes, and losses among them.
@@ -305,8 +311,10 @@ class AdaptiveDetector(Detector):
         Each is the lowest upper bound from the pairs of its own bin pooled with those of any
         run of shorter spacings (closer together, loss is at least as correlated, so their
         bound holds here too); never below :meth:`loss_bound`, never above ``max_burst_loss``.
-        With no pair at or below a spacing, it is ``max_loss`` (assumed), or the highest bound
-        of a longer spacing if that is higher.
+        With no pair at or below a spacing it is ``max_burst_loss`` (nothing is known this
+        close, where losses may cluster in time), except with no pair at all: then ``max_loss``
+        is assumed, at the shortest spacings only once :data:`CLEAN_HISTORY` outcomes without
+        a pair say the path hardly loses.
         """
         history = self.history
         return self._bounds(history.after_loss_by_gap, history.losses_after_loss_by_gap)
@@ -319,6 +327,7 @@ class AdaptiveDetector(Detector):
 
     def _bounds(self, pairs: list[int], losses: list[int]) -> list[float]:
         floor, cap = self.loss_bound(), self.max_burst_loss
+        count = self.history.count
         bounds: list[float] = []
         for gap in range(GAP_BINS):
             best = math.inf
@@ -331,8 +340,11 @@ class AdaptiveDetector(Detector):
                     if bound < best:
                         best = bound
             if best == math.inf:
-                measured = [wilson_upper(losses[g], pairs[g]) for g in range(GAP_BINS) if pairs[g]]
-                best = max([self.max_loss, *measured])
+                # Nothing at this spacing or closer: unknown (losses may cluster in time), the
+                # cap; but with no pair at all in a history long enough to have shown some,
+                # the path hardly loses, and max_loss is assumed.
+                known_clean = not any(pairs) and (gap > 0 or count >= CLEAN_HISTORY)
+                best = self.max_loss if known_clean else self.max_burst_loss
             bounds.append(min(max(best, floor), cap))
         return bounds
 
@@ -436,8 +448,9 @@ class AdaptiveDetector(Detector):
         self._sent_at[seq] = now
 
     def on_reply(self, seq: int, rtt: float, now: float) -> Transition | None:
-        if self._settling and self._settling[0][0] <= now:
-            self._settle(now)
+        self._settle(now)
+        if math.isfinite(rtt):
+            self._outcome(seq, now - rtt, lost=False)
         if self._outstanding:
             self._outstanding -= 1
         self._sent_at.pop(seq, None)
@@ -447,11 +460,9 @@ class AdaptiveDetector(Detector):
         return self._alive(now, "reply", seq, rtt)
 
     def on_late(self, seq: int, rtt: float, now: float) -> Transition | None:
-        if self._settling:
-            if self._settling[0][0] <= now:
-                self._settle(now)
-            if any(seq in (missed for missed, _ in run) for _, run, _ in self._settling):
-                self._answered_late.add(seq)
+        self._settle(now)
+        if self._fates.get(seq) is True:  # a miss that was a delay: answered after all
+            self._fates[seq] = False
         self._add_rtt(rtt)
         if self.is_old_news(rtt, now):
             return None
@@ -465,14 +476,13 @@ class AdaptiveDetector(Detector):
         if self._outstanding:
             self._outstanding -= 1
         sent_at = self._sent_at.pop(seq, now)
-        if self._settling and self._settling[0][0] <= now:
-            self._settle(now)
+        self._settle(now)
         state = self.state
         if state is State.DOWN:
             return None
+        self._outcome(seq, sent_at, lost=True)
         if seq < self._alive_seq:
             # Sent before a heartbeat that was answered: the path lost it, the server was alive.
-            self.history.add(True, sent_at)
             return None
         if state is not State.SUSPECT:
             self._start_run()
@@ -531,19 +541,31 @@ class AdaptiveDetector(Detector):
         self._run_seqs = []
         self._verdict_at = None
 
+    def _outcome(self, seq: int, sent_at: float, *, lost: bool) -> None:
+        if seq not in self._fates:
+            heapq.heappush(self._unsettled, (sent_at, seq))
+        self._fates[seq] = lost
+
     def _settle(self, now: float) -> None:
-        """Runs whose replies can no longer come join the history: misses answered late
-        (within the timeout of a spike) as answered, the rest as lost, then the reply that
-        ended the run."""
-        settling, answered, history = self._settling, self._answered_late, self.history
-        while settling and settling[0][0] <= now:
-            _, run, reply_sent_at = settling.popleft()
-            for seq, sent_at in run:
-                history.add(seq not in answered, sent_at)
-                answered.discard(seq)
-            history.add(False, reply_sent_at)
+        """Outcomes whose replies can no longer come join the history, in the order their
+        requests left (replies and misses are heard out of that order: a miss at the
+        detector's deadline, a reply at once)."""
+        unsettled = self._unsettled
+        if not unsettled or unsettled[0][0] + self._timeout > now:
+            return
+        fates, history, horizon = self._fates, self.history, now - self._timeout
+        while unsettled and unsettled[0][0] <= horizon:
+            sent_at, seq = heapq.heappop(unsettled)
+            lost = fates.pop(seq, None)
+            if lost is not None:
+                history.add(lost, sent_at)
 
     def _down(self, now: float, evidence: dict[str, float | int | str]) -> Transition | None:
+        # The run's misses were the server's, not the path's: they never join the history.
+        fates = self._fates
+        for seq in self._run_seqs:
+            if seq in fates:
+                fates[seq] = None
         self._wanted = 0
         self._verdict_at = None
         misses = self._run_timeouts + self._run_refused
@@ -592,23 +614,14 @@ class AdaptiveDetector(Detector):
 
     def _alive(self, now: float, reason: str, seq: int, rtt: float) -> Transition | None:
         state = self.state
-        sent_at = now - rtt if math.isfinite(rtt) else None
         if state is State.UP:
-            self.history.add(False, sent_at)
             return None
         evidence = reply_evidence(seq, rtt)
         if state is State.SUSPECT:
-            misses = self._run_timeouts + self._run_refused
-            evidence["misses"] = misses
-            # The run's misses join the history once a reply to them can no longer come: some
-            # may be delays (a spike in RTT), not losses, and counting those as bursts of loss
-            # would only slow later verdicts.
-            run = list(zip(self._run_seqs, self._run_sent, strict=True))[-self.history_size :]
-            self._settling.append((self._run_sent[-1] + self._timeout, run, sent_at))
-            self._run_seqs = []
-        else:
-            self.history.add(False, sent_at)
+            evidence["misses"] = self._run_timeouts + self._run_refused
+        # The run's misses stay in the history as path losses (unless answered late).
         self._run_timeouts = self._run_refused = self._wanted = 0
         self._run_sent = []
+        self._run_seqs = []
         self._verdict_at = None
         return self._move(State.UP, now, reason, evidence)
