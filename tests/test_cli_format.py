@@ -159,7 +159,8 @@ def test_a_first_miss_says_the_loss_estimate_was_assumed() -> None:
     line = format_transition(suspect)
     assert line == (
         "State UP -> SUSPECT: no reply to heartbeat 2 in time; "
-        "estimated loss ≤ 60% (assumed: too little history, 0 lost of the last 1)"
+        "estimated loss ≤ 60% (assumed: too little history, 0 lost of the last 1), "
+        "≤ 99% right after a loss"  # too little history to rule out losses close together
     )
     assert "loss=" not in line and "probability" not in line
     data = event_to_dict(suspect)["evidence"]
@@ -171,7 +172,7 @@ def test_a_first_miss_says_the_loss_estimate_was_assumed() -> None:
     first = never.on_miss(1, 1.0, "timeout")
     assert first is not None
     assert format_transition(StateChanged(first, 1, 1, False)).endswith(
-        "estimated loss ≤ 60% (no history yet: assumed)"
+        "estimated loss ≤ 60% (no history yet: assumed), ≤ 99% right after a loss"
     )
 
 
