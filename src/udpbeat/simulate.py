@@ -9,10 +9,12 @@ million heartbeats at one a second take seconds, not days.
 
 The path decides, with a seeded random generator:
 
-- whether a request is lost (:class:`Bernoulli` independent loss, or :class:`GilbertElliott`
-  bursts). Only the round trip matters to a detector, so the loss is applied to the request, as
-  the exercise's server does;
-- the round-trip time: ``rtt`` plus an exponentially distributed ``jitter`` (its mean);
+- whether a request is lost (:class:`Bernoulli` independent loss, :class:`GilbertElliott`
+  bursts counted in requests, :class:`Blackouts` in time, or several at once with
+  :class:`Combined`). Only the round trip matters to a detector, so the loss is applied to the
+  request, as the exercise's server does;
+- the round-trip time: ``rtt`` plus an exponentially distributed ``jitter`` (its mean), or a
+  spike's height while one of ``spikes`` (:class:`DelaySpikes`, bufferbloat) lasts;
 - whether a reply arrives twice (``duplicate``);
 - whether the server is running: :meth:`Simulation.stop_server` and
   :meth:`~Simulation.restart_server`; a stopped server stays silent, or with
