@@ -31,6 +31,9 @@ from fractions import Fraction
 from udpbeat.errors import ConfigError
 from udpbeat.simulate import (
     Bernoulli,
+    Blackouts,
+    Combined,
+    DelaySpikes,
     DetectorSpec,
     GilbertElliott,
     HealthyResult,
@@ -50,6 +53,8 @@ CHUNK = 250_000
 STOP_BATCH = 50
 DEFAULT_LOSS_RATES = "0 0.1 0.3 4/11 0.5"
 DEFAULT_DETECTORS = ("consecutive:3", "adaptive", "phi")
+MODELS = ("independent", "bursts", "blackouts", "spikes", "mix")
+DEFAULT_BURST = 8.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,8 @@ class Cell:
     loss: float
     loss_label: str
     spec: DetectorSpec
+    #: Independent loss, where the consecutive rule's theory holds.
+    independent: bool = True
     healthy: HealthyResult = field(default_factory=lambda: HealthyResult(0, 0, 0, 0, 0))
     stops: list[StopResult] = field(default_factory=list)
 
@@ -160,7 +167,7 @@ def _consecutive_theory(cell: Cell) -> str:
     return f"{1e6 * (1 - p) * p**misses:,.0f}"
 
 
-def table(cells: Sequence[Cell], bursty: bool) -> str:
+def table(cells: Sequence[Cell]) -> str:
     header = (
         "| loss | detector | healthy heartbeats | false DOWN | per 10^6 heartbeats "
         "| theory per 10^6 | detection p50 | detection p99 | not detected "
@@ -173,7 +180,7 @@ def table(cells: Sequence[Cell], bursty: bool) -> str:
         latencies = sorted(s.detection for s in trials if s.detection is not None)
         missed = len(trials) - len(latencies)
         rate = 1e6 * healthy.false_down / healthy.heartbeats if healthy.heartbeats else math.nan
-        theory = "" if bursty else _consecutive_theory(cell)
+        theory = _consecutive_theory(cell) if cell.independent else ""
         lines.append(
             f"| {cell.loss_label} | {cell.spec.label} | {healthy.heartbeats:,} "
             f"| {healthy.false_down:,} | {rate:,.1f} | {theory} "
@@ -223,11 +230,49 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"default: {' '.join(DEFAULT_DETECTORS)}",
     )
     parser.add_argument(
+        "--model",
+        nargs="+",
+        choices=MODELS,
+        default=None,
+        help="path models, one set of rows each: independent loss; bursts (Gilbert-Elliott, "
+        "stepped per request, mean burst --burst); blackouts (in time: --blackout-min to "
+        "--blackout-max seconds dark at random times); spikes (independent loss plus "
+        "bufferbloat-like delay spikes, --spike-*); mix (bursts and blackouts sharing the loss, "
+        "plus the spikes). Default: independent, or bursts when --burst is given",
+    )
+    parser.add_argument(
         "--burst",
         type=float,
+        nargs="+",
         default=None,
-        help="bursty Gilbert-Elliott loss with this mean burst length (requests) "
-        "instead of independent loss",
+        help="mean burst length(s) in requests of the bursts (and mix) model; several give a "
+        "set of rows each (default 8)",
+    )
+    parser.add_argument(
+        "--blackout-min", type=float, default=0.05, help="shortest blackout, seconds"
+    )
+    parser.add_argument("--blackout-max", type=float, default=0.5, help="longest blackout, seconds")
+    parser.add_argument(
+        "--spike-every", type=float, default=30.0, help="mean seconds between delay spikes"
+    )
+    parser.add_argument(
+        "--spike-duration",
+        type=float,
+        nargs=2,
+        default=(1.0, 5.0),
+        metavar=("MIN", "MAX"),
+        help="how long a delay spike lasts, seconds",
+    )
+    parser.add_argument(
+        "--spike-rtt",
+        type=float,
+        nargs=2,
+        default=(0.1, 0.4),
+        metavar=("MIN", "MAX"),
+        help="round-trip time during a spike, seconds",
+    )
+    parser.add_argument(
+        "--spike-loss", type=float, default=0.0, help="extra loss during a delay spike"
     )
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between heartbeats")
     parser.add_argument("--timeout", type=float, default=1.0, help="the prober's --timeout")
@@ -258,28 +303,71 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def models_of(args: argparse.Namespace) -> list[str]:
+    """The path models asked for; the bursts model once per ``--burst`` length."""
+    names = args.model or (["bursts"] if args.burst else ["independent"])
+    bursts = args.burst or [DEFAULT_BURST]
+    expanded: list[str] = []
+    for name in names:
+        if name in ("bursts", "mix"):
+            expanded.extend(f"{name}:{length:g}" for length in bursts)
+        else:
+            expanded.append(name)
+    return expanded
+
+
+def path_model(
+    name: str, loss: float, args: argparse.Namespace
+) -> tuple[LossModel, DelaySpikes | None, str]:
+    """The loss model, the delay spikes (if any) and the row label of one model at one rate."""
+    kind, _, burst_text = name.partition(":")
+    burst = float(burst_text) if burst_text else DEFAULT_BURST
+    spikes = DelaySpikes(
+        every=args.spike_every,
+        min_duration=args.spike_duration[0],
+        max_duration=args.spike_duration[1],
+        min_rtt=args.spike_rtt[0],
+        max_rtt=args.spike_rtt[1],
+        loss=args.spike_loss,
+    )
+    blackout_label = f"blackouts {args.blackout_min * 1e3:g}-{args.blackout_max * 1e3:g} ms"
+    if kind == "independent" or (loss == 0 and kind != "spikes"):
+        return Bernoulli(loss), None, ""
+    if kind == "bursts":
+        return GilbertElliott(loss, burst), None, f" (bursts of {burst:g})"
+    if kind == "blackouts":
+        return Blackouts(loss, args.blackout_min, args.blackout_max), None, f" ({blackout_label})"
+    if kind == "spikes":
+        return Bernoulli(loss), spikes, " + delay spikes"
+    # mix: bursts and blackouts share the loss (each loses 1 - sqrt(1 - loss)), plus the spikes
+    each = 1.0 - math.sqrt(1.0 - loss)
+    mixed = Combined(
+        (GilbertElliott(each, burst), Blackouts(each, args.blackout_min, args.blackout_max))
+    )
+    return mixed, spikes, f" (mix: bursts of {burst:g}, {blackout_label}, delay spikes)"
+
+
 def build_cells(args: argparse.Namespace) -> tuple[list[Cell], list[PathConfig]]:
     # Not split at commas: those separate a detector's parameters.
     names = [n for text in args.detectors or DEFAULT_DETECTORS for n in text.split()]
     specs = [DetectorSpec.parse(name) for name in names]
     cells: list[Cell] = []
     paths: list[PathConfig] = []
-    for text in _split(args.loss_rates):
-        loss, label = _fraction(text)
-        model: LossModel = Bernoulli(loss)
-        if args.burst is not None and loss > 0:
-            model = GilbertElliott(loss, args.burst)
-            label += f" (bursts of {args.burst:g})"
-        path = PathConfig(
-            loss=model,
-            rtt=args.rtt,
-            jitter=args.jitter,
-            duplicate=args.duplicate,
-            icmp_when_stopped=args.icmp,
-        )
-        for spec in specs:
-            cells.append(Cell(loss, label, spec))
-            paths.append(path)
+    for model_name in models_of(args):
+        for text in _split(args.loss_rates):
+            loss, label = _fraction(text)
+            model, spikes, suffix = path_model(model_name, loss, args)
+            path = PathConfig(
+                loss=model,
+                rtt=args.rtt,
+                jitter=args.jitter,
+                duplicate=args.duplicate,
+                icmp_when_stopped=args.icmp,
+                spikes=spikes,
+            )
+            for spec in specs:
+                cells.append(Cell(loss, label + suffix, spec, independent=not suffix))
+                paths.append(path)
     return cells, paths
 
 
@@ -307,12 +395,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"interval {args.interval:g} s, timeout {args.timeout:g} s, RTT {args.rtt * 1e3:g} ms "
         f"+ exponential jitter (mean {args.jitter * 1e3:g} ms), "
-        f"{'bursty' if args.burst else 'independent'} loss, seed {args.seed}; "
+        f"{', '.join(models_of(args))} loss, seed {args.seed}; "
         f"{args.stops} stops per cell after {args.warmup} healthy heartbeats"
         + (", ICMP port-unreachable from a stopped server" if args.icmp else "")
     )
     print()
-    print(table(cells, args.burst is not None))
+    print(table(cells))
     print()
     print(
         f"{healthy:,} healthy heartbeats (+ about {in_stops:,} in stop trials) simulated in "

@@ -159,7 +159,8 @@ def test_a_first_miss_says_the_loss_estimate_was_assumed() -> None:
     line = format_transition(suspect)
     assert line == (
         "State UP -> SUSPECT: no reply to heartbeat 2 in time; "
-        "estimated loss ≤ 60% (assumed: too little history, 0 lost of the last 1)"
+        "estimated loss ≤ 60% (assumed: too little history, 0 lost of the last 1), "
+        "≤ 99% right after a loss"  # too little history to rule out losses close together
     )
     assert "loss=" not in line and "probability" not in line
     data = event_to_dict(suspect)["evidence"]
@@ -171,7 +172,7 @@ def test_a_first_miss_says_the_loss_estimate_was_assumed() -> None:
     first = never.on_miss(1, 1.0, "timeout")
     assert first is not None
     assert format_transition(StateChanged(first, 1, 1, False)).endswith(
-        "estimated loss ≤ 60% (no history yet: assumed)"
+        "estimated loss ≤ 60% (no history yet: assumed), ≤ 99% right after a loss"
     )
 
 
@@ -182,10 +183,15 @@ def test_a_down_verdict_says_how_unlikely_the_silence_is_from_a_live_server() ->
         detector.on_reply(seq, 0.001, seq + 0.001)
     for seq in range(1001, 1100):
         detector.on_sent(seq, 2000.0, probe=True)
-        transition = detector.on_miss(seq, 2000.05, "timeout")
-        if transition is not None and transition.new is State.DOWN:
+        detector.on_miss(seq, 2000.05, "timeout")
+        verdict_at = detector.check_at()
+        if verdict_at is not None:
             break
+    # Enough misses: the verdict comes once they are the detector's patience old.
+    assert verdict_at is not None
+    transition = detector.check(verdict_at)
     assert transition is not None and transition.new is State.DOWN
+    assert transition.evidence["seq"] == seq
     line = format_transition(StateChanged(transition, seq, seq - 1000, True))
     misses = transition.evidence["misses"]
     assert line.startswith(f"State SUSPECT -> DOWN: {misses} misses in a row, the last probe ")

@@ -185,7 +185,9 @@ def test_the_global_budget_bounds_the_probes_of_a_dead_fleet() -> None:
 
 def test_without_a_global_budget_the_same_stop_is_a_flood() -> None:
     net = Net(fleet_config(400))
-    net.run(START + 20)
+    # Over 100 clean outcomes each: with fewer, the adaptive detector does not yet rule out
+    # losses close together, confirms at a spread pace and takes longer than 5 s.
+    net.run(START + 110)
     stop = net.now
     before = len(net.sent)
     net.alive.clear()

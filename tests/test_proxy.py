@@ -327,7 +327,7 @@ def test_counters_add_up_and_stop_drops_what_is_held() -> None:
     async def main() -> None:
         impaired = Impairment(loss=0.2, duplicate=0.2, delay=0.002, jitter=0.001)
         config = ProxyConfig(up=impaired, down=Impairment(delay=5.0), seed=4)
-        async with relay(config) as (proxy, echo):
+        async with relay(config) as (proxy, _):
             sock = client_socket()
             for i in range(200):
                 sock.sendto(b"%d" % i, proxy.address)

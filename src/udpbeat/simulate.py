@@ -9,10 +9,12 @@ million heartbeats at one a second take seconds, not days.
 
 The path decides, with a seeded random generator:
 
-- whether a request is lost (:class:`Bernoulli` independent loss, or :class:`GilbertElliott`
-  bursts). Only the round trip matters to a detector, so the loss is applied to the request, as
-  the exercise's server does;
-- the round-trip time: ``rtt`` plus an exponentially distributed ``jitter`` (its mean);
+- whether a request is lost (:class:`Bernoulli` independent loss, :class:`GilbertElliott`
+  bursts counted in requests, :class:`Blackouts` in time, or several at once with
+  :class:`Combined`). Only the round trip matters to a detector, so the loss is applied to the
+  request, as the exercise's server does;
+- the round-trip time: ``rtt`` plus an exponentially distributed ``jitter`` (its mean), or a
+  spike's height while one of ``spikes`` (:class:`DelaySpikes`, bufferbloat) lasts;
 - whether a reply arrives twice (``duplicate``);
 - whether the server is running: :meth:`Simulation.stop_server` and
   :meth:`~Simulation.restart_server`; a stopped server stays silent, or with
@@ -142,7 +144,156 @@ class GilbertElliott:
         return f"{self.loss:.1%} bursty (mean burst {self.burst:g})"
 
 
-LossModel = Bernoulli | GilbertElliott
+@dataclass(frozen=True, slots=True)
+class Blackouts:
+    """Loss in time, not per request: the path goes dark now and then (a Wi-Fi roam, a cellular
+    handover, a flapping link), and every request sent during a blackout is lost.
+
+    Blackouts last between ``min_length`` and ``max_length`` seconds (uniformly); the clear
+    spells between them are exponentially distributed, with the mean that makes the share of
+    time spent dark equal ``loss``. Unlike :class:`GilbertElliott`, the chain does not step per
+    request: ten probes fired 10 ms apart into a blackout are all lost, ten spread a second
+    apart each meet a fresh chance.
+    """
+
+    loss: float
+    min_length: float = 0.05
+    max_length: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_fraction("loss", self.loss)
+        if self.loss >= 1.0:
+            raise ConfigError("blackouts need clear spells between them: loss must be < 1")
+        if not (math.isfinite(self.min_length) and 0 < self.min_length <= self.max_length):
+            raise ConfigError(
+                f"blackouts must last > 0 s, the shortest no longer than the longest; got "
+                f"{self.min_length!r} to {self.max_length!r}"
+            )
+        if not math.isfinite(self.max_length):
+            raise ConfigError(f"the longest blackout must be finite, got {self.max_length!r}")
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss
+
+    @property
+    def mean_clear(self) -> float:
+        """Mean seconds between blackouts."""
+        mean_dark = (self.min_length + self.max_length) / 2
+        return mean_dark * (1.0 - self.loss) / self.loss if self.loss else math.inf
+
+    def decider_at(self, rng: random.Random) -> TimedLossDecider:
+        if self.loss == 0.0:
+            return lambda at: False
+        draw, expo, uniform = rng.random, rng.expovariate, rng.uniform
+        shortest, longest, rate = self.min_length, self.max_length, 1.0 / self.mean_clear
+        # Start at a random point of the alternating process: dark with probability ``loss``.
+        dark = draw() < self.loss
+        ends = [uniform(0.0, uniform(shortest, longest)) if dark else expo(rate)]
+        state = [dark]
+
+        def lost(at: float) -> bool:
+            end = ends[0]
+            if at >= end:
+                dark = state[0]
+                while at >= end:
+                    dark = not dark
+                    end += uniform(shortest, longest) if dark else expo(rate)
+                state[0], ends[0] = dark, end
+            return state[0]
+
+        return lost
+
+    def describe(self) -> str:
+        return (
+            f"{self.loss:.1%} in blackouts of {self.min_length * 1e3:g}-"
+            f"{self.max_length * 1e3:g} ms"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Combined:
+    """Several loss models at once, each deciding on its own: a request is lost if any loses it
+    (bursts on a path that also has blackouts, say). The mean loss is 1 - the product of each
+    model's (1 - loss)."""
+
+    models: tuple[Bernoulli | GilbertElliott | Blackouts, ...]
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError("a combined loss model needs at least one model")
+
+    @property
+    def mean_loss(self) -> float:
+        return 1.0 - math.prod(1.0 - model.mean_loss for model in self.models)
+
+    def decider_at(self, rng: random.Random) -> TimedLossDecider:
+        deciders = [timed_decider(model, rng) for model in self.models]
+
+        def lost(at: float) -> bool:
+            # Every model steps on every request (no short cut), so each keeps its own rhythm.
+            verdicts = [decide(at) for decide in deciders]
+            return any(verdicts)
+
+        return lost
+
+    def describe(self) -> str:
+        return " + ".join(model.describe() for model in self.models)
+
+
+LossModel = Bernoulli | GilbertElliott | Blackouts | Combined
+TimedLossDecider = Callable[[float], bool]
+
+
+def timed_decider(model: LossModel, rng: random.Random) -> TimedLossDecider:
+    """The model's loss decision for a request sent at a given (virtual) time."""
+    if isinstance(model, Blackouts | Combined):
+        return model.decider_at(rng)
+    lost = model.decider(rng)
+    return lambda at: lost()
+
+
+@dataclass(frozen=True, slots=True)
+class DelaySpikes:
+    """Bufferbloat: now and then the round trip jumps from its usual ``rtt`` to hundreds of
+    milliseconds for seconds (a queue fills behind a bulk upload), and may lose some too.
+
+    Spikes start at random (exponential gaps of mean ``every`` seconds between one's end and
+    the next one's start), last ``min_duration`` to ``max_duration`` seconds, and during one the
+    round trip of every request sent is a spike height drawn once per spike between
+    ``min_rtt`` and ``max_rtt`` (plus the path's jitter); ``loss`` is the extra chance a
+    request sent during a spike is lost (a full queue drops).
+    """
+
+    every: float = 30.0
+    min_duration: float = 1.0
+    max_duration: float = 5.0
+    min_rtt: float = 0.1
+    max_rtt: float = 0.4
+    loss: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, value in (("spike spacing", self.every), ("spike duration", self.max_duration)):
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be > 0 seconds, got {value!r}")
+        if not 0 < self.min_duration <= self.max_duration:
+            raise ConfigError(
+                f"spikes must last > 0 s, the shortest no longer than the longest; got "
+                f"{self.min_duration!r} to {self.max_duration!r}"
+            )
+        if not (math.isfinite(self.max_rtt) and 0 <= self.min_rtt <= self.max_rtt):
+            raise ConfigError(
+                f"spike round trips must be >= 0 s, the lowest no higher than the highest; got "
+                f"{self.min_rtt!r} to {self.max_rtt!r}"
+            )
+        _check_fraction("loss during a spike", self.loss)
+
+    def describe(self) -> str:
+        return (
+            f"delay spikes to {self.min_rtt * 1e3:g}-{self.max_rtt * 1e3:g} ms for "
+            f"{self.min_duration:g}-{self.max_duration:g} s every ~{self.every:g} s"
+            + (f", {self.loss:.0%} lost in them" if self.loss else "")
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +312,8 @@ class PathConfig:
     #: Each direction draws its own jitter (mean ``jitter / 2`` each) rather than the round trip
     #: one draw split evenly: the two one-way delays then differ from exchange to exchange.
     independent_jitter: bool = False
+    #: Bufferbloat-like delay spikes on top of the loss (``None``: the round trip stays put).
+    spikes: DelaySpikes | None = None
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.clock_offset):
@@ -254,7 +407,8 @@ class Simulation:
         else:
             self.reflector = Reflector(ReflectorConfig(loss=0.0, rate_limit=0, log_events=False))
         self._rng = rng
-        self._lost = path.loss.decider(rng)
+        self._lost = timed_decider(path.loss, rng)
+        self._spike_rtt = _spike_schedule(path.spikes, rng) if path.spikes else None
         # (arrival time, tie-breaker, datagram; None stands for an ICMP port-unreachable)
         self._arrivals: list[tuple[float, int, bytes | None]] = []
         self._order = 0
@@ -321,8 +475,13 @@ class Simulation:
     def _transmit(self, datagram: bytes, at: float) -> None:
         path = self.path
         rtt = path.rtt
+        spike_lost = False
+        if self._spike_rtt is not None:
+            spike = self._spike_rtt(at)
+            if spike is not None:
+                rtt, spike_lost = spike
         if path.independent_jitter or path.forward_share != 0.5:
-            forward, backward = path.rtt * path.forward_share, path.rtt * (1 - path.forward_share)
+            forward, backward = rtt * path.forward_share, rtt * (1 - path.forward_share)
             if path.jitter and path.independent_jitter:
                 forward += self._rng.expovariate(2.0 / path.jitter)
                 backward += self._rng.expovariate(2.0 / path.jitter)
@@ -339,7 +498,7 @@ class Simulation:
             if path.icmp_when_stopped:
                 self._arrive(at + rtt, None)
             return
-        if self._lost():
+        if self._lost(at) or spike_lost:
             return
         reply = self.reflector.reflect(
             datagram, CLIENT_ADDRESS, at_server, WALL_CLOCK_EPOCH + at_server + path.clock_offset
@@ -353,6 +512,34 @@ class Simulation:
     def _arrive(self, at: float, data: bytes | None) -> None:
         self._order += 1
         heapq.heappush(self._arrivals, (at, self._order, data))
+
+
+def _spike_schedule(
+    spikes: DelaySpikes, rng: random.Random
+) -> Callable[[float], tuple[float, bool] | None]:
+    """For a request sent at a given time: ``None`` outside a spike, else the spike's round trip
+    and whether the spike loses this request. Asked at non-decreasing times."""
+    draw, expo, uniform = rng.random, rng.expovariate, rng.uniform
+    rate = 1.0 / spikes.every
+    # (start, end, round trip) of the current or next spike.
+    first = expo(rate)
+    current = [first, first + uniform(spikes.min_duration, spikes.max_duration)]
+    height = [uniform(spikes.min_rtt, spikes.max_rtt)]
+    loss = spikes.loss
+
+    def spike_at(at: float) -> tuple[float, bool] | None:
+        while at >= current[1]:
+            start = current[1] + expo(rate)
+            current[0], current[1] = (
+                start,
+                start + uniform(spikes.min_duration, spikes.max_duration),
+            )
+            height[0] = uniform(spikes.min_rtt, spikes.max_rtt)
+        if at < current[0]:
+            return None
+        return height[0], bool(loss) and draw() < loss
+
+    return spike_at
 
 
 # --- scenarios -------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
+import functools
+import heapq
 import math
 
 from udpbeat.detector.base import (
@@ -10,9 +13,11 @@ from udpbeat.detector.base import (
     State,
     Transition,
     count_at_least,
+    non_negative_seconds,
     open_unit,
     positive_seconds,
     reply_evidence,
+    seconds,
 )
 from udpbeat.errors import ConfigError
 
@@ -48,40 +53,115 @@ class RttEstimator:
         return self.srtt + 4 * self.rttvar if self.samples else None
 
 
+#: Upper edges (seconds) of the bins the time between two consecutive requests falls in: loss
+#: that follows a loss is counted per bin, since on a path that goes dark for a while the next
+#: request 10 ms later is lost far more often than one 300 ms later.
+GAP_EDGES = (0.075, 0.15, 0.3, 0.6)
+GAP_BINS = len(GAP_EDGES) + 1
+#: The confirmation paces the detector chooses from, one per bin (``None``: its fastest pace,
+#: from the RTT). The last bin (0.6 s and over) is left to the regular heartbeats.
+PACES: tuple[float | None, ...] = (None, 0.1, 0.2, 0.4)
+_NO_PAIR = 255
+#: Outcomes without a loss-after-loss after which the path is taken to hardly lose, and the
+#: closest spacing is assumed no worse than ``max_loss``.
+CLEAN_HISTORY = 100
+#: Probes of a run sent at the pace estimates favour (trying spacings out) before the pace
+#: follows the bounds.
+EXPLORING_PROBES = 2
+
+
+def gap_bin(gap: float) -> int:
+    """The bin of :data:`GAP_EDGES` a time between two requests falls in."""
+    return bisect.bisect_right(GAP_EDGES, gap)
+
+
 class LossHistory:
     """The outcomes (lost or answered) of the last ``size`` heartbeats: a ring, O(1) per outcome.
 
     Besides the losses it counts the consecutive pairs that start with a loss, and how many of
     those end with a loss too: the chance that a loss follows a loss, which is what tells
-    bursty loss from independent loss.
+    bursty loss from independent loss. Each pair is also counted in the bin (:data:`GAP_EDGES`)
+    of the time between its two requests' departures, so the chance can be read per spacing:
+    bursts counted in requests show at every spacing, blackouts in time only at short ones.
     """
 
-    __slots__ = ("_index", "_ring", "after_loss", "count", "losses", "losses_after_loss")
+    __slots__ = (
+        "_index",
+        "_pair_gap",
+        "_ring",
+        "_times",
+        "_trailing",
+        "after_deep_by_gap",
+        "after_loss",
+        "after_loss_by_gap",
+        "count",
+        "losses",
+        "losses_after_deep_by_gap",
+        "losses_after_loss",
+        "losses_after_loss_by_gap",
+    )
 
     def __init__(self, size: int) -> None:
         self._ring = bytearray(size)
+        self._times = [0.0] * size
+        # The gap bin of the pair (previous, this) if the previous was lost, else _NO_PAIR.
+        self._pair_gap = bytearray([_NO_PAIR]) * size
         self._index = 0
         self.count = 0
         self.losses = 0
         self.after_loss = 0
         self.losses_after_loss = 0
+        self.after_loss_by_gap = [0] * GAP_BINS
+        self.losses_after_loss_by_gap = [0] * GAP_BINS
+        # The same for pairs whose first loss had a loss before it too (deep in a run): on a
+        # path with two kinds of loss, short blackouts and long bursts, a run that has lasted
+        # is more likely the long kind, so its next loss is likelier than pairs say on average.
+        self._trailing = 0  # losses in a row at the newest end
+        self.after_deep_by_gap = [0] * GAP_BINS
+        self.losses_after_deep_by_gap = [0] * GAP_BINS
 
-    def add(self, lost: bool) -> None:
-        ring = self._ring
+    def add(self, lost: bool, at: float | None = None) -> None:
+        """One outcome, of a request sent at ``at`` (``None``: with the previous one)."""
+        ring, pair_gap = self._ring, self._pair_gap
         size = len(ring)
         index = self._index
         if self.count == size:
-            oldest = ring[index]
-            self.losses -= oldest
-            if oldest and size > 1:  # the pair (oldest, next) leaves the window
+            self.losses -= ring[index]
+            following = index + 1 if index + 1 < size else 0
+            code = pair_gap[following]
+            if code != _NO_PAIR and size > 1:  # the pair (oldest, next) leaves the window
+                gap = code % GAP_BINS
                 self.after_loss -= 1
-                self.losses_after_loss -= ring[index + 1 if index + 1 < size else 0]
+                self.after_loss_by_gap[gap] -= 1
+                if code >= GAP_BINS:
+                    self.after_deep_by_gap[gap] -= 1
+                    self.losses_after_deep_by_gap[gap] -= ring[following]
+                if ring[following]:
+                    self.losses_after_loss -= 1
+                    self.losses_after_loss_by_gap[gap] -= 1
+                pair_gap[following] = _NO_PAIR
         else:
             self.count += 1
-        if self.count > 1 and ring[index - 1]:  # index - 1 wraps to the end: the newest
+        previous_at = self._times[index - 1]  # index - 1 wraps to the end: the newest
+        if at is None:
+            at = previous_at if self.count > 1 else 0.0
+        if self.count > 1 and ring[index - 1]:
+            gap = gap_bin(abs(at - previous_at))
+            deep = self._trailing >= 2
+            pair_gap[index] = gap + GAP_BINS if deep else gap
             self.after_loss += 1
-            self.losses_after_loss += lost
+            self.after_loss_by_gap[gap] += 1
+            if lost:
+                self.losses_after_loss += 1
+                self.losses_after_loss_by_gap[gap] += 1
+            if deep:
+                self.after_deep_by_gap[gap] += 1
+                self.losses_after_deep_by_gap[gap] += lost
+        else:
+            pair_gap[index] = _NO_PAIR
+        self._trailing = self._trailing + 1 if lost else 0
         ring[index] = lost
+        self._times[index] = at
         self.losses += lost
         self._index = index + 1 if index + 1 < size else 0
 
@@ -90,11 +170,13 @@ class LossHistory:
             self.add(lost)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def wilson_upper(losses: int, count: int, z: float = 3.0) -> float:
     """The upper end of the Wilson score interval for a rate seen as ``losses`` in ``count``.
 
     One-sided, ``z`` standard deviations (3: about 99.87 % confidence). With no outcomes it is
-    1: nothing is known, so nothing is ruled out.
+    1: nothing is known, so nothing is ruled out. Cached: a detector asks for the same few
+    counts again and again (its history moves by one outcome at a time).
     """
     if count <= 0:
         return 1.0
@@ -108,28 +190,37 @@ def wilson_upper(losses: int, count: int, z: float = 3.0) -> float:
 class AdaptiveDetector(Detector):
     """Loss-aware: DOWN only when a live server on this path would almost never be this silent.
 
-    It keeps the outcomes of the last ``history`` heartbeats and probes and, from them, two
-    pessimistic figures (upper ends of Wilson score intervals, about 99.9 % one-sided, never
-    above ``max_loss``): ``p``, the path's loss rate, and ``q``, the chance that a loss follows
-    a loss (at least ``p``; higher when losses come in bursts). With no history both are
-    ``max_loss``, so a fresh or short history makes it cautious, never reckless.
+    It keeps the outcomes of the last ``history`` heartbeats and probes, with when each left,
+    and from them pessimistic figures (upper ends of Wilson score intervals, about 99.9 %
+    one-sided): ``p``, the path's loss rate (at most ``max_loss``), and ``q``, the chance that a
+    loss follows a loss, per spacing between the two requests (at least ``p``, at most
+    ``max_burst_loss``; higher when losses come in bursts, and for short spacings when the path
+    goes dark for spells of time). A spacing with little data of its own borrows the bound of
+    shorter spacings (loss is never less correlated closer together). With no loss-after-loss
+    seen, ``q`` is ``max_loss``, and with no history ``p`` is too: cautious, never reckless.
 
-    On a miss it goes SUSPECT, freezes ``p`` and ``q``, and sends confirmation probes, one
-    every SRTT + 4·RTTVAR bounded to ``[min_confirm_interval, confirm_interval]``, instead of
-    waiting for the next regular heartbeat. A run of ``k`` misses in a row means DOWN once
-    ``p·q**(k-1) < false_alarm``: a live server would produce that run less often than the
-    false-alarm budget (with independent loss ``q = p``, and that is ``p**k``). Any reply, even
-    a late one, ends the run: UP, and the run's misses join the history as path losses. A run
-    that ends in DOWN is left out of the history, since those misses were the server's, not the
-    path's. No probes are sent while DOWN, and none beyond those whose misses could still be
-    needed. A miss of a heartbeat sent before one that was answered is path loss, not suspicion.
+    On a miss it goes SUSPECT, freezes the figures, picks the pace of its confirmation probes
+    (the one that reaches a verdict soonest: its fastest, SRTT + 4·RTTVAR within
+    ``[min_confirm_interval, confirm_interval]``, when loss is independent or bursty in
+    requests; slower when losses cluster in time) and sends them. A run of misses has
+    probability ``p · q(gap_2) · ... · q(gap_k)`` on a live server, each ``q`` at the spacing
+    the miss had from the one before; below ``false_alarm`` the run is enough. Each miss is
+    counted only once its request is ``patience`` old (at least ``min_patience``, and 1.5 times
+    the highest RTT seen lately; at most ``timeout``): a reply delayed by a spike in RTT up to
+    then ends the run instead, so a delay is never read as a death. Any reply, even a late one,
+    ends the run: UP, and the run's misses join the history as path losses. A run that ends in
+    DOWN is left out of the history, since those misses were the server's, not the path's. No
+    probes are sent while DOWN, and none beyond those whose misses could still be needed. A miss
+    of a heartbeat sent before one that was answered is path loss, not suspicion.
 
     A refusal (ICMP port unreachable) is strong evidence, but can be forged: from the second
-    refusal in a run on, each counts as a miss on a path losing only ``refusal_probability``;
-    a single refusal counts as an ordinary miss.
+    refusal in a run on, each counts as a miss on a path losing only ``refusal_probability``
+    (and without waiting for ``patience``: a refusal is an answer, not a delay); a single
+    refusal counts as an ordinary miss.
 
     Replies are awaited SRTT + 4·RTTVAR (RFC 6298), at least ``min_timeout`` and at most
-    ``timeout``; before the first RTT sample, ``timeout``.
+    ``timeout``; before the first RTT sample, ``timeout``. ``probes_per_second``: how fast
+    probes can go on for long (the session's budget), used only to choose the pace.
     """
 
     name = "adaptive"
@@ -140,11 +231,14 @@ class AdaptiveDetector(Detector):
         *,
         false_alarm: float = 1e-9,
         confirm_interval: float = 0.05,
-        min_confirm_interval: float = 0.01,
+        min_confirm_interval: float = 0.004,
         min_timeout: float = 0.05,
         max_loss: float = 0.6,
+        max_burst_loss: float = 0.99,
         history: int = 1000,
         refusal_probability: float = 1e-4,
+        min_patience: float = 0.35,
+        probes_per_second: float = 50.0,
     ) -> None:
         super().__init__(timeout)
         self.false_alarm = open_unit("false-alarm", false_alarm)
@@ -157,20 +251,49 @@ class AdaptiveDetector(Detector):
             )
         self.min_timeout = positive_seconds("min-timeout", min_timeout)
         self.max_loss = open_unit("max-loss", max_loss)
+        self.max_burst_loss = open_unit("max-burst-loss", max_burst_loss)
+        if self.max_burst_loss < self.max_loss:
+            raise ConfigError(
+                f"max-burst-loss must be at least max-loss ({max_loss}), got {max_burst_loss}"
+            )
         self.history_size = count_at_least("history", history, 1)
         self.refusal_probability = open_unit("refusal-probability", refusal_probability)
+        self.min_patience = non_negative_seconds("min-patience", min_patience)
+        self.probes_per_second = positive_seconds("probes-per-second", probes_per_second)
+        self._sustained = 1.0 / self.probes_per_second
         self.rtt = RttEstimator()
         self.history = LossHistory(self.history_size)
         self._log_false_alarm = math.log(self.false_alarm)
         self._outstanding = 0
         self._alive_seq = -1  # the newest heartbeat known to have been answered
         self._last_sent: float | None = None
-        # The current run of misses, and the loss rates frozen when it began.
+        self._sent_at: dict[int, float] = {}  # requests awaiting their outcome: when each left
+        self._rtt_peak = 0.0  # the highest RTT lately, decaying by 1/history a sample
+        self._peak_decay = 1.0 - 1.0 / self.history_size
+        # The current run of misses, and the figures frozen when it began.
         self._run_loss = self.max_loss
         self._run_burst_loss = self.max_loss
-        self._log_burst_loss = math.log(self.max_loss)
+        self._run_bounds = [self.max_loss] * GAP_BINS
+        self._run_deep_bounds = [self.max_loss] * GAP_BINS
+        self._run_pace = self.confirm_interval
+        self._log_pace_loss = math.log(self.max_loss)
+        self._run_patience = self.min_patience
         self._run_timeouts = 0
         self._run_refused = 0
+        self._run_log = 0.0  # log of the run's probability on a live server
+        self._run_last_sent: float | None = None  # when the run's newest miss left
+        self._run_sent: list[float] = []  # when each of the run's misses left
+        self._run_seqs: list[int] = []
+        # Ended runs waiting for late replies before they join the history: (when they can
+        # join, [(seq, sent at)], when the reply that ended the run left), and the seqs of
+        # their misses that were answered late.
+        # Outcomes join the history in the order their requests left, once a reply to them
+        # can no longer come (``timeout`` after they left): a heap of (sent at, seq), and each
+        # one's fate (lost or not; ``None``: left out, a miss of a run that ended DOWN).
+        self._unsettled: list[tuple[float, int]] = []
+        self._fates: dict[int, bool | None] = {}
+        self._verdict_at: float | None = None  # the run is enough once this comes
+        self._verdict_seq = -1  # the miss that made it enough
         # The history the frozen rates came from: outcomes, and losses among them.
         self._run_history = (0, 0)
         self._wanted = 0  # further misses needed for DOWN
@@ -182,32 +305,118 @@ class AdaptiveDetector(Detector):
         history = self.history
         return min(wilson_upper(history.losses, history.count), self.max_loss)
 
+    def burst_loss_bounds(self) -> list[float]:
+        """The pessimistic chance that a loss follows a loss, per bin of :data:`GAP_EDGES`.
+
+        Each is the lowest upper bound from the pairs of its own bin pooled with those of any
+        run of shorter spacings (closer together, loss is at least as correlated, so their
+        bound holds here too); never below :meth:`loss_bound`, never above ``max_burst_loss``.
+        With no pair at or below a spacing it is ``max_burst_loss`` (nothing is known this
+        close, where losses may cluster in time), except with no pair at all: then ``max_loss``
+        is assumed, at the shortest spacings only once :data:`CLEAN_HISTORY` outcomes without
+        a pair say the path hardly loses.
+        """
+        history = self.history
+        return self._bounds(history.after_loss_by_gap, history.losses_after_loss_by_gap)
+
+    def deep_burst_loss_bounds(self) -> list[float]:
+        """As :meth:`burst_loss_bounds`, from pairs deep in a run (two losses or more before):
+        what the third and later misses of a run weigh, at least."""
+        history = self.history
+        return self._bounds(history.after_deep_by_gap, history.losses_after_deep_by_gap)
+
+    def _bounds(self, pairs: list[int], losses: list[int]) -> list[float]:
+        floor, cap = self.loss_bound(), self.max_burst_loss
+        count = self.history.count
+        bounds: list[float] = []
+        for gap in range(GAP_BINS):
+            best = math.inf
+            pooled_pairs = pooled_losses = 0
+            for shorter in range(gap, -1, -1):
+                if pairs[shorter]:  # a bin with no pairs leaves the pool as it was
+                    pooled_pairs += pairs[shorter]
+                    pooled_losses += losses[shorter]
+                    bound = wilson_upper(pooled_losses, pooled_pairs)
+                    if bound < best:
+                        best = bound
+            if best == math.inf:
+                # Nothing at this spacing or closer: unknown (losses may cluster in time), the
+                # cap; but with no pair at all in a history long enough to have shown some,
+                # the path hardly loses, and max_loss is assumed.
+                known_clean = not any(pairs) and (gap > 0 or count >= CLEAN_HISTORY)
+                best = self.max_loss if known_clean else self.max_burst_loss
+            bounds.append(min(max(best, floor), cap))
+        return bounds
+
     def burst_loss_bound(self) -> float:
-        """The pessimistic chance that a loss follows a loss, never below :meth:`loss_bound`.
+        """The pessimistic chance that a loss follows a loss at the fastest spacing.
 
         On a path with independent loss it is the loss rate; with bursts it is higher. With no
         loss seen yet nothing is known of bursts: ``max_loss``.
         """
-        history = self.history
-        bound = wilson_upper(history.losses_after_loss, history.after_loss)
-        return max(min(bound, self.max_loss), self.loss_bound())
+        return self.burst_loss_bounds()[0]
+
+    def patience(self) -> float:
+        """How old a request must be before its miss counts towards DOWN."""
+        return min(max(self.min_patience, 1.5 * self._rtt_peak), self._timeout)
 
     def run_probability(self) -> float:
         """How likely a live server is to produce the current run of misses.
 
         The first miss has the path's loss rate, each further one the chance that a loss
-        follows a loss; from the second refusal on, refusals count at ``refusal_probability``.
+        follows a loss at its spacing; from the second refusal on, refusals count at
+        ``refusal_probability``.
         """
-        timeouts, refused = self._run_timeouts, self._run_refused
-        if refused < 2:
-            return self._run_loss * self._run_burst_loss ** (timeouts + refused - 1)
-        return self._run_burst_loss**timeouts * self.refusal_probability**refused
+        if self._run_refused < 2:
+            return math.exp(self._run_log)
+        return (
+            self._run_burst_loss**self._run_timeouts * self.refusal_probability**self._run_refused
+        )
 
     def confirm_pace(self) -> float:
+        """The fastest pace of confirmation probes, from the RTT."""
         rto = self.rtt.rto()
         if rto is None:
             return self.confirm_interval
         return min(max(rto, self.min_confirm_interval), self.confirm_interval)
+
+    def _paces(self) -> list[tuple[float, int]]:
+        """The candidate paces, each with the gap bin it gives."""
+        fastest = self.confirm_pace()
+        paces = [fastest if pace is None else pace for pace in PACES]
+        return [(pace, gap_bin(pace)) for pace in paces if pace >= fastest]
+
+    def _explore_pace(self, loss: float) -> tuple[float, int]:
+        """The pace that plain estimates say reaches a verdict soonest: for a run's first probes.
+
+        A loss-after-loss rate per bin, drawn towards the overall rate while a bin has few
+        pairs, so a spacing little tried gets tried; the verdict never rests on these estimates
+        (it uses the bounds), and after :data:`EXPLORING_PROBES` probes the pace follows the
+        bounds (:meth:`_bound_pace`), so a poor guess costs a few probes' time, no more.
+        """
+        history = self.history
+        overall = (history.losses + 1) / (history.count + 2)
+        pairs, losses = history.after_loss_by_gap, history.losses_after_loss_by_gap
+        log_needed = self._log_false_alarm - math.log(loss)
+        best, best_time = self._paces()[0], math.inf
+        for pace, gap in self._paces():
+            estimate = (losses[gap] + 2 * overall) / (pairs[gap] + 2)
+            estimate = min(max(estimate, 1e-6), self.max_burst_loss)
+            time = (max(log_needed / math.log(estimate), 0.0) + 1) * max(pace, self._sustained)
+            if time < best_time:
+                best, best_time = (pace, gap), time
+        return best
+
+    def _bound_pace(self, remaining: float) -> tuple[float, float]:
+        """The pace (and the log of its per-miss bound) that gathers the ``remaining`` log
+        evidence soonest by the frozen bounds."""
+        best, best_time = (self.confirm_interval, 0.0), math.inf
+        for pace, gap in self._paces():
+            log_factor = math.log(max(self._run_bounds[gap], self._run_deep_bounds[gap]))
+            time = (math.floor(remaining / log_factor) + 1) * max(pace, self._sustained)
+            if time < best_time:
+                best, best_time = (pace, log_factor), time
+        return best
 
     # -- the interface ------------------------------------------------------------------------
 
@@ -222,22 +431,39 @@ class AdaptiveDetector(Detector):
             return None
         if self._last_sent is None:
             return None
-        return self._last_sent + self.confirm_pace()
+        return self._last_sent + self._run_pace
+
+    def check_at(self) -> float | None:
+        return self._verdict_at if self.state is State.SUSPECT else None
+
+    def check(self, now: float) -> Transition | None:
+        verdict_at = self._verdict_at
+        if self.state is not State.SUSPECT or verdict_at is None or now < verdict_at:
+            return None
+        return self._down(now, self._run_evidence(self._verdict_seq, "timeout"))
 
     def on_sent(self, seq: int, now: float, *, probe: bool) -> None:
         self._outstanding += 1
         self._last_sent = now
+        self._sent_at[seq] = now
 
     def on_reply(self, seq: int, rtt: float, now: float) -> Transition | None:
+        self._settle(now)
+        if math.isfinite(rtt):
+            self._outcome(seq, now - rtt, lost=False)
         if self._outstanding:
             self._outstanding -= 1
+        self._sent_at.pop(seq, None)
         if seq > self._alive_seq:
             self._alive_seq = seq
-        self.rtt.add(rtt)
+        self._add_rtt(rtt)
         return self._alive(now, "reply", seq, rtt)
 
     def on_late(self, seq: int, rtt: float, now: float) -> Transition | None:
-        self.rtt.add(rtt)
+        self._settle(now)
+        if self._fates.get(seq) is True:  # a miss that was a delay: answered after all
+            self._fates[seq] = False
+        self._add_rtt(rtt)
         if self.is_old_news(rtt, now):
             return None
         if seq > self._alive_seq:
@@ -249,55 +475,129 @@ class AdaptiveDetector(Detector):
     def on_miss(self, seq: int, now: float, reason: MissReason) -> Transition | None:
         if self._outstanding:
             self._outstanding -= 1
+        sent_at = self._sent_at.pop(seq, now)
+        self._settle(now)
         state = self.state
         if state is State.DOWN:
             return None
+        self._outcome(seq, sent_at, lost=True)
         if seq < self._alive_seq:
             # Sent before a heartbeat that was answered: the path lost it, the server was alive.
-            self.history.add(True)
             return None
         if state is not State.SUSPECT:
-            self._run_loss = self.loss_bound()
-            self._run_burst_loss = self.burst_loss_bound()
-            self._log_burst_loss = math.log(self._run_burst_loss)
-            self._run_history = (self.history.count, self.history.losses)
-            self._run_timeouts = self._run_refused = 0
+            self._start_run()
         if reason == "refused":
             self._run_refused += 1
         else:
             self._run_timeouts += 1
-        probability = self.run_probability()
-        if probability < self.false_alarm:
+        last = self._run_last_sent
+        # The first miss weighs the loss rate, each further one q at its spacing.
+        bounds = self._run_bounds
+        if last is None:
+            factor = self._run_loss
+        else:
+            gap = gap_bin(abs(sent_at - last))
+            deep = self._run_timeouts + self._run_refused > 2
+            factor = max(bounds[gap], self._run_deep_bounds[gap]) if deep else bounds[gap]
+        self._run_last_sent = sent_at
+        self._run_sent.append(sent_at)
+        self._run_seqs.append(seq)
+        self._run_log += math.log(factor)
+        if self._run_refused >= 2:
+            if self.run_probability() < self.false_alarm:  # an answer, not a delay: at once
+                return self._down(now, self._run_evidence(seq, reason))
+        elif self._verdict_at is None and self._run_log < self._log_false_alarm:
+            # Enough misses: DOWN once the last of them is old enough that no delayed reply
+            # to it can still be on its way.
+            self._verdict_at = sent_at + self._run_patience
+            self._verdict_seq = seq
+            if self._verdict_at <= now:
+                return self._down(now, self._run_evidence(seq, reason))
+        if self._verdict_at is not None:
             self._wanted = 0
-            misses = self._run_timeouts + self._run_refused
-            reason_text = f"{misses} misses in a row"
-            return self._move(State.DOWN, now, reason_text, self._run_evidence(seq, reason))
-        # At most this many more: each multiplies the probability by the burst loss, or less.
-        self._wanted = (
-            math.floor((self._log_false_alarm - math.log(probability)) / self._log_burst_loss) + 1
-        )
+        else:
+            remaining = self._log_false_alarm - self._run_log
+            if self._run_timeouts + self._run_refused > EXPLORING_PROBES:
+                self._run_pace, self._log_pace_loss = self._bound_pace(remaining)
+            # At most this many more: each multiplies the probability by the pace's bound.
+            self._wanted = math.floor(remaining / self._log_pace_loss) + 1
         if state is State.SUSPECT:
             return None
         return self._move(State.SUSPECT, now, reason, self._run_evidence(seq, reason))
 
+    def _start_run(self) -> None:
+        self._run_loss = self.loss_bound()
+        self._run_bounds = self.burst_loss_bounds()
+        self._run_burst_loss = self._run_bounds[0]
+        deep = self._run_deep_bounds = self.deep_burst_loss_bounds()
+        self._run_pace, pace_bin = self._explore_pace(self._run_loss)
+        self._log_pace_loss = math.log(max(self._run_bounds[pace_bin], deep[pace_bin]))
+        self._run_patience = self.patience()
+        self._run_history = (self.history.count, self.history.losses)
+        self._run_timeouts = self._run_refused = 0
+        self._run_log = 0.0
+        self._run_last_sent = None
+        self._run_sent = []
+        self._run_seqs = []
+        self._verdict_at = None
+
+    def _outcome(self, seq: int, sent_at: float, *, lost: bool) -> None:
+        if seq not in self._fates:
+            heapq.heappush(self._unsettled, (sent_at, seq))
+        self._fates[seq] = lost
+
+    def _settle(self, now: float) -> None:
+        """Outcomes whose replies can no longer come join the history, in the order their
+        requests left (replies and misses are heard out of that order: a miss at the
+        detector's deadline, a reply at once)."""
+        unsettled = self._unsettled
+        if not unsettled or unsettled[0][0] + self._timeout > now:
+            return
+        fates, history, horizon = self._fates, self.history, now - self._timeout
+        while unsettled and unsettled[0][0] <= horizon:
+            sent_at, seq = heapq.heappop(unsettled)
+            lost = fates.pop(seq, None)
+            if lost is not None:
+                history.add(lost, sent_at)
+
+    def _down(self, now: float, evidence: dict[str, float | int | str]) -> Transition | None:
+        # The run's misses were the server's, not the path's: they never join the history.
+        fates = self._fates
+        for seq in self._run_seqs:
+            if seq in fates:
+                fates[seq] = None
+        self._wanted = 0
+        self._verdict_at = None
+        misses = self._run_timeouts + self._run_refused
+        return self._move(State.DOWN, now, f"{misses} misses in a row", evidence)
+
+    def _add_rtt(self, rtt: float) -> None:
+        self.rtt.add(rtt)
+        if 0 <= rtt < math.inf:
+            peak = self._rtt_peak * self._peak_decay
+            self._rtt_peak = rtt if rtt > peak else peak
+
     def _run_evidence(self, seq: int, reason: MissReason) -> dict[str, float | int | str]:
-        """The run's figures. ``loss`` and ``burst_loss`` are the frozen upper bounds;
-        ``history`` and ``history_losses`` the outcomes they came from; ``assumed``: the loss
-        rate is ``max_loss``, assumed rather than measured (no history yet, or too little to
-        bound the rate below it)."""
+        """The run's figures. ``loss`` and ``burst_loss`` are the frozen upper bounds (the
+        latter at the fastest spacing); ``pace`` the spacing of the run's probes; ``patience``
+        how old a miss had to be to count; ``history`` and ``history_losses`` the outcomes the
+        bounds came from; ``assumed``: the loss rate is ``max_loss``, assumed rather than
+        measured (no history yet, or too little to bound the rate below it)."""
         count, losses = self._run_history
-        return {
-            "seq": seq,
+        evidence: dict[str, float | int | str] = {
             "cause": reason,
             "misses": self._run_timeouts + self._run_refused,
             "refused": self._run_refused,
             "loss": round(self._run_loss, 6),
             "burst_loss": round(self._run_burst_loss, 6),
             "probability": float(f"{self.run_probability():.6g}"),
+            "pace": seconds(self._run_pace),
+            "patience": seconds(self._run_patience),
             "history": count,
             "history_losses": losses,
             "assumed": self._run_loss >= self.max_loss,
         }
+        return {"seq": seq, **evidence}
 
     def describe(self) -> dict[str, object]:
         return {
@@ -307,19 +607,21 @@ class AdaptiveDetector(Detector):
             "min_confirm_interval": self.min_confirm_interval,
             "min_timeout": self.min_timeout,
             "max_loss": self.max_loss,
+            "max_burst_loss": self.max_burst_loss,
+            "min_patience": self.min_patience,
             "history": self.history_size,
         }
 
     def _alive(self, now: float, reason: str, seq: int, rtt: float) -> Transition | None:
         state = self.state
         if state is State.UP:
-            self.history.add(False)
             return None
         evidence = reply_evidence(seq, rtt)
         if state is State.SUSPECT:
-            misses = self._run_timeouts + self._run_refused
-            evidence["misses"] = misses
-            self.history.add_many(True, misses)
-        self.history.add(False)
+            evidence["misses"] = self._run_timeouts + self._run_refused
+        # The run's misses stay in the history as path losses (unless answered late).
         self._run_timeouts = self._run_refused = self._wanted = 0
+        self._run_sent = []
+        self._run_seqs = []
+        self._verdict_at = None
         return self._move(State.UP, now, reason, evidence)
