@@ -8,10 +8,11 @@ receive and send times, each on its own host's clock:
   the offset between the clocks;
 - reflector time ``T3 - T2``: on the reflector's clock alone, so exact whatever the offset;
 - round-trip delay ``(T4 - T1) - (T3 - T2)`` (RFC 8762 §4's, and what irtt reports as its RTT:
-  the round trip without the reflector's turnaround) and offset ``((T2 - T1) + (T3 - T4)) / 2``, as NTP
-  computes them (RFC 5905 §8). The offset of one exchange is off by half the difference of the
-  two one-way delays; the exchanges with the lowest delay have the least queueing, so the least
-  of that difference: the estimate is the median offset of the lowest-delay tenth of the last
+  the round trip without the reflector's turnaround) and offset
+  ``((T2 - T1) + (T3 - T4)) / 2``, as NTP computes them (RFC 5905 §8). The offset of one
+  exchange is off by half the difference of the two one-way delays; the exchanges with the
+  lowest delay have the least queueing, so the least of that difference: the estimate is the
+  median offset of the lowest-delay tenth of the last
   ``OFFSET_WINDOW`` exchanges. A path whose two directions differ for good (asymmetric routes)
   biases it by half that difference, which no two-way method can see (``docs/stamp.md``).
 """
