@@ -6,13 +6,24 @@ In one run, on loopback, one heartbeat every ``--interval`` (10 ms) for ``--samp
   against a udpbeat server;
 - ``udpbeat client`` against the same server, arrival times from the kernel's receive stamps
   (``--receive-stamps kernel``) and from the clock when the reply is read (``user``);
+- ``udpbeat client --protocol stamp`` against ``udpbeat server --protocol stamp``: its whole
+  RTT (``rtt_ms``), and from the same replies RFC 8762's round-trip delay
+  ``(T4 - T1) - (T3 - T2)`` (``round_trip_delay_ms``), the RTT less the reflector's time, as
+  irtt reports its RTT. Both come from the client's JSON summary (its percentiles; the other
+  rows' from the samples): replies carry no reflector time one by one;
 - irtt 0.9 (Debian's ``irtt``), its client against its own server, if installed. irtt's RTT
   is the client's receive time minus its send time *minus the server's processing time* (its
   server stamps both ends and says so in each reply); the row below it adds that time back, from
-  the same run, for an RTT measured as udpbeat and the bare loop measure theirs.
+  the same run, for an RTT measured as udpbeat and the bare loop measure theirs. irtt stamps in
+  user space (``time.Now()`` after its read returns, before its write), so its processing time
+  leaves its server's wake-up in the RTT; udpbeat's reflector stamps T2 in the kernel, so its
+  round-trip delay leaves the wake-up out. The like-for-like row is the round-trip delay with a
+  second STAMP reflector started with ``--receive-stamps user`` (T2 read when its reader has the
+  request, as irtt's server reads its clock).
 
 Each of these rows is repeated ``--rounds`` times (interleaved) and the medians of the rounds'
-figures are shown, with each figure's ratio to irtt's and to the bare loop's. The udpbeat
+figures are shown, with each figure's ratio to irtt's (reported, net of its server's time), to
+the bare loop's and to irtt's whole round trip. The udpbeat
 client writes its JSON lines to a file as it goes (stdout on a file, as irtt's ``-o``), so that
 no reader process of this script's wakes during the measurement.
 
@@ -82,10 +93,13 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def udpbeat_server() -> tuple[subprocess.Popen[str], int]:
+def udpbeat_server(
+    protocol: str = "text", receive_stamps: str = "kernel"
+) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "udpbeat", "server", "--host", "127.0.0.1", "--port", "0",
-         "--rate-limit", "0", "--quiet", "--json"],
+         "--protocol", protocol, "--receive-stamps", receive_stamps, "--rate-limit", "0",
+         "--quiet", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert process.stdout is not None
@@ -116,6 +130,34 @@ def udpbeat_client(port: int, samples: int, interval: float, stamps: str) -> lis
         if event.get("type") == "reply" and not event.get("probe"):
             rtts.append(float(event["rtt"]))
     return rtts
+
+
+Figures = tuple[float, float, int]  # RTT p50, p99 (seconds), samples
+Runner = Callable[[], list[tuple[str, Figures]]]  # one measurement: its rows' names and figures
+
+
+def of_samples(rtts: list[float]) -> Figures:
+    return percentile(rtts, 0.5), percentile(rtts, 0.99), len(rtts)
+
+
+def udpbeat_stamp_client(port: int, samples: int, interval: float) -> tuple[Figures, Figures]:
+    """The STAMP client's whole RTT and its round-trip delay (the RTT less the reflector's
+    time), from its JSON summary."""
+    with tempfile.TemporaryFile("w+") as out:
+        subprocess.run(
+            [sys.executable, "-m", "udpbeat", "client", "127.0.0.1", "--port", str(port),
+             "--protocol", "stamp", "-c", str(samples), "-i", str(interval), "--json", "-q",
+             "--receive-stamps", "kernel"],
+            stdout=out, stderr=subprocess.DEVNULL, timeout=600, check=False,
+        )  # fmt: skip
+        out.seek(0)
+        summary = json.loads(out.read().splitlines()[-1])
+
+    def figures(key: str) -> Figures:
+        ms = summary[key]
+        return ms["p50"] / 1e3, ms["p99"] / 1e3, int(ms["count"])
+
+    return figures("rtt_ms"), figures("round_trip_delay_ms")
 
 
 def irtt(samples: int, interval: float) -> tuple[list[float], list[float]]:
@@ -223,39 +265,53 @@ def main() -> None:
         flush=True,
     )
     server, port = udpbeat_server()
-    rows: dict[str, Callable[[], list[float]]] = {
-        BARE: lambda: bare(port, args.samples, args.interval),
-        "udpbeat client, kernel stamps -> udpbeat server": lambda: udpbeat_client(
-            port, args.samples, args.interval, "kernel"
+    stamp_server, stamp_port = udpbeat_server("stamp")
+    user_stamp_server, user_stamp_port = udpbeat_server("stamp", "user")
+
+    def single(name: str, rtts: Callable[[], list[float]]) -> Runner:
+        return lambda: [(name, of_samples(rtts()))]
+
+    # Each runner is one measurement giving one row or two (from the same round trips).
+    runners: list[Runner] = [
+        single(BARE, lambda: bare(port, args.samples, args.interval)),
+        single(
+            "udpbeat client, kernel stamps -> udpbeat server",
+            lambda: udpbeat_client(port, args.samples, args.interval, "kernel"),
         ),
-        "udpbeat client, user stamps -> udpbeat server": lambda: udpbeat_client(
-            port, args.samples, args.interval, "user"
+        single(
+            "udpbeat client, user stamps -> udpbeat server",
+            lambda: udpbeat_client(port, args.samples, args.interval, "user"),
         ),
-    }
-    irtt_whole: list[list[float]] = []
+    ]
+
+    def run_stamp() -> list[tuple[str, Figures]]:
+        whole, net = udpbeat_stamp_client(stamp_port, args.samples, args.interval)
+        return [(STAMP_WHOLE, whole), (STAMP_NET, net)]
+
+    def run_stamp_user_t2() -> list[tuple[str, Figures]]:
+        _, net = udpbeat_stamp_client(user_stamp_port, args.samples, args.interval)
+        return [(STAMP_NET_USER, net)]
+
+    runners += [run_stamp, run_stamp_user_t2]
     if shutil.which("irtt"):
 
-        def run_irtt() -> list[float]:
+        def run_irtt() -> list[tuple[str, Figures]]:
             reported, whole = irtt(args.samples, args.interval)
-            irtt_whole.append(whole)
-            return reported
+            return [(IRTT, of_samples(reported)), (IRTT_WHOLE, of_samples(whole))]
 
-        rows[IRTT] = run_irtt
+        runners.append(run_irtt)
     else:
         print("# irtt not installed: its rows are left out (Debian: apt-get install irtt)")
-    figures: dict[str, list[tuple[float, float, int]]] = {name: [] for name in rows}
+    figures: dict[str, list[Figures]] = {}
     try:
         for _ in range(args.rounds):
-            for name, run in rows.items():
-                rtts = run()
-                figures[name].append((percentile(rtts, 0.5), percentile(rtts, 0.99), len(rtts)))
+            for run in runners:
+                for name, row in run():
+                    figures.setdefault(name, []).append(row)
     finally:
-        server.terminate()
-        server.wait()
-    if irtt_whole:
-        figures[IRTT_WHOLE] = [
-            (percentile(r, 0.5), percentile(r, 0.99), len(r)) for r in irtt_whole
-        ]
+        for process in (server, stamp_server, user_stamp_server):
+            process.terminate()
+            process.wait()
     monitor_rows: dict[int, list[float]] = {}
     if sizes:
         print(f"# the client rows are done (load average {load()}); the monitor's", flush=True)
@@ -276,25 +332,28 @@ def load() -> str:
 
 
 def print_table(
-    figures: dict[str, list[tuple[float, float, int]]],
+    figures: dict[str, list[Figures]],
     monitor_rows: dict[int, list[float]],
     args: argparse.Namespace,
 ) -> None:
     p50 = {name: statistics.median(r[0] for r in runs) for name, runs in figures.items()}
     print()
-    print("| prober -> reflector | samples | RTT p50 | RTT p99 | p50 / irtt | p50 / bare |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| prober -> reflector | samples | RTT p50 | RTT p99 | p50 / irtt | p50 / bare "
+        "| p50 / irtt whole |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, runs in figures.items():
         median_p50 = p50[name]
         median_p99 = statistics.median(r[1] for r in runs)
         samples = min(r[2] for r in runs)
         ratios = []
-        for anchor in (IRTT, BARE):
+        for anchor in (IRTT, BARE, IRTT_WHOLE):
             base = p50.get(anchor)
             ratios.append("" if base is None else f"{median_p50 / base:.2f}x")
         print(
             f"| {name} | {samples} | {median_p50 * 1e6:.0f} us | {median_p99 * 1e6:.0f} us "
-            f"| {ratios[0]} | {ratios[1]} |"
+            f"| {' | '.join(ratios)} |"
         )
     if not monitor_rows:
         return
@@ -316,6 +375,11 @@ def print_table(
 BARE = "bare Python blocking client -> udpbeat server"
 IRTT = "irtt client -> irtt server"
 IRTT_WHOLE = "irtt, the same round trips with its server's processing time added back"
+STAMP_WHOLE = "udpbeat client --protocol stamp -> udpbeat server --protocol stamp"
+STAMP_NET = "udpbeat STAMP, the same round trips less the reflector's time (T3 - T2)"
+STAMP_NET_USER = (
+    "udpbeat STAMP, reflector taking T2 in user space as irtt's server does, less T3 - T2"
+)
 
 if __name__ == "__main__":
     main()

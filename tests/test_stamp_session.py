@@ -150,6 +150,45 @@ def test_one_way_offset_takes_the_lowest_delay_exchanges() -> None:
     assert offset == pytest.approx(0.010, abs=1e-9)
 
 
+def test_round_trip_delay_is_the_rtt_less_the_reflectors_time_whatever_the_clocks() -> None:
+    # 1 ms on the wire both ways together, 3 ms held by the reflector (T3 - T2), and the
+    # reflector's clock 0.5 s ahead: RFC 8762's round-trip delay is the 1 ms, the RTT 4 ms.
+    wire, held, offset = 0.001, 0.003, 0.5
+    session = ProbeSession(ProbeConfig(count=5, interval=0.1, protocol="stamp"), 0.0)
+    reflector_clock = [0.0]
+    reflector = StampReflector(stamp_config(rate_limit=0), clock=lambda: reflector_clock[0])
+    for i in range(5):
+        now = i * 0.1
+        session.handle_timer(now, EPOCH + now)
+        for datagram in session.datagrams_to_send():
+            arrived = EPOCH + offset + now + wire / 2  # T2, on the reflector's clock
+            reflector_clock[0] = arrived + held  # T3
+            reply = reflector.reflect(datagram, ("192.0.2.1", 40000), now + wire / 2, arrived)
+            assert reply is not None
+            session.receive_datagram(reply, now + wire + held)
+    summary = session.report().to_dict()
+    assert summary["received"] == 5
+    for figure in ("min", "p50", "max"):
+        assert ms(summary, "rtt_ms", figure) == pytest.approx(4.0, abs=1e-3)
+        assert ms(summary, "reflector_time_ms", figure) == pytest.approx(3.0, abs=1e-3)
+        assert ms(summary, "round_trip_delay_ms", figure) == pytest.approx(1.0, abs=1e-3)
+    round_trip = summary["round_trip_delay_ms"]
+    assert isinstance(round_trip, dict) and round_trip["count"] == 5
+    assert set(round_trip) == set(summary["rtt_ms"])  # type: ignore[arg-type]
+
+
+def test_one_way_round_trip_delay_from_known_timestamps() -> None:
+    one_way = OneWay()
+    # T1 = 10.000, T2 = 20.002 (clock 10 s ahead), T3 = 20.007, T4 = 10.009: (9 ms) - (5 ms).
+    one_way.add(7, 10.000, 10.009, Timestamps(10.000, 20.002, 20.007, 7, 64))
+    one_way.add(8, 11.000, 11.012, Timestamps(11.000, 21.003, 21.004, 8, 64))
+    report = one_way.report()
+    assert report.round_trip_delay.count == 2
+    assert report.round_trip_delay.min == pytest.approx(0.004)
+    assert report.round_trip_delay.max == pytest.approx(0.011)
+    assert report.to_dict()["round_trip_delay_ms"]["max"] == pytest.approx(11.0)  # type: ignore[index]
+
+
 def test_bad_protocol_settings_are_config_errors() -> None:
     with pytest.raises(ConfigError):
         ProbeConfig(protocol="morse")

@@ -7,10 +7,12 @@ receive and send times, each on its own host's clock:
 - forward delay ``T2 - T1`` and backward delay ``T4 - T3``: true one-way delays plus and minus
   the offset between the clocks;
 - reflector time ``T3 - T2``: on the reflector's clock alone, so exact whatever the offset;
-- round-trip delay ``(T4 - T1) - (T3 - T2)`` and offset ``((T2 - T1) + (T3 - T4)) / 2``, as NTP
-  computes them (RFC 5905 §8). The offset of one exchange is off by half the difference of the
-  two one-way delays; the exchanges with the lowest delay have the least queueing, so the least
-  of that difference: the estimate is the median offset of the lowest-delay tenth of the last
+- round-trip delay ``(T4 - T1) - (T3 - T2)`` (RFC 8762 §4's, and what irtt reports as its RTT:
+  the round trip without the reflector's turnaround) and offset
+  ``((T2 - T1) + (T3 - T4)) / 2``, as NTP computes them (RFC 5905 §8). The offset of one
+  exchange is off by half the difference of the two one-way delays; the exchanges with the
+  lowest delay have the least queueing, so the least of that difference: the estimate is the
+  median offset of the lowest-delay tenth of the last
   ``OFFSET_WINDOW`` exchanges. A path whose two directions differ for good (asymmetric routes)
   biases it by half that difference, which no two-way method can see (``docs/stamp.md``).
 """
@@ -38,6 +40,7 @@ class OneWay:
         self._forward = Series() if history is None else RecentSeries(history)
         self._backward = Series() if history is None else RecentSeries(history)
         self._reflector = Series() if history is None else RecentSeries(history)
+        self._round_trip = Series() if history is None else RecentSeries(history)
         self._exchanges: deque[tuple[float, float]] = deque(maxlen=OFFSET_WINDOW)
         self._stateful = False
         # (session seq, reflector seq) of the first and the last reply, by session seq.
@@ -54,7 +57,8 @@ class OneWay:
         self._forward.add(forward)
         self._backward.add(backward)
         self._reflector.add(reflector)
-        delay = forward + backward
+        delay = forward + backward  # (T4 - T1) - (T3 - T2): the RTT less the reflector's time
+        self._round_trip.add(delay)
         self._exchanges.append((delay, (forward - backward) / 2))
         if stamps.reflector_seq != seq % _MODULUS:
             self._stateful = True
@@ -88,6 +92,7 @@ class OneWay:
             self._forward.summary(),
             self._backward.summary(),
             self._reflector.summary(),
+            self._round_trip.summary(),
             self.clock_offset(),
             max(1, int(len(self._exchanges) * OFFSET_SHARE)) if self._exchanges else 0,
             self._stateful,

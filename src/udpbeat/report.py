@@ -93,6 +93,8 @@ class OneWayReport:
 
     ``forward`` (T2 - T1) and ``backward`` (T4 - T3) one-way delays, each off by the clocks'
     offset in opposite directions; ``reflector_time`` (T3 - T2, the reflector's own clock);
+    ``round_trip_delay`` ((T4 - T1) - (T3 - T2), RFC 8762's round-trip delay: the RTT less the
+    reflector's time, exact whatever the clocks' offset);
     ``clock_offset``: the reflector's clock minus the prober's, NTP's estimate
     ``((T2 - T1) + (T3 - T4)) / 2`` over the lowest-delay exchanges (``None``: no exchange).
     ``forward_lost`` / ``backward_lost``: with a stateful reflector, requests that never reached
@@ -104,6 +106,7 @@ class OneWayReport:
     forward: Summary
     backward: Summary
     reflector_time: Summary
+    round_trip_delay: Summary
     clock_offset: float | None
     offset_samples: int
     stateful: bool
@@ -115,6 +118,7 @@ class OneWayReport:
             "forward_delay_ms": _milliseconds(self.forward),
             "backward_delay_ms": _milliseconds(self.backward),
             "reflector_time_ms": _milliseconds(self.reflector_time),
+            "round_trip_delay_ms": _milliseconds(self.round_trip_delay),
             "clock_offset_ms": (
                 None if self.clock_offset is None else round(self.clock_offset * 1e3, 6)
             ),

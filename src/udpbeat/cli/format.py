@@ -375,6 +375,9 @@ def _one_way_lines(one_way: OneWayReport) -> list[str]:
     reflector = _spread(one_way.reflector_time)
     if reflector is not None:
         lines.append(f"reflector time min/avg/max = {reflector} ms")
+    round_trip = _spread(one_way.round_trip_delay)
+    if round_trip is not None:
+        lines.append(f"round-trip delay (RTT less reflector time) min/avg/max = {round_trip} ms")
     if one_way.clock_offset is not None:
         lines.append(
             f"clock offset (reflector minus this host) = {_ms(one_way.clock_offset)} ms, "
