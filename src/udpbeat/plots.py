@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -93,16 +93,22 @@ def _more(shown: int, total: int) -> str:
     return "" if shown == total else f" ({shown} of {total} targets, the busiest)"
 
 
-def _bands(axes: Axes, series: TargetSeries) -> None:
-    transform = axes.get_xaxis_transform()
+def _state_spans(series: TargetSeries) -> Iterator[tuple[str, list[tuple[float, float]]]]:
+    """Each state the target was in, with its spans as (start, width) in Matplotlib dates."""
     for state in STATES:
         spans = [s for s in series.states if s.state == state and s.end > s.start]
         if not spans:
             continue
         starts = _dates([s.start for s in spans])
         ends = _dates([s.end for s in spans])
+        yield state, [(a, b - a) for a, b in zip(starts, ends, strict=True)]
+
+
+def _bands(axes: Axes, series: TargetSeries) -> None:
+    transform = axes.get_xaxis_transform()
+    for state, spans in _state_spans(series):
         axes.broken_barh(
-            [(a, b - a) for a, b in zip(starts, ends, strict=True)],
+            spans,
             (0, 1),
             transform=transform,
             facecolors=STATE_COLOURS[state],
@@ -330,18 +336,8 @@ def outage_timeline(targets: Sequence[TargetSeries]) -> Figure:
     axes = figure.subplots()
     figure.suptitle("Outage timeline" + _more(len(shown), len(targets)))
     for row, series in enumerate(shown):
-        for state in STATES:
-            spans = [s for s in series.states if s.state == state and s.end > s.start]
-            if not spans:
-                continue
-            starts = _dates([s.start for s in spans])
-            ends = _dates([s.end for s in spans])
-            axes.broken_barh(
-                [(a, b - a) for a, b in zip(starts, ends, strict=True)],
-                (row - 0.35, 0.7),
-                facecolors=STATE_COLOURS[state],
-                linewidth=0,
-            )
+        for state, spans in _state_spans(series):
+            axes.broken_barh(spans, (row - 0.35, 0.7), facecolors=STATE_COLOURS[state], linewidth=0)
     axes.set_yticks(range(len(shown)), [t.name for t in shown])
     axes.set_ylim(len(shown) - 0.5, -0.5)
     if shown:

@@ -269,6 +269,35 @@ def _us(seconds: float | None) -> int | None:
     return round(seconds * 1e6)
 
 
+def _minute_row(
+    target: str,
+    minute: float,
+    sent: int,
+    probes: int,
+    answered: int,
+    lost: int,
+    low: int | None,
+    p50: int | None,
+    p99: int | None,
+    high: int | None,
+    state: str,
+) -> MinuteRow:
+    """A ``minutes`` row as read (RTTs in whole microseconds) as the reader hands it out."""
+    return MinuteRow(
+        target,
+        float(minute),
+        sent,
+        probes,
+        answered,
+        lost,
+        _seconds(low),
+        _seconds(p50),
+        _seconds(p99),
+        _seconds(high),
+        state,
+    )
+
+
 def _seconds(microseconds: int | None) -> float | None:
     return None if microseconds is None else microseconds / 1e6
 
@@ -349,22 +378,7 @@ class HistoryReader:
             "WHERE targets.name = ? AND minute >= ? AND minute < ? ORDER BY minute",
             (target, _low(since), _high(until)),
         )
-        return [
-            MinuteRow(
-                target,
-                float(minute),
-                sent,
-                probes,
-                answered,
-                lost,
-                _seconds(low),
-                _seconds(p50),
-                _seconds(p99),
-                _seconds(high),
-                state,
-            )
-            for minute, sent, probes, answered, lost, low, p50, p99, high, state in rows
-        ]
+        return [_minute_row(target, *row) for row in rows]
 
     def outages(self, target: str | None = None, since: float | None = None) -> list[OutageRow]:
         """Outages (of ``target``, or of every target) still open or ended at or after
@@ -605,27 +619,13 @@ class HistoryWriter:
             )
         }
         recent: dict[str, list[MinuteRow]] = {}
-        for name, minute, sent, probes, answered, lost, low, p50, p99, high, state in db.execute(
+        for name, *row in db.execute(
             "SELECT name, minute, sent, probes, answered, lost, rtt_min_us, rtt_p50_us, "
             "rtt_p99_us, rtt_max_us, minutes.state FROM minutes JOIN targets "
             "ON targets.id = minutes.target WHERE minute >= ? ORDER BY minute",
             (self._clock() - 3660,),
         ):
-            recent.setdefault(name, []).append(
-                MinuteRow(
-                    name,
-                    float(minute),
-                    sent,
-                    probes,
-                    answered,
-                    lost,
-                    _seconds(low),
-                    _seconds(p50),
-                    _seconds(p99),
-                    _seconds(high),
-                    state,
-                )
-            )
+            recent.setdefault(name, []).append(_minute_row(name, *row))
         return {
             name: Resumed(
                 name,
