@@ -875,17 +875,23 @@ def test_a_heartbeat_is_lost_only_when_the_configured_timeout_passes() -> None:
     assert driver.detector.reply_timeout() < 0.1
     driver.advance(102.5)  # past the detector's deadline, within the timeout
     [overdue] = [e for e in driver.of_type(HeartbeatOverdue) if not e.probe]
-    assert overdue.seq == 3 and overdue.at == pytest.approx(102.05)
+    # Numbers, not seqs: probes share the seq space (cold-start probes left after heartbeat 2).
+    assert overdue.number == 3 and overdue.at == pytest.approx(102.05)
     # Its probes are confirming (two replies of history: many are needed); the run still
     # waits for every heartbeat's fate.
     assert driver.session.state is State.SUSPECT and not driver.session.finished
     assert driver.of_type(HeartbeatSent)[-1].probe
-    assert not driver.of_type(HeartbeatLost)  # the probes are not lost yet either
+
+    def lost_since_heartbeat_3() -> list[HeartbeatLost]:
+        # Cold-start probes after heartbeat 2 went unanswered here: they are not this test's.
+        return [e for e in driver.of_type(HeartbeatLost) if e.seq >= overdue.seq]
+
+    assert not lost_since_heartbeat_3()  # the probes are not lost yet either
     driver.advance(102.99)
-    assert not driver.of_type(HeartbeatLost)
+    assert not lost_since_heartbeat_3()
     driver.advance(103.0)  # the timeout: now it is lost
-    lost = [e for e in driver.of_type(HeartbeatLost) if not e.probe]
-    assert [(e.seq, e.at) for e in lost] == [(3, pytest.approx(103.0))]
+    lost = [e for e in lost_since_heartbeat_3() if not e.probe]
+    assert [(e.number, e.at) for e in lost] == [(3, pytest.approx(103.0))]
     driver.run()
     report = driver.session.report()
     assert (report.received, report.in_flight) == (2, 0)

@@ -452,6 +452,12 @@ class AdaptiveDetector(Detector):
             return None
         return self._last_sent + self._run_pace
 
+    def probe_is_optional(self) -> bool:
+        return self.state is State.UP  # a cold-start probe: nothing is suspected
+
+    def probe_skipped(self, now: float) -> None:
+        self._cold_probes = len(COLD_START_GAPS)  # none more until the next heartbeat
+
     def _cold_start_probe_at(self) -> float | None:
         """When the next cold-start probe is due (see :data:`COLD_START_OUTCOMES`)."""
         heartbeat_at, interval = self._heartbeat_at, self._heartbeat_interval
