@@ -434,9 +434,9 @@ def test_probes_stop_once_enough_are_in_flight() -> None:
     detector = AdaptiveDetector()
     detector.on_sent(1, 0.0, probe=False)
     # Never answered: no live server to protect, 60 % independent loss assumed, confirmed at
-    # the fastest pace.
+    # confirm_interval spacing.
     detector.on_miss(1, 1.0, "timeout")
-    assert detector.probe_at() == pytest.approx(0.0 + detector.min_confirm_interval)
+    assert detector.probe_at() == pytest.approx(0.0 + detector.confirm_interval)
     wanted = misses_needed(0.6, 0.6) - 1
     for seq in range(2, wanted + 1):
         detector.on_sent(seq, 1.0 + seq * 0.05, probe=True)

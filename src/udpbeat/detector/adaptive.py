@@ -582,13 +582,14 @@ class AdaptiveDetector(Detector):
             # No reply yet: no server has been seen alive, so there is no history to read the
             # path from and no live server whose run of misses the bound is about. What DOWN
             # says here is "nothing answers": the detector takes the path to lose max_loss,
-            # independently, and confirms at its fastest pace (a reply, whenever it comes,
-            # means UP).
+            # independently, at confirm_interval spacing (a blackout of a few hundred ms does
+            # not span the run; bursts of many requests can: docs/detectors.md). A reply,
+            # whenever it comes, means UP.
             self._run_loss = self.max_loss
             self._run_bounds = [self.max_loss] * GAP_BINS
             self._run_deep_bounds = [self.max_loss] * GAP_BINS
             self._run_burst_loss = self.max_loss
-            self._run_pace = self.min_confirm_interval
+            self._run_pace = self.confirm_interval
             self._log_pace_loss = math.log(self.max_loss)
         else:
             self._run_loss = self.loss_bound()
