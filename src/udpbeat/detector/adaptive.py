@@ -283,6 +283,11 @@ class AdaptiveDetector(Detector):
         self._heartbeat_at: float | None = None
         self._heartbeat_interval: float | None = None
         self._cold_probes = 0
+        # Cold-start probes in flight, and those missed since the last reply: a cold-start
+        # probe's miss starts no run (it gathers evidence; a regular heartbeat's miss is what
+        # raises suspicion), but if a run then ends DOWN it is left out of the history too.
+        self._cold_seqs: set[int] = set()
+        self._cold_missed: list[int] = []
         self._sent_at: dict[int, float] = {}  # requests awaiting their outcome: when each left
         self._rtt_peak = 0.0  # the highest RTT lately, decaying by 1/history a sample
         self._peak_decay = 1.0 - 1.0 / self.history_size
@@ -490,6 +495,7 @@ class AdaptiveDetector(Detector):
         if probe:
             if self.state is State.UP:
                 self._cold_probes += 1
+                self._cold_seqs.add(seq)
         else:
             if self._heartbeat_at is not None:
                 self._heartbeat_interval = now - self._heartbeat_at
@@ -498,6 +504,9 @@ class AdaptiveDetector(Detector):
 
     def on_reply(self, seq: int, rtt: float, now: float) -> Transition | None:
         self._settle(now)
+        self._cold_seqs.discard(seq)
+        if seq > self._alive_seq:
+            self._cold_missed = [missed for missed in self._cold_missed if missed > seq]
         if math.isfinite(rtt):
             self._outcome(seq, now - rtt, lost=False)
         if self._outstanding:
@@ -530,6 +539,11 @@ class AdaptiveDetector(Detector):
         if state is State.DOWN:
             return None
         self._outcome(seq, sent_at, lost=True)
+        if seq in self._cold_seqs:
+            self._cold_seqs.discard(seq)
+            if state is State.UP and reason == "timeout":
+                self._cold_missed.append(seq)
+                return None
         if seq < self._alive_seq:
             # Sent before a heartbeat that was answered: the path lost it, the server was alive.
             return None
@@ -629,9 +643,10 @@ class AdaptiveDetector(Detector):
     def _down(self, now: float, evidence: dict[str, float | int | str]) -> Transition | None:
         # The run's misses were the server's, not the path's: they never join the history.
         fates = self._fates
-        for seq in self._run_seqs:
+        for seq in (*self._run_seqs, *self._cold_missed):
             if seq in fates:
                 fates[seq] = None
+        self._cold_missed = []
         self._wanted = 0
         self._verdict_at = None
         misses = self._run_timeouts + self._run_refused
