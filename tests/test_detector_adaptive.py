@@ -536,3 +536,61 @@ def test_session_stays_up_through_random_30_percent_loss() -> None:
     assert State.DOWN not in news
     assert news.count(State.SUSPECT) > 0.25 * heartbeats  # it did suspect, and recovered
     assert report.probes / heartbeats <= 0.5
+
+
+# -- cold start ---------------------------------------------------------------------------------
+
+
+def test_cold_start_probes_fill_the_history_then_stop() -> None:
+    config = ProbeConfig(count=None, interval=1.0, timeout=1.0, watch=True)
+    session, events = drive(config, random.Random(3), loss=0.0, until=60.0)
+    detector = session.detector
+    assert isinstance(detector, AdaptiveDetector)
+    probes = [e.at for e in events if isinstance(e, HeartbeatSent) and e.probe]
+    # Up to 7 after each heartbeat from the second on, within 0.75 s of it; none once the
+    # history holds COLD_START_OUTCOMES (200) outcomes.
+    assert 150 <= len(probes) <= 200
+    assert all(at % 1.0 <= 0.75 + 1e-9 for at in probes)
+    assert max(probes) < 30
+    assert detector.history.count >= 200 and detector.history.losses == 0
+    assert [t.new for t in session.report().transitions] == [State.UP]
+
+
+def test_a_cold_start_probes_miss_starts_no_run() -> None:
+    detector = AdaptiveDetector()
+    detector.on_sent(1, 0.0, probe=False)
+    detector.on_reply(1, RTT, RTT)
+    detector.on_sent(2, 1.0, probe=False)
+    detector.on_reply(2, RTT, 1.0 + RTT)
+    due = detector.probe_at()
+    assert due is not None and detector.probe_is_optional()
+    detector.on_sent(3, due, probe=True)
+    assert detector.on_miss(3, due + 0.05, "timeout") is None
+    assert detector.state is State.UP  # evidence gathered, no suspicion
+    detector.on_sent(4, 2.0, probe=False)
+    transition = detector.on_miss(4, 2.05, "timeout")  # a regular heartbeat's miss: suspicion
+    assert transition is not None and transition.new is State.SUSPECT
+
+
+def test_optional_probes_wait_for_half_the_budget() -> None:
+    # A budget of 4 a second: once a confirmation run has spent it, cold-start probes are
+    # skipped until half of it is back, never queued.
+    config = ProbeConfig(count=None, interval=1.0, timeout=1.0, watch=True, probes_per_interval=4)
+    _, events = drive(config, random.Random(3), loss=0.0, until=6.0)
+    probes = [e.at for e in events if isinstance(e, HeartbeatSent) and e.probe]
+    per_second = [sum(1 for at in probes if second <= at < second + 1) for second in range(6)]
+    # From a full bucket of 4, refilled 4 a second: each probe needs 2 left, so a second takes
+    # at most the 2 above half plus what refills while its probes go (0.44 s: under 2).
+    assert per_second[1] >= 2 and all(count <= 4 for count in per_second)
+    assert sum(per_second) < 7 * 5  # far fewer than the 7 a heartbeat an ample budget gives
+
+
+def test_a_never_answered_target_is_down_in_under_four_seconds() -> None:
+    config = ProbeConfig(count=None, interval=1.0, timeout=1.0, watch=True)
+    driver = SessionDriver(config, detector=AdaptiveDetector(1.0), start=0.0)
+    driver.run(limit=30.0)
+    downs = [t for t in driver.session.report().transitions if t.new is State.DOWN]
+    assert len(downs) == 1 and downs[0].at < 4.0
+    evidence = downs[0].evidence
+    assert evidence["history"] == 0 and evidence["assumed"] is True
+    assert evidence["loss"] == evidence["burst_loss"] == 0.6
