@@ -407,7 +407,11 @@ class ProbeSession:
 
     def _can_spare_probe(self, now: float) -> bool:
         """Whether an optional probe can go now and leave at least half of each budget (its own
-        and the shared one) for confirmations: evidence ahead of need never delays them."""
+        and the shared one) for confirmations: evidence ahead of need never delays them. Only
+        an open-ended watch (no ``count``: the monitor, ``client --count 0``) sends them: a
+        bounded run is over before a long history pays, and shows every reply."""
+        if self.config.count is not None:
+            return False
         budget = float(self.config.probes_per_interval)
         elapsed = max(0.0, now - self._probe_tokens_at)
         tokens = min(budget, self._probe_tokens + elapsed * self._probe_refill)
