@@ -594,3 +594,10 @@ def test_a_never_answered_target_is_down_in_under_four_seconds() -> None:
     evidence = downs[0].evidence
     assert evidence["history"] == 0 and evidence["assumed"] is True
     assert evidence["loss"] == evidence["burst_loss"] == 0.6
+
+
+def test_a_bounded_run_sends_no_cold_start_probes() -> None:
+    config = ProbeConfig(count=30, interval=1.0, timeout=1.0)
+    _, events = drive(config, random.Random(3), loss=0.0, until=40.0)
+    sent = [e for e in events if isinstance(e, HeartbeatSent)]
+    assert len(sent) == 30 and not any(e.probe for e in sent)
