@@ -391,34 +391,13 @@ class ProbeSession:
         if probe_at is None:
             self._probe_slot = None  # no probe wanted any more: a reservation is given up
         elif not self.finished and probe_at <= now:
-            if self.detector.probe_is_optional() and not self._can_spare_probe(now):
-                self.detector.probe_skipped(now)
-            else:
-                self._send_probe(now, wall_time)
+            if self._shared_budget is not None and self._probe_slot is None:
+                self._probe_slot = self._shared_budget.reserve(now)
+            if self._probe_slot is None or self._probe_slot <= now:
+                self._probe_slot = None
+                self._take_probe_token(now)
+                self._send(now, wall_time, probe=True)
         self._maybe_finish(now)
-
-    def _send_probe(self, now: float, wall_time: float) -> None:
-        if self._shared_budget is not None and self._probe_slot is None:
-            self._probe_slot = self._shared_budget.reserve(now)
-        if self._probe_slot is None or self._probe_slot <= now:
-            self._probe_slot = None
-            self._take_probe_token(now)
-            self._send(now, wall_time, probe=True)
-
-    def _can_spare_probe(self, now: float) -> bool:
-        """Whether an optional probe can go now and leave at least half of each budget (its own
-        and the shared one) for confirmations: evidence ahead of need never delays them. Only
-        an open-ended watch (no ``count``: the monitor, ``client --count 0``) sends them: a
-        bounded run is over before a long history pays, and shows every reply."""
-        if self.config.count is not None:
-            return False
-        budget = float(self.config.probes_per_interval)
-        elapsed = max(0.0, now - self._probe_tokens_at)
-        tokens = min(budget, self._probe_tokens + elapsed * self._probe_refill)
-        if tokens < max(1.0, budget / 2):
-            return False
-        shared = self._shared_budget
-        return shared is None or shared.tokens(now) >= max(1.0, shared.burst / 2)
 
     def receive_datagram(self, data: bytes, now: float, *, kernel_stamp: bool = False) -> None:
         """Match a reply to its heartbeat by sequence number; count anything else.

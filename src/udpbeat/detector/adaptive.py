@@ -68,17 +68,6 @@ CLEAN_HISTORY = 100
 #: Probes of a run sent at the pace estimates favour (trying spacings out) before the pace
 #: follows the bounds.
 EXPLORING_PROBES = 2
-#: While the history (outcomes known or on their way) is shorter than this, a target that has
-#: answered gets a few probes after each regular heartbeat, so the bounds narrow in a few
-#: intervals rather than a few hundred: a clean path reaches :data:`CLEAN_HISTORY` after about
-#: a dozen heartbeats, a lossy one shows its pairs of losses at every spacing.
-COLD_START_OUTCOMES = 2 * CLEAN_HISTORY
-#: The gaps of those probes, one after the other from the heartbeat (``None``: the fastest
-#: pace, from the RTT): alternately close together and spread, so that a loss among them is
-#: followed by requests at the spacings a confirmation could use.
-COLD_START_GAPS: tuple[float | None, ...] = (None, 0.1, None, 0.2, None, 0.1, None)
-#: The share of the interval between heartbeats the cold-start probes of one heartbeat may span.
-COLD_START_SPAN = 0.75
 
 
 def gap_bin(gap: float) -> int:
@@ -278,16 +267,6 @@ class AdaptiveDetector(Detector):
         self._outstanding = 0
         self._alive_seq = -1  # the newest heartbeat known to have been answered
         self._last_sent: float | None = None
-        # Regular heartbeats: when the last two left (for the interval), and the cold-start
-        # probes sent since the last one.
-        self._heartbeat_at: float | None = None
-        self._heartbeat_interval: float | None = None
-        self._cold_probes = 0
-        # Cold-start probes in flight, and those missed since the last reply: a cold-start
-        # probe's miss starts no run (it gathers evidence; a regular heartbeat's miss is what
-        # raises suspicion), but if a run then ends DOWN it is left out of the history too.
-        self._cold_seqs: set[int] = set()
-        self._cold_missed: list[int] = []
         self._sent_at: dict[int, float] = {}  # requests awaiting their outcome: when each left
         self._rtt_peak = 0.0  # the highest RTT lately, decaying by 1/history a sample
         self._peak_decay = 1.0 - 1.0 / self.history_size
@@ -297,7 +276,6 @@ class AdaptiveDetector(Detector):
         self._run_bounds = [self.max_loss] * GAP_BINS
         self._run_deep_bounds = [self.max_loss] * GAP_BINS
         self._run_pace = self.confirm_interval
-        self._run_never_answered = False
         self._log_pace_loss = math.log(self.max_loss)
         self._run_patience = self.min_patience
         self._run_timeouts = 0
@@ -449,35 +427,11 @@ class AdaptiveDetector(Detector):
         return min(max(rto, self.min_timeout), self._timeout)
 
     def probe_at(self) -> float | None:
-        if self._last_sent is None:
-            return None
-        if self.state is State.UP:
-            return self._cold_start_probe_at()
         if self.state is not State.SUSPECT or self._outstanding >= self._wanted:
             return None
+        if self._last_sent is None:
+            return None
         return self._last_sent + self._run_pace
-
-    def probe_is_optional(self) -> bool:
-        return self.state is State.UP  # a cold-start probe: nothing is suspected
-
-    def probe_skipped(self, now: float) -> None:
-        self._cold_probes = len(COLD_START_GAPS)  # none more until the next heartbeat
-
-    def _cold_start_probe_at(self) -> float | None:
-        """When the next cold-start probe is due (see :data:`COLD_START_OUTCOMES`)."""
-        heartbeat_at, interval = self._heartbeat_at, self._heartbeat_interval
-        if heartbeat_at is None or interval is None or self._last_sent is None:
-            return None
-        if self._cold_probes >= len(COLD_START_GAPS):
-            return None
-        known = self.history.count + len(self._unsettled) + len(self._sent_at)
-        if known >= COLD_START_OUTCOMES:
-            return None
-        gap = COLD_START_GAPS[self._cold_probes]
-        at = self._last_sent + (self.confirm_pace() if gap is None else gap)
-        if at > heartbeat_at + COLD_START_SPAN * interval:
-            return None
-        return at
 
     def check_at(self) -> float | None:
         return self._verdict_at if self.state is State.SUSPECT else None
@@ -492,21 +446,9 @@ class AdaptiveDetector(Detector):
         self._outstanding += 1
         self._last_sent = now
         self._sent_at[seq] = now
-        if probe:
-            if self.state is State.UP:
-                self._cold_probes += 1
-                self._cold_seqs.add(seq)
-        else:
-            if self._heartbeat_at is not None:
-                self._heartbeat_interval = now - self._heartbeat_at
-            self._heartbeat_at = now
-            self._cold_probes = 0
 
     def on_reply(self, seq: int, rtt: float, now: float) -> Transition | None:
         self._settle(now)
-        self._cold_seqs.discard(seq)
-        if seq > self._alive_seq:
-            self._cold_missed = [missed for missed in self._cold_missed if missed > seq]
         if math.isfinite(rtt):
             self._outcome(seq, now - rtt, lost=False)
         if self._outstanding:
@@ -539,11 +481,6 @@ class AdaptiveDetector(Detector):
         if state is State.DOWN:
             return None
         self._outcome(seq, sent_at, lost=True)
-        if seq in self._cold_seqs:
-            self._cold_seqs.discard(seq)
-            if state is State.UP and reason == "timeout":
-                self._cold_missed.append(seq)
-                return None
         if seq < self._alive_seq:
             # Sent before a heartbeat that was answered: the path lost it, the server was alive.
             return None
@@ -580,9 +517,7 @@ class AdaptiveDetector(Detector):
             self._wanted = 0
         else:
             remaining = self._log_false_alarm - self._run_log
-            if self._run_timeouts + self._run_refused > EXPLORING_PROBES and not (
-                self._run_never_answered
-            ):
+            if self._run_timeouts + self._run_refused > EXPLORING_PROBES:
                 self._run_pace, self._log_pace_loss = self._bound_pace(remaining)
             # At most this many more: each multiplies the probability by the pace's bound.
             self._wanted = math.floor(remaining / self._log_pace_loss) + 1
@@ -591,27 +526,12 @@ class AdaptiveDetector(Detector):
         return self._move(State.SUSPECT, now, reason, self._run_evidence(seq, reason))
 
     def _start_run(self) -> None:
-        self._run_never_answered = self._alive_seq < 0
-        if self._run_never_answered:
-            # No reply yet: no server has been seen alive, so there is no history to read the
-            # path from and no live server whose run of misses the bound is about. What DOWN
-            # says here is "nothing answers": the detector takes the path to lose max_loss,
-            # independently, at confirm_interval spacing (a blackout of a few hundred ms does
-            # not span the run; bursts of many requests can: docs/detectors.md). A reply,
-            # whenever it comes, means UP.
-            self._run_loss = self.max_loss
-            self._run_bounds = [self.max_loss] * GAP_BINS
-            self._run_deep_bounds = [self.max_loss] * GAP_BINS
-            self._run_burst_loss = self.max_loss
-            self._run_pace = self.confirm_interval
-            self._log_pace_loss = math.log(self.max_loss)
-        else:
-            self._run_loss = self.loss_bound()
-            self._run_bounds = self.burst_loss_bounds()
-            self._run_burst_loss = self._run_bounds[0]
-            deep = self._run_deep_bounds = self.deep_burst_loss_bounds()
-            self._run_pace, pace_bin = self._explore_pace(self._run_loss)
-            self._log_pace_loss = math.log(max(self._run_bounds[pace_bin], deep[pace_bin]))
+        self._run_loss = self.loss_bound()
+        self._run_bounds = self.burst_loss_bounds()
+        self._run_burst_loss = self._run_bounds[0]
+        deep = self._run_deep_bounds = self.deep_burst_loss_bounds()
+        self._run_pace, pace_bin = self._explore_pace(self._run_loss)
+        self._log_pace_loss = math.log(max(self._run_bounds[pace_bin], deep[pace_bin]))
         self._run_patience = self.patience()
         self._run_history = (self.history.count, self.history.losses)
         self._run_timeouts = self._run_refused = 0
@@ -643,10 +563,9 @@ class AdaptiveDetector(Detector):
     def _down(self, now: float, evidence: dict[str, float | int | str]) -> Transition | None:
         # The run's misses were the server's, not the path's: they never join the history.
         fates = self._fates
-        for seq in (*self._run_seqs, *self._cold_missed):
+        for seq in self._run_seqs:
             if seq in fates:
                 fates[seq] = None
-        self._cold_missed = []
         self._wanted = 0
         self._verdict_at = None
         misses = self._run_timeouts + self._run_refused

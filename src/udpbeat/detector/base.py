@@ -88,16 +88,6 @@ class Detector(ABC):
         """Re-evaluate on the passage of time alone."""
         return None
 
-    def probe_is_optional(self) -> bool:
-        """Whether the probe :meth:`probe_at` asks for only gathers evidence ahead of need
-        (nothing is suspected): the session sends it only when its budgets have plenty to
-        spare, and otherwise says so with :meth:`probe_skipped`."""
-        return False
-
-    def probe_skipped(self, now: float) -> None:  # noqa: B027
-        """An optional probe was not sent: the budget had too little to spare. The detector
-        must then stop asking for it (or ask later)."""
-
     def on_sent(self, seq: int, now: float, *, probe: bool) -> None:  # noqa: B027
         """A heartbeat (or, with ``probe``, a confirmation probe) left at ``now``."""
 
