@@ -31,16 +31,16 @@ from udpbeat.monitor.history import (  # noqa: E402
     ChangeRow,
     HistoryReader,
     HistoryWriter,
-    MinuteRecord,
+    MinuteRow,
     TargetRecord,
 )
 
 
-def minute_record(name: str, start: int, rng: random.Random) -> MinuteRecord:
+def minute_record(name: str, start: int, rng: random.Random) -> MinuteRow:
     base = rng.uniform(0.0002, 0.02)
     lost = 0 if rng.random() < 0.9 else rng.randint(1, 6)
     answered = 60 - lost
-    return MinuteRecord(
+    return MinuteRow(
         name,
         start,
         60 + lost,

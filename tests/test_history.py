@@ -17,13 +17,13 @@ from udpbeat.monitor.history import (
     HistoryError,
     HistoryReader,
     HistoryWriter,
-    MinuteRecord,
+    MinuteRow,
     TargetRecord,
 )
 
 
-def minute(name: str, start: int, answered: int = 58, lost: int = 2) -> MinuteRecord:
-    return MinuteRecord(
+def minute(name: str, start: int, answered: int = 58, lost: int = 2) -> MinuteRow:
+    return MinuteRow(
         name, start, answered + lost, 1, answered, lost, 0.0001, 0.0002, 0.0009, 0.0012, "UP"
     )
 

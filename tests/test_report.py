@@ -30,7 +30,7 @@ from udpbeat import ProbeConfig, Reflector, event_to_dict, plots
 from udpbeat.cli.monitor import change_record
 from udpbeat.monitor.config import parse_config
 from udpbeat.monitor.fleet import Fleet, Target
-from udpbeat.monitor.history import ChangeRow, HistoryWriter, MinuteRecord, TargetRecord
+from udpbeat.monitor.history import ChangeRow, HistoryWriter, MinuteRow, TargetRecord
 from udpbeat.reflector import ReflectorConfig
 from udpbeat.series import (
     InputError,
@@ -306,9 +306,7 @@ def write_history(path: Path, now: float) -> None:
         ):
             rtts = (rtt * 0.5, rtt, rtt * 2, rtt * 3) if answered else (None,) * 4
             state = "DOWN" if name == "flaky" and flaky_down else "UP"
-            records.append(
-                MinuteRecord(name, start, answered + lost, 0, answered, lost, *rtts, state)
-            )
+            records.append(MinuteRow(name, start, answered + lost, 0, answered, lost, *rtts, state))
     writer.minutes(records)
     for name in ("alive", "lossy", "flaky"):
         writer.change(ChangeRow(name, hour + 0.5, "UNKNOWN", "UP", "reply"))

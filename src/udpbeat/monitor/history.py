@@ -149,6 +149,7 @@ class MinuteRow:
     it (timed out or refused). RTTs are seconds over the minute's replies (``None`` without
     any). ``state`` is the worst state the target was in during the minute, ``DOWN``, then
     ``SUSPECT``, ``UP``, ``UNKNOWN`` (a minute with an outage of seconds says ``DOWN``).
+    The writer is handed the same rows (:meth:`HistoryWriter.minutes`).
     """
 
     target: str
@@ -432,23 +433,6 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
-class MinuteRecord:
-    """What the writer is handed for one target's minute (RTTs in seconds)."""
-
-    target: str
-    start: int
-    sent: int
-    probes: int
-    answered: int
-    lost: int
-    rtt_min: float | None
-    rtt_p50: float | None
-    rtt_p99: float | None
-    rtt_max: float | None
-    state: str
-
-
-@dataclass(frozen=True, slots=True)
 class TargetRecord:
     """A target as last seen: where it is, its labels, state and counters."""
 
@@ -565,7 +549,7 @@ class HistoryWriter:
         with self._lock:
             self._pending.append((kind, item))
 
-    def minutes(self, records: Sequence[MinuteRecord]) -> None:
+    def minutes(self, records: Sequence[MinuteRow]) -> None:
         """A minute of several targets (added to an existing row of the same minute, as after
         a restart within it)."""
         self._put("minutes", list(records))

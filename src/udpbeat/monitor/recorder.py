@@ -30,7 +30,6 @@ from udpbeat.monitor.fleet import Change, Fleet, Target, TargetStats
 from udpbeat.monitor.history import (
     ChangeRow,
     HistoryWriter,
-    MinuteRecord,
     MinuteRow,
     Resumed,
     TargetRecord,
@@ -346,7 +345,7 @@ class Recorder:
         writer = self.writer
         targets = list(self.fleet)
         for first in range(0, len(targets), CHUNK):
-            records: list[MinuteRecord] = []
+            records: list[MinuteRow] = []
             target_records: list[TargetRecord] = []
             for target in targets[first : first + CHUNK]:
                 track = self.track(target)
@@ -388,7 +387,7 @@ class Recorder:
                 if writer is None:
                     continue
                 if values[0] or values[2] or values[3]:
-                    records.append(MinuteRecord(target.name, start, *values, *figures, str(state)))
+                    records.append(MinuteRow(target.name, start, *values, *figures, str(state)))
                 if track.outage_open:
                     track.outage_lost = lost - track.outage_lost_base
                     writer.outage_update(target.name, track.outage_lost)
