@@ -136,6 +136,25 @@ def started(args: list[str], **kwargs: Any) -> Iterator[subprocess.Popen[Any]]:
         stop(process)
 
 
+def monitor_url(monitor: subprocess.Popen[Any], stderr_path: Path) -> str:
+    """The base URL of a started monitor's HTTP server, once its first line (written to
+    ``stderr_path``) names it; fails if the monitor exits first."""
+    url = ""
+
+    def listening() -> bool:
+        nonlocal url
+        said = stderr_path.read_text()
+        if monitor.poll() is not None:
+            raise RuntimeError(f"the monitor exited: {said}")
+        if "metrics on " not in said:
+            return False
+        url = said.split("metrics on ")[1].split("/metrics")[0]
+        return True
+
+    wait_until("monitor listening", listening)
+    return url
+
+
 def start_reflector(port: int) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [
@@ -184,19 +203,7 @@ def measure_monitor(
                 stderr=stderr,
             ) as monitor,
         ):
-            url = ""
-
-            def listening() -> bool:
-                nonlocal url
-                text = stderr_path.read_text()
-                if monitor.poll() is not None:
-                    raise RuntimeError(f"the monitor exited: {text}")
-                if "metrics on " not in text:
-                    return False
-                url = text.split("metrics on ")[1].split("/metrics")[0]
-                return True
-
-            wait_until("monitor listening", listening)
+            url = monitor_url(monitor, stderr_path)
             wait_until(
                 f"all {count} targets UP",
                 lambda: get_json(f"{url}/api/monitor")["states"]["UP"] == count,

@@ -208,19 +208,7 @@ def monitor_rtts(count: int, port: int, work: Path, args: argparse.Namespace) ->
             stdout=subprocess.DEVNULL, stderr=stderr,
         ) as monitor,
     ):  # fmt: skip
-        url = ""
-
-        def listening() -> bool:
-            nonlocal url
-            said = stderr_path.read_text()
-            if monitor.poll() is not None:
-                raise RuntimeError(f"the monitor exited: {said}")
-            if "metrics on " not in said:
-                return False
-            url = said.split("metrics on ")[1].split("/metrics")[0]
-            return True
-
-        monitor_scale.wait_until("monitor listening", listening)
+        url = monitor_scale.monitor_url(monitor, stderr_path)
         monitor_scale.wait_until(
             f"all {count} targets UP",
             lambda: monitor_scale.get_json(f"{url}/api/monitor")["states"]["UP"] == count,
