@@ -197,7 +197,7 @@ def test_the_page_refreshes_itself_in_place_and_spares_a_field_being_typed_in(
     served: list[str] = []
 
     class Versions(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        def do_GET(self) -> None:
             if self.path.startswith("/favicon"):
                 self.send_error(404)
                 return
