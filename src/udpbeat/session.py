@@ -398,12 +398,19 @@ class ProbeSession:
         if self._draining:
             self._maybe_finish(now)
             return
-        if not self.finished and self._send_due(now) and not self._all_regular_sent():
+        next_send = self._next_send
+        if (
+            next_send is not None
+            and next_send <= now
+            and not self.finished
+            and not self._all_regular_sent()
+        ):
             self._send(now, wall_time, probe=False)
-            interval = self.config.interval
+            interval = self._interval
             if interval > 0:
-                assert self._next_send is not None
-                self._next_send = max(self._next_send + interval, now)
+                # max(next_send + interval, now), without the call
+                next_send += interval
+                self._next_send = now if now > next_send else next_send
             else:
                 self._next_send = None
         probe_at = self._probe_due()
@@ -416,7 +423,8 @@ class ProbeSession:
                 self._probe_slot = None
                 self._take_probe_token(now)
                 self._send(now, wall_time, probe=True)
-        self._maybe_finish(now)
+        if self._all_regular_sent():
+            self._maybe_finish(now)
 
     def receive_datagram(self, data: bytes, now: float, *, kernel_stamp: bool = False) -> None:
         """Match a reply to its heartbeat by sequence number; count anything else.

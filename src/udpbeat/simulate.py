@@ -34,6 +34,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from math import log as _log
 
 from udpbeat.detector import DETECTORS, Detector, State, Transition, make_detector
 from udpbeat.errors import ConfigError
@@ -408,6 +409,10 @@ class Simulation:
             self.reflector = Reflector(ReflectorConfig(loss=0.0, rate_limit=0, log_events=False))
         self._rng = rng
         self._lost = timed_decider(path.loss, rng)
+        self._draw = rng.random
+        self._plain_jitter = not path.independent_jitter and path.forward_share == 0.5
+        self._jitter = path.jitter
+        self._jitter_rate = 1.0 / path.jitter if path.jitter else 0.0
         self._spike_rtt = _spike_schedule(path.spikes, rng) if path.spikes else None
         # (arrival time, tie-breaker, datagram; None stands for an ICMP port-unreachable)
         self._arrivals: list[tuple[float, int, bytes | None]] = []
@@ -483,7 +488,13 @@ class Simulation:
             spike = self._spike_rtt(at)
             if spike is not None:
                 rtt, spike_lost = spike
-        if path.independent_jitter or path.forward_share != 0.5:
+        if self._plain_jitter:
+            # The usual path, as below, with rng.expovariate(1 / jitter) written out (the same
+            # arithmetic, so the same draws): this runs for every datagram.
+            if self._jitter:
+                rtt += -_log(1.0 - self._draw()) / self._jitter_rate
+            at_server = at + rtt / 2
+        elif path.independent_jitter or path.forward_share != 0.5:
             forward, backward = rtt * path.forward_share, rtt * (1 - path.forward_share)
             if path.jitter and path.independent_jitter:
                 forward += self._rng.expovariate(2.0 / path.jitter)
