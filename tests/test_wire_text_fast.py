@@ -28,7 +28,12 @@ def parsed(data: bytes) -> tuple[bytes, float] | None:
         return None
 
 
-FIELD = st.text(alphabet="0123456789.eE+-_ \r\n\t", max_size=24).map(str.encode)
+FIELD = st.one_of(
+    st.text(alphabet="0123456789.eE+-_ \r\n\t", max_size=24).map(str.encode),
+    # Around the largest sequence number, where the shortcut compares digit strings.
+    st.integers(text.MAX_SEQUENCE - 10**6, text.MAX_SEQUENCE + 10**6).map(lambda n: b"%d" % n),
+    st.integers(0, 10**19 - 1).map(lambda n: b"%019d" % n),
+)
 
 
 @settings(max_examples=3000)
@@ -101,6 +106,19 @@ def decoded(data: bytes) -> tuple[int, float] | str:
     return reply.seq, reply.time_difference
 
 
+def reply_by_pattern_only(data: bytes) -> tuple[int, float] | None:
+    """The reply's general path alone: the pattern and the bounds, no shortcut."""
+    if len(data) > text.MAX_REPLY_SIZE:
+        return None
+    match = text._REPLY.fullmatch(data)
+    if match is None:
+        return None
+    seq, difference = int(match[1]), float(match[2])
+    if seq > text.MAX_SEQUENCE or not abs(difference) < text.MAX_TIMESTAMP:
+        return None
+    return seq, difference
+
+
 def parsed_reply(data: bytes) -> tuple[int, float] | str:
     try:
         return text.parse_reply(data)
@@ -108,7 +126,7 @@ def parsed_reply(data: bytes) -> tuple[int, float] | str:
         return f"{type(error).__name__}: {error}"
 
 
-REPLY_FIELD = st.text(alphabet="0123456789.-+e ", max_size=22).map(str.encode)
+REPLY_FIELD = st.text(alphabet="0123456789.-+e ,", max_size=22).map(str.encode)
 
 
 @settings(max_examples=3000)
@@ -123,6 +141,8 @@ def test_parse_reply_agrees_with_decode_reply(seq: bytes, difference: bytes) -> 
     data = b"Seq: " + seq + b", Time Difference: " + difference + b" seconds"
     result = parsed_reply(data)
     assert result == decoded(data)
+    expected = reply_by_pattern_only(data)
+    assert result == expected if expected is not None else isinstance(result, str)
     codec_result: tuple[int, float] | str
     try:
         reply = text.TextCodec().decode_reply(data)
