@@ -47,7 +47,6 @@ _REQUEST = re.compile(
 _REPLY = re.compile(rb"Seq: ([0-9]{1,19}), Time Difference: (-?[0-9]{1,11}\.[0-9]{6}) seconds")
 _DIGITS = re.compile(rb"[0-9]+")
 _MAX_SEQUENCE_DIGITS = str(MAX_SEQUENCE).encode()
-_REPLY_SEPARATOR = b", Time Difference: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,27 +183,6 @@ def parse_reply(data: bytes) -> tuple[int, float]:
     """
     if len(data) > MAX_REPLY_SIZE:
         raise Oversize(f"reply of {len(data)} bytes is longer than {MAX_REPLY_SIZE}")
-    # The shape of every valid reply, recognised with bytes methods (cheaper than the regular
-    # expression); anything else, every error included, takes the general path below.
-    if data[:5] == b"Seq: " and data[-8:] == b" seconds":
-        digits, separator, difference = data[5:-8].partition(_REPLY_SEPARATOR)
-        whole, dot, fraction = (difference[1:] if difference[:1] == b"-" else difference).partition(
-            b"."
-        )
-        if (
-            separator
-            and 0 < len(digits) <= 19
-            and digits.isdigit()
-            and dot
-            and 0 < len(whole) <= 11
-            and whole.isdigit()
-            and len(fraction) == 6
-            and fraction.isdigit()
-        ):
-            seq = int(digits)
-            time_difference = float(difference)
-            if seq <= MAX_SEQUENCE and abs(time_difference) < MAX_TIMESTAMP:
-                return seq, time_difference
     match = _REPLY.fullmatch(data)
     if match is None:
         raise _diagnose_reply(data)
