@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from math import log as _log
+from typing import Protocol
 
 from udpbeat.detector import DETECTORS, Detector, State, Transition, make_detector
 from udpbeat.errors import ConfigError
@@ -50,6 +51,12 @@ CLIENT_ADDRESS = ("192.0.2.1", 40000)
 STUCK_TIMER_LIMIT = 1000
 
 LossDecider = Callable[[], bool]
+
+
+class _StepDecider(Protocol):
+    """A loss decision that may be given the send time, and does not need it."""
+
+    def __call__(self, at: float = 0.0) -> bool: ...
 
 
 # --- the path --------------------------------------------------------------------------------
@@ -124,13 +131,21 @@ class GilbertElliott:
         return leave * bad_share / (1.0 - bad_share), leave
 
     def decider(self, rng: random.Random) -> LossDecider:
+        return self._chain(rng)
+
+    def decider_at(self, rng: random.Random) -> TimedLossDecider:
+        """:meth:`decider` taking the send time, which it does not use (the chain steps per
+        request): the same function, without a wrapper's call per request."""
+        return self._chain(rng)
+
+    def _chain(self, rng: random.Random) -> _StepDecider:
         enter, leave = self.transition_probabilities()
         bad_share = enter / (enter + leave) if enter + leave > 0 else 0.0
         draw = rng.random
         state = {"bad": draw() < bad_share}
         loss_good, loss_bad = self.loss_good, self.loss_bad
 
-        def lost() -> bool:
+        def lost(at: float = 0.0) -> bool:
             bad = state["bad"]
             if bad:
                 if draw() < leave:
@@ -249,6 +264,8 @@ TimedLossDecider = Callable[[float], bool]
 def timed_decider(model: LossModel, rng: random.Random) -> TimedLossDecider:
     """The model's loss decision for a request sent at a given (virtual) time."""
     if isinstance(model, Blackouts | Combined):
+        return model.decider_at(rng)
+    if isinstance(model, GilbertElliott):
         return model.decider_at(rng)
     if isinstance(model, Bernoulli):
         # The same draws as model.decider(rng), one call fewer per request.
