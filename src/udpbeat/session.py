@@ -174,7 +174,8 @@ class _Fate(Enum):
 @dataclass(slots=True)
 class _Pending:
     sent_at: float
-    #: ``sent_at + config.timeout``: the heartbeat is lost when this passes unanswered.
+    #: ``sent_at + config.timeout``: the heartbeat is lost when this passes unanswered (in
+    #: the deadline heap from ``overdue_at`` on).
     deadline: float
     #: The detector's own deadline (``reply_timeout()``), at most ``deadline``: when it passes,
     #: the detector is told of a miss, but the heartbeat goes on waiting for its reply.
@@ -734,10 +735,9 @@ class ProbeSession:
         # min(reply_timeout, timeout), without the call: this runs for every datagram sent.
         overdue_at = now + (timeout if timeout < reply_timeout else reply_timeout)
         self._pending[seq] = _Pending(now, deadline, overdue_at, probe, number)
-        deadlines = self._deadlines
-        if overdue_at < deadline:
-            heapq.heappush(deadlines, (overdue_at, seq))
-        heapq.heappush(deadlines, (deadline, seq))
+        # One entry at a time: the timeout's is pushed when the detector's earlier deadline
+        # passes (:meth:`_expire`), so most heartbeats, answered before either, cost one.
+        heapq.heappush(self._deadlines, (overdue_at if overdue_at < deadline else deadline, seq))
         self._outgoing.append(self.codec.encode_request(seq, wall_time))
         self._unmarked.append(seq)
         detector.on_sent(seq, now, probe=probe)
@@ -755,6 +755,7 @@ class ProbeSession:
                 del self._pending[seq]
                 self._miss(seq, pending, when, "timeout")
             elif not pending.overdue:
+                heapq.heappush(deadlines, (pending.deadline, seq))
                 self._overdue(seq, pending, when)
 
     def _overdue(self, seq: int, pending: _Pending, now: float) -> None:
