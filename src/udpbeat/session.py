@@ -26,7 +26,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any
 
 from udpbeat.budget import ProbeBudget
 from udpbeat.detector import Detector, MissReason, State, Transition, make_detector
@@ -189,13 +189,10 @@ class _Pending:
     left_stamp: bool = False
 
 
-class _Resolved(NamedTuple):
-    """Built for every heartbeat answered or expired: a named tuple builds faster than an
-    object with slots."""
-
-    fate: _Fate
-    probe: bool
-    number: int | None  # None: a late reply to a heartbeat whose fate was forgotten
+#: A heartbeat answered or expired: its fate, whether it was a probe, and its number (``None``:
+#: a late reply to a heartbeat whose fate was forgotten). A plain tuple: one is built for every
+#: heartbeat, and a tuple builds several times faster than a named tuple or an object.
+_Resolved = tuple[_Fate, bool, int | None]
 
 
 @dataclass(slots=True)
@@ -512,18 +509,15 @@ class ProbeSession:
                 self._maybe_finish(now)
             return
         resolved = self._resolved.get(seq)
-        if resolved is not None and resolved.fate is _Fate.ANSWERED:
+        fate, probe, number = (None, False, None) if resolved is None else resolved
+        if fate is _Fate.ANSWERED:
             self._tally.duplicates += 1
             if self._record_events:
-                self._events.append(
-                    DuplicateReply(seq, now, resolved.probe, resolved.number, time=time)
-                )
+                self._events.append(DuplicateReply(seq, now, probe, number, time=time))
         elif resolved is not None or self._forgotten(seq):
             self._tally.late += 1
             sent_at = self._sent_at_of_expired.pop(seq, None)
             rtt = math.nan if sent_at is None else now - sent_at
-            probe = resolved is not None and resolved.probe
-            number = None if resolved is None else resolved.number
             # Marked answered so that a second copy of a late reply counts as a duplicate.
             self._remember(seq, _Fate.ANSWERED, probe, number)
             if not math.isnan(rtt):
@@ -819,7 +813,7 @@ class ProbeSession:
 
     def _remember(self, seq: int, fate: _Fate, probe: bool, number: int | None) -> None:
         resolved = self._resolved
-        resolved[seq] = _Resolved(fate, probe, number)
+        resolved[seq] = (fate, probe, number)
         while len(resolved) > self._remembered:
             old, _ = resolved.popitem(last=False)
             self._sent_at_of_expired.pop(old, None)
