@@ -346,7 +346,7 @@ class ProbeSession:
         # The confirmation-probe budget: a bucket of ``probes_per_interval`` tokens, refilled
         # at that many per interval (per timeout when heartbeats are paced by their replies).
         budget = config.probes_per_interval
-        self._probe_tokens = float(budget)
+        self._probe_tokens = self._probe_budget = float(budget)
         self._probe_tokens_at = now
         self._probe_refill = budget / (config.interval or config.timeout)
 
@@ -360,8 +360,7 @@ class ProbeSession:
         # datagram and timer, millions of times in the simulator.
         detector = self.detector
         draining = self._draining
-        # _probe_due() only when the detector wants a probe at all (usually it does not).
-        when = None if draining or detector.probe_at() is None else self._probe_due()
+        when = None if draining else self._probe_due(detector.probe_at())
         check = detector.check_at()
         if check is not None and (when is None or check < when):
             when = check
@@ -416,7 +415,7 @@ class ProbeSession:
                 self._next_send = now if now > next_send else next_send
             else:
                 self._next_send = None
-        probe_at = self._probe_due()
+        probe_at = self._probe_due(self.detector.probe_at())
         if probe_at is None:
             self._probe_slot = None  # no probe wanted any more: a reservation is given up
         elif not self.finished and probe_at <= now:
@@ -683,10 +682,10 @@ class ProbeSession:
         offset = self._wall_offset
         return None if offset is None else now + offset
 
-    def _probe_due(self) -> float | None:
-        """When the next confirmation probe goes: when the detector wants it, or later if the
-        budget is spent (``None``: no probe wanted, or no budget at all)."""
-        wanted = self.detector.probe_at()
+    def _probe_due(self, wanted: float | None) -> float | None:
+        """When the next confirmation probe goes: when the detector wants it (``wanted``, its
+        ``probe_at()``), or later if the budget is spent (``None``: no probe wanted, or no
+        budget at all)."""
         if wanted is None:
             return None
         if self._probe_tokens >= 1.0:
@@ -702,7 +701,7 @@ class ProbeSession:
         return slot if due is not None and slot is not None and slot > due else due
 
     def _take_probe_token(self, now: float) -> None:
-        budget = float(self.config.probes_per_interval)
+        budget = self._probe_budget
         elapsed = max(0.0, now - self._probe_tokens_at)
         tokens = min(budget, self._probe_tokens + elapsed * self._probe_refill)
         # Rounding may leave a hair under one token at the instant it was due.
