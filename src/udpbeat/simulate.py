@@ -472,8 +472,8 @@ class Simulation:
                 if at > until:
                     break
                 _, _, data = heapq.heappop(arrivals)
-                at = max(at, self.now)
-                self.now = at
+                now = self.now
+                self.now = at = now if now > at else at  # max(at, now), without the call
                 if data is None:
                     session.receive_error(at)
                 else:
@@ -481,8 +481,8 @@ class Simulation:
             elif timer is not None:
                 if timer > until:
                     break
-                at = max(timer, self.now)
-                self.now = at
+                now = self.now
+                self.now = at = now if now > timer else timer
                 if timer == last_timer:
                     same_timer += 1
                     if same_timer > STUCK_TIMER_LIMIT:
