@@ -74,7 +74,7 @@ SEQUENCES = st.integers(min_value=0, max_value=text.MAX_SEQUENCE)
 SEND_TIMES = st.floats(min_value=0.0, max_value=text.MAX_TIMESTAMP, exclude_max=True)
 
 
-@settings(max_examples=3000)
+@settings(max_examples=1000)
 @given(seq=SEQUENCES, sent_time=SEND_TIMES)
 def test_format_request_is_encode_request_byte_for_byte(seq: int, sent_time: float) -> None:
     expected = text.encode_request(text.Heartbeat(seq, sent_time))
@@ -129,7 +129,7 @@ def parsed_reply(data: bytes) -> tuple[int, float] | str:
 REPLY_FIELD = st.text(alphabet="0123456789.-+e ,", max_size=22).map(str.encode)
 
 
-@settings(max_examples=3000)
+@settings(max_examples=1000)
 @given(
     seq=st.one_of(REPLY_FIELD, st.integers(0, 2**64).map(lambda n: str(n).encode())),
     difference=st.one_of(
