@@ -8,6 +8,7 @@ system without ``SO_TIMESTAMPNS`` does) they include the wait.
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 import threading
@@ -16,11 +17,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import udpbeat_server
 
 from udpbeat import _mmsg
 from udpbeat._net import enable_receive_timestamps, receive_timestamp
 from udpbeat.reflector import ReflectorConfig
-from udpbeat.server import SINGLES, BackgroundServer, ServerConfig
+from udpbeat.server import SINGLES, BackgroundServer, ServerConfig, wants_kernel_stamps
 from udpbeat.wire import text
 
 linux_only = pytest.mark.skipif(
@@ -98,6 +100,47 @@ def test_queued_requests_get_their_arrival_time_from_the_kernel(io: str) -> None
     # They arrived within a millisecond of being sent; HOLD later is when they were read.
     assert max(differences) < HOLD / 2, differences
     assert min(differences) >= -0.001, differences
+
+
+@pytest.mark.parametrize("io", ["portable", "batched"])
+def test_by_default_only_the_batched_path_takes_kernel_stamps(io: str) -> None:
+    # The portable path keeps recvfrom and the clock (recvmsg cost it a fifth to a third of its
+    # replies per second): its queued requests' time differences include their wait.
+    kind, differences = _time_differences(io, "auto")
+    if io == "portable" or not sys.platform.startswith("linux"):
+        assert kind == "user"
+        assert max(differences) >= HOLD * 0.9, differences
+    else:
+        assert kind == "kernel"
+        assert max(differences) < HOLD / 2, differences
+
+
+def test_auto_asks_the_kernel_on_the_batched_path_only() -> None:
+    assert wants_kernel_stamps("auto", "batched")
+    assert not wants_kernel_stamps("auto", "portable")
+    assert wants_kernel_stamps("kernel", "portable") and wants_kernel_stamps("kernel", "batched")
+    assert not wants_kernel_stamps("user", "batched") and not wants_kernel_stamps(
+        "user", "portable"
+    )
+    assert ServerConfig().receive_stamps == "auto"
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--io", "portable"], "user"),
+        (["--io", "portable", "--receive-stamps", "kernel"], "kernel"),
+        (["--io", "portable", "--receive-stamps", "user"], "user"),
+    ],
+)
+def test_the_listening_line_says_which_stamps_the_server_takes(
+    flags: list[str], expected: str
+) -> None:
+    if expected == "kernel" and not sys.platform.startswith("linux"):
+        expected = "user"
+    with udpbeat_server(*flags) as (process, _port):
+        listening = json.loads(process.stdout_lines[0])
+    assert listening["receive_stamps"] == expected
 
 
 @pytest.mark.parametrize("io", ["portable", "batched"])

@@ -10,12 +10,14 @@ briefly before blocking, which keeps the round trip at low load level with a bar
 Elsewhere, or with ``ServerConfig(io="portable")``, the reader is the plain loop:
 ``recvfrom``, reflect, non-blocking ``sendto``. Both paths give the same replies, counters and
 log. On a wildcard bind (Linux) both send each reply from the address its request was sent to
-(:func:`ask_destinations`). Both take each request's receive time (the reply's time difference)
-from the kernel's receive stamp where the system gives one (Linux ``SO_TIMESTAMPNS``), not from
-when the reader got to it; elsewhere, or with ``ServerConfig(receive_stamps="user")``, from
-``time.time()`` read as the datagram is taken. ``docs/performance.md`` has the measurements,
-and its history those of the designs set aside: an ``add_reader`` drain (with and without
-uvloop).
+(:func:`ask_destinations`). The batched path takes each request's receive time (the reply's time
+difference) from the kernel's receive stamp where the system gives one (Linux
+``SO_TIMESTAMPNS``), not from when the reader got to it; the portable path, elsewhere, or
+``ServerConfig(receive_stamps="user")`` read ``time.time()`` as the datagram is taken (the
+portable path keeps ``recvfrom``, which is cheaper than the ``recvmsg`` a stamp needs;
+``receive_stamps="kernel"`` asks for the stamps there too). ``docs/performance.md`` has the
+measurements, and its history those of the designs set aside: an ``add_reader`` drain (with
+and without uvloop).
 
 With ``stamp`` (``udpbeat server --protocol stamp``) the reflector is
 :class:`~udpbeat.stamp_reflector.StampReflector` on the same paths; on Linux each datagram's TTL
@@ -86,8 +88,9 @@ CONTROL_SIZE = 128
 TIMESPEC = struct.Struct("=qq")
 STAMP_CONTROL_SIZE = socket.CMSG_SPACE(TIMESPEC.size)
 SOL_SOCKET = socket.SOL_SOCKET
-#: Where a request's receive time comes from (``ServerConfig.receive_stamps``).
-RECEIVE_STAMPS = ("kernel", "user")
+#: Where a request's receive time comes from (``ServerConfig.receive_stamps``): ``"auto"`` is
+#: the kernel's stamp on the batched path and the clock on the portable one.
+RECEIVE_STAMPS = ("auto", "kernel", "user")
 #: Sources remembered by raw ``sockaddr`` bytes on the batched path (forgotten all at once when
 #: full, so that a flood of spoofed sources cannot grow memory).
 SOURCE_CACHE = 4096
@@ -125,9 +128,12 @@ class ServerConfig:
     - ``busy_poll_us``: microseconds the batched reader spins on an empty socket before it
       blocks, while lone requests come closer together than that; 0 never spins.
     - ``batch``: datagrams taken per ``recvmmsg`` and answered per ``sendmmsg``, 1..1024.
-    - ``receive_stamps``: ``"kernel"`` (the default) takes each request's receive time, and so
-      the reply's time difference, from the kernel's receive stamp where the system has one
-      (Linux ``SO_TIMESTAMPNS``); ``"user"`` reads ``time.time()`` when the reader takes it.
+    - ``receive_stamps``: ``"kernel"`` takes each request's receive time, and so the reply's
+      time difference, from the kernel's receive stamp where the system has one (Linux
+      ``SO_TIMESTAMPNS``); ``"user"`` reads ``time.time()`` when the reader takes it;
+      ``"auto"`` (the default) is ``"kernel"`` on the batched path and ``"user"`` on the
+      portable one, whose ``recvfrom`` is cheaper than the ``recvmsg`` a stamp needs.
+      :attr:`Server.receive_stamps` says which the server got.
 
     Raises:
         ConfigError: a value out of range, named with what it accepts.
@@ -136,7 +142,7 @@ class ServerConfig:
     io: str = "auto"
     busy_poll_us: float = BUSY_POLL_US
     batch: int = BATCH
-    receive_stamps: str = "kernel"
+    receive_stamps: str = "auto"
 
     def __post_init__(self) -> None:
         if self.io not in IO_MODES:
@@ -254,6 +260,17 @@ def choose_io(mode: str) -> tuple[str, tuple[_mmsg.MMsgFunction, _mmsg.MMsgFunct
     return "batched", functions
 
 
+def wants_kernel_stamps(receive_stamps: str, io: str) -> bool:
+    """Whether a server whose ``ServerConfig.receive_stamps`` is ``receive_stamps`` asks the
+    kernel for receive stamps on the receive path ``io`` (``"batched"`` or ``"portable"``).
+
+    ``"auto"`` asks on the batched path only: the portable path's ``recvfrom`` cannot carry a
+    stamp, and the ``recvmsg`` that can costs it a fifth to a third of its replies per second
+    (``docs/performance.md``), so there it keeps the clock, as on systems without stamps.
+    """
+    return receive_stamps == "kernel" or (receive_stamps == "auto" and io == "batched")
+
+
 class ServerFailure(UdpbeatError):
     """The server stopped by itself: its reader met an error it could not survive."""
 
@@ -357,7 +374,7 @@ class Server:
         except OSError:
             sock.close()
             raise
-        wanted = self.server_config.receive_stamps == "kernel"
+        wanted = wants_kernel_stamps(self.server_config.receive_stamps, self.io)
         self.receive_stamps = "kernel" if wanted and enable_receive_timestamps(sock) else "user"
         self._sock, self._stopping, self.failure = sock, False, None
         target = self._receive if self._mmsg_functions is None else self._receive_batched

@@ -425,10 +425,11 @@ async def serve(
 @click.option(
     "--receive-stamps",
     type=click.Choice(RECEIVE_STAMPS),
-    default="kernel",
+    default="auto",
     show_default=True,
     help="A request's receive time (its reply's time difference): the kernel's receive stamp "
-    "(Linux SO_TIMESTAMPNS; elsewhere 'user') or the clock when the reader takes it.",
+    "(Linux SO_TIMESTAMPNS; elsewhere 'user') or the clock when the reader takes it; 'auto' "
+    "is 'kernel' on the batched path and 'user' with --io portable (recvfrom is cheaper).",
 )
 def server(
     host: str,

@@ -413,20 +413,31 @@ class Fleet:
         """When :meth:`run_due` next has work (``None``: no target at all)."""
         return self._timers.earliest()
 
-    def run_due(self, clock: Callable[[], float], wall_offset: float, *, limit: int = 0) -> int:
+    def run_due(
+        self,
+        clock: Callable[[], float],
+        wall_offset: float,
+        *,
+        limit: int = 0,
+        horizon: float | None = None,
+    ) -> int:
         """Run every session whose timer is due at ``clock()``; returns how many ran.
 
         Each session is given a fresh ``clock()`` just before it runs, so a heartbeat is stamped
         with the time it leaves, not the time the batch began. ``wall_offset``: Unix time minus
-        ``clock()``, for the timestamp heartbeats carry. ``limit``: most sessions to run (0:
-        no limit beyond twice the fleet, so a session that is always due cannot hold the loop).
+        ``clock()``, for the timestamp heartbeats carry. ``limit``: most sessions to run, held
+        to exactly (those due beyond it stay armed, to run at the next call); 0: no limit beyond
+        twice the fleet, so a session that is always due cannot hold the loop. ``horizon``:
+        run the sessions due by then (default: ``clock()`` now), so that a round run in slices
+        ends even when sessions fall due faster than they run.
         """
-        horizon = clock()
+        if horizon is None:
+            horizon = clock()
         bound = limit or 2 * len(self.targets) + 16
         ran = 0
         timers = self._timers
         while ran < bound:
-            due = timers.due(horizon)
+            due = timers.due(horizon, bound - ran)
             if not due:
                 break
             for target, when in due:
@@ -564,9 +575,11 @@ class TimerWheel:
             del slots[key]
         return None
 
-    def due(self, horizon: float) -> list[tuple[Target, float]]:
+    def due(self, horizon: float, limit: int = 0) -> list[tuple[Target, float]]:
         """Every target whose timer is at or before ``horizon``, with its timer, oldest slot
-        first; they are taken out (a target is armed again by whoever runs it)."""
+        first, but at most ``limit`` of them (0: all); they are taken out (a target is armed
+        again by whoever runs it). Those beyond the limit stay, untouched: a call costs what it
+        returns, however many are due."""
         keys, slots = self._keys, self._slots
         last = int(horizon * SLOTS_PER_SECOND)
         out: list[tuple[Target, float]] = []
@@ -574,7 +587,11 @@ class TimerWheel:
         while keys and keys[0] <= last:
             key = heapq.heappop(keys)
             later: list[Target] = []
-            for target in slots.pop(key):
+            slot = slots.pop(key)
+            for index, target in enumerate(slot):
+                if limit and len(out) >= limit:
+                    later.extend(slot[index:])  # not looked at: they stay in their slot
+                    break
                 when = target.timer
                 if when is None or int(when * SLOTS_PER_SECOND) != key or id(target) in seen:
                     continue  # moved on, or met already

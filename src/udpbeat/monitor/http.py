@@ -293,6 +293,8 @@ def monitor_json(monitor: Monitor) -> dict[str, object]:
         "states": fleet.counts(),
         "uptime_s": asyncio.get_running_loop().time() - monitor.started,
         "rounds": stats.rounds,
+        "slices": stats.slices,
+        "most_sends_per_slice": stats.most_sends_per_slice,
         "timer_runs": fleet.timer_runs,
         "sends": monitor.sends,
         "datagrams_received": stats.datagrams,

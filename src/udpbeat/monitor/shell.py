@@ -69,6 +69,12 @@ from udpbeat.monitor.fleet import (
 #: 80); at most 200 a second, a monitor of one target and one of ten thousand pay the same
 #: little for them. Heartbeats due within a tick go out together, each stamped when it leaves.
 TICK = 0.005
+#: Most sessions run between two turns of the event loop. A round's due sessions run in slices
+#: of this many; after a slice that sent, the CPU is yielded once (a reflector on this host that
+#: the sends woke answers now, not after the whole round), and the loop gets a turn before the
+#: next slice, so that its other tasks (``/metrics``, the API, the status page) are never held
+#: up by more than one slice's sends, however many targets are due at once.
+SLICE = 16
 #: Datagrams read per ``recvmmsg`` call, and the bytes kept of each (a reply is < 96).
 BATCH = 256
 SLOT = 128
@@ -93,6 +99,10 @@ class ShellStats:
     """The shell's own counters (``/api/monitor``)."""
 
     rounds: int = 0
+    #: Slices of due sessions run (:data:`SLICE`), and the most datagrams sent in one of them:
+    #: the most the loop's other tasks waited for, in sends.
+    slices: int = 0
+    most_sends_per_slice: int = 0
     datagrams: int = 0
     send_errors: dict[str, int] = field(default_factory=dict)
     icmp_errors: int = 0
@@ -275,22 +285,41 @@ class Monitor:
                 self.last_round = round_start
                 self.stats.rounds += 1
                 self._drain()
-                sends = self.sends
-                fleet.run_due(clock, time.time() - clock())
-                if self.sends != sends:
-                    # What the sends woke (a reflector on this host) runs before the rest of
-                    # the round: it would wait behind it, and that wait is in the RTT (_net).
-                    yield_after_send()
-                self._route_errors()
-                changes = fleet.take_changes()
-                if changes and self._on_changes is not None:
-                    self._on_changes(changes)
+                horizon = clock()
+                while not await self._run_slice(horizon):
+                    pass
                 if self._stopping:
                     break
                 await self._wait(round_start, fleet.next_timer())
         finally:
             for sock in self._sockets.values():
                 self._unwatch(sock)
+
+    async def _run_slice(self, horizon: float) -> bool:
+        """Run up to :data:`SLICE` of the sessions due by ``horizon``; ``True`` when none is
+        left. Otherwise the loop has had a turn (the rest of the round runs after its other
+        ready tasks); those that fall due meanwhile wait for the next round, so a round ends
+        even when the loop is behind."""
+        fleet = self.fleet
+        clock = self._loop.time
+        sends = self.sends
+        ran = fleet.run_due(clock, time.time() - clock(), limit=SLICE, horizon=horizon)
+        sent = self.sends - sends
+        if sent:
+            # What the sends woke (a reflector on this host) runs before the next slice: it
+            # would wait behind it, and that wait is in the RTT (_net).
+            yield_after_send()
+        stats = self.stats
+        stats.slices += 1
+        stats.most_sends_per_slice = max(stats.most_sends_per_slice, sent)
+        self._route_errors()
+        changes = fleet.take_changes()
+        if changes and self._on_changes is not None:
+            self._on_changes(changes)
+        if ran < SLICE or self._stopping:
+            return True
+        await asyncio.sleep(0)
+        return False
 
     def stop(self) -> None:
         self._stopping = True

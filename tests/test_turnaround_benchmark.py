@@ -1,0 +1,44 @@
+"""``benchmarks/turnaround.py --quick`` runs end to end: a row per reflector, from the wire.
+
+A few seconds on loopback. It needs a packet socket (Linux, root or ``CAP_NET_RAW``): skipped,
+saying so, where there is none. Nothing here asserts a speed, only that every request was seen
+going and its reply coming back, and that the figures are ordered.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT
+
+
+def _packet_sockets() -> bool:
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3)).close()
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _packet_sockets(), reason="needs Linux packet sockets (root/CAP_NET_RAW)")
+def test_the_quick_run_prints_a_row_per_reflector() -> None:
+    result = subprocess.run(
+        [sys.executable, "benchmarks/turnaround.py", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    row = re.compile(r"\| (.+?) \| (\d+) \| (\d+) us \| (\d+) us \| (\d+) us \|$")
+    rows = {m[1]: m.groups()[1:] for line in result.stdout.splitlines() if (m := row.match(line))}
+    expected = ["udpbeat server", "udpbeat server --busy-poll-us 0"]
+    if shutil.which("irtt"):
+        expected.append("irtt server (Debian's irtt 0.9)")
+    assert list(rows) == expected, result.stdout
+    for requests, p10, p50, p99 in rows.values():
+        # The quick run sends 30 requests at 10 ms; every one answered was paired.
+        assert 25 <= int(requests) <= 31
+        assert 0 < int(p10) <= int(p50) <= int(p99)
