@@ -6,6 +6,9 @@ names its flag, an error at start-up must be that one line and nothing more.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from tests.helpers import run_main
@@ -41,3 +44,46 @@ def test_a_bad_monitor_value_names_its_flag(
     assert len(err) == 1, err
     assert f"'{flag}'" in err[0]
     assert repr(value) in err[0]
+
+
+# A Ctrl-C while Python is still importing the command: the import hook below sends it at the
+# moment ``udpbeat.cli`` starts to import, which takes a third of a second or more in real runs.
+INTERRUPTED_WHILE_IMPORTING = """
+import os, signal, sys
+import _udpbeat_launcher
+
+class InterruptOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "udpbeat.cli":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+if sys.argv[1] == "ignored":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+sys.meta_path.insert(0, InterruptOnImport())
+sys.argv = ["udpbeat", "--version"]
+_udpbeat_launcher.main()
+"""
+
+
+def test_ctrl_c_while_the_command_is_still_importing_ends_it_quietly_with_130() -> None:
+    # It used to end with a KeyboardInterrupt traceback from whichever import it fell in.
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_IMPORTING, "default"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (130, "", "")
+
+
+def test_an_ignored_ctrl_c_stays_ignored_while_the_command_imports() -> None:
+    # A background job or nohup ignores SIGINT: the launcher must not make it count again.
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_IMPORTING, "ignored"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "udpbeat" in result.stdout  # --version ran to its end
