@@ -12,6 +12,10 @@ import sys
 import pytest
 
 from tests.helpers import run_main
+from udpbeat.cli.format import format_report
+from udpbeat.cli.lines import summary_line
+from udpbeat.session import ProbeConfig
+from udpbeat.testing import SessionDriver
 
 
 def test_a_monitor_whose_target_does_not_resolve_says_one_line_and_exits_2(
@@ -87,3 +91,14 @@ def test_an_ignored_ctrl_c_stays_ignored_while_the_command_imports() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "udpbeat" in result.stdout  # --version ran to its end
+
+
+def test_one_heartbeat_is_said_in_the_singular() -> None:
+    # A target refused at once ends after one heartbeat: "1 heartbeats sent" it used to say.
+    config = ProbeConfig(count=1, first_seq=1, detector="consecutive")
+    driver = SessionDriver(config, start=100.0, target="127.0.0.1:12001")
+    driver.advance(100.0001)
+    driver.reply(1, time_difference=0.0001)
+    report = driver.session.report()
+    assert summary_line(report).startswith("127.0.0.1:12001 : UP, 1 heartbeat sent, 1 received, ")
+    assert format_report(report).splitlines()[1].startswith("1 heartbeat sent, 1 received, ")

@@ -338,6 +338,11 @@ def _counts(label: str, counts: Counts) -> str:
     return text
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 heartbeat``, ``2 heartbeats``: a summary says what a person would."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _outage_line(number: int, outage: Outage, wall_offset: float) -> str:
     start = _clock(outage.start + wall_offset if outage.start_time is None else outage.start_time)
     if outage.end is None or outage.duration is None:
@@ -409,11 +414,11 @@ def format_report(
         probes = Counts()
     lines = [
         f"--- {format_target(report.host, report.target)} udpbeat statistics ---",
-        _counts(f"{regular.sent} heartbeats sent", regular)
+        _counts(f"{counted(regular.sent, 'heartbeat')} sent", regular)
         + f", time {_whole_ms(report.duration)}",
     ]
     if probes.sent:
-        lines.append(_counts(f"{probes.sent} confirmation probes sent", probes))
+        lines.append(_counts(f"{counted(probes.sent, 'confirmation probe')} sent", probes))
     if report.outages:
         up = report.loss_while_up
         resolved = report.sent - report.in_flight - report.lost_in_outages
