@@ -6,13 +6,16 @@ names its flag, an error at start-up must be that one line and nothing more.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.helpers import run_main
 from udpbeat.cli.format import format_report
+from udpbeat.events import event_to_dict
 from udpbeat.cli.lines import summary_line
 from udpbeat.session import ProbeConfig
 from udpbeat.testing import SessionDriver
@@ -102,3 +105,41 @@ def test_one_heartbeat_is_said_in_the_singular() -> None:
     report = driver.session.report()
     assert summary_line(report).startswith("127.0.0.1:12001 : UP, 1 heartbeat sent, 1 received, ")
     assert format_report(report).splitlines()[1].startswith("1 heartbeat sent, 1 received, ")
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _keys_in_first_column(table: str) -> set[str]:
+    keys: set[str] = set()
+    for row in table.splitlines():
+        if row.startswith("| `"):
+            keys |= set(re.findall(r"`([a-z_]+)`", row.split("|")[1]))
+    return keys
+
+
+def test_the_readme_lists_every_key_of_the_json_summary() -> None:
+    # receive_timestamps and send_timestamps were in every summary, not in the README's table.
+    text = README.read_text(encoding="utf-8")
+    table = text.split("and last a summary, whose keys are stable:")[1].split("`udpbeat server")[0]
+    config = ProbeConfig(count=1, first_seq=1, detector="consecutive")
+    driver = SessionDriver(config, start=100.0, target="127.0.0.1:12000")
+    driver.advance(100.0001)
+    driver.reply(1)
+    summary = driver.session.report().to_dict()
+    assert set(summary) == _keys_in_first_column(table)
+
+
+def test_the_readme_lists_every_key_of_a_reply_event() -> None:
+    # A reply's "timestamp" (kernel or user) was missing from the README's table of events.
+    text = README.read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `reply` |"))
+    listed = set(re.findall(r"`([a-z_]+)`", row.split("|")[2]))
+    config = ProbeConfig(count=1, first_seq=1, detector="consecutive")
+    driver = SessionDriver(config, start=100.0, target="127.0.0.1:12000")
+    driver.advance(100.0001)
+    driver.reply(1)
+    (reply,) = [event_to_dict(e) for e in driver.log if e.kind == "reply"]
+    # type, at and monotonic are every event's, said once above the table; the row also names
+    # values (kernel, user), so every key must be in it, not only keys.
+    assert set(reply) - {"type", "at", "monotonic"} <= listed
