@@ -6,6 +6,7 @@ names its flag, an error at start-up must be that one line and nothing more.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -16,8 +17,10 @@ import pytest
 from tests.helpers import run_main
 from udpbeat.cli.format import format_report
 from udpbeat.events import event_to_dict
+from udpbeat.report import OneWayReport
 from udpbeat.cli.lines import summary_line
 from udpbeat.session import ProbeConfig
+from udpbeat.stats import Summary
 from udpbeat.testing import SessionDriver
 
 
@@ -143,3 +146,20 @@ def test_the_readme_lists_every_key_of_a_reply_event() -> None:
     # type, at and monotonic are every event's, said once above the table; the row also names
     # values (kernel, user), so every key must be in it, not only keys.
     assert set(reply) - {"type", "at", "monotonic"} <= listed
+
+
+@pytest.mark.parametrize(
+    ("samples", "said"),
+    [(1, "from the lowest-delay exchange;"), (4, "from the 4 lowest-delay exchanges;")],
+)
+def test_the_clock_offset_line_counts_its_exchanges_in_words(samples: int, said: str) -> None:
+    # "from the 1 lowest-delay exchanges" is what a ten-heartbeat STAMP run used to print.
+    delays = Summary(1, 0.0001, 0.0001, 0.0001, 0.0, 0.0001, 0.0001, 0.0001)
+    one_way = OneWayReport(delays, delays, delays, delays, -0.00002, samples, False, None, None)
+    config = ProbeConfig(count=1, first_seq=1, detector="consecutive")
+    driver = SessionDriver(config, start=100.0, target="127.0.0.1:862")
+    driver.advance(100.0001)
+    driver.reply(1)
+    report = dataclasses.replace(driver.session.report(), one_way=one_way)
+    (line,) = [line for line in format_report(report).splitlines() if "clock offset" in line]
+    assert said in line

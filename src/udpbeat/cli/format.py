@@ -370,6 +370,10 @@ def _spread(summary: Summary) -> str | None:
     return "/".join(_ms(v) for v in (summary.min, summary.avg, summary.max))
 
 
+def _lowest(samples: int) -> str:
+    return "lowest-delay exchange" if samples == 1 else f"{samples} lowest-delay exchanges"
+
+
 def _one_way_lines(one_way: OneWayReport) -> list[str]:
     """STAMP's figures: one-way delays, the reflector's time, the clocks' offset, loss by
     direction (``docs/stamp.md`` says how to read them)."""
@@ -386,7 +390,7 @@ def _one_way_lines(one_way: OneWayReport) -> list[str]:
     if one_way.clock_offset is not None:
         lines.append(
             f"clock offset (reflector minus this host) = {_ms(one_way.clock_offset)} ms, "
-            f"from the {one_way.offset_samples} lowest-delay exchanges; one-way figures "
+            f"from the {_lowest(one_way.offset_samples)}; one-way figures "
             "include it"
         )
     if one_way.forward_lost is not None and one_way.backward_lost is not None:
