@@ -16,9 +16,9 @@ import pytest
 
 from tests.helpers import run_main
 from udpbeat.cli.format import format_report
+from udpbeat.cli.lines import summary_line
 from udpbeat.events import event_to_dict
 from udpbeat.report import OneWayReport
-from udpbeat.cli.lines import summary_line
 from udpbeat.session import ProbeConfig
 from udpbeat.stats import Summary
 from udpbeat.testing import SessionDriver
