@@ -7,6 +7,7 @@ import importlib
 import os
 import signal
 import socket
+import threading
 from typing import Any
 
 import pytest
@@ -56,4 +57,35 @@ def test_interrupt_while_the_host_is_still_resolving_ends_the_run(
         report = asyncio.run(run())
     finally:
         silent.close()
-    assert report.sent == 0 and report.in_flight == 0
+    # Nothing was sent, nor said: a run stopped before its names resolved ends without them.
+    assert report is None
+
+
+def test_interrupt_during_a_lookup_that_never_ends_ends_the_run_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A DNS server that does not answer keeps getaddrinfo busy for tens of seconds; Ctrl-C used
+    # to wait for it (and asyncio.run for its executor thread), then print a summary.
+    released = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def stuck_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "stuck.example":
+            released.wait(30)
+        return real_getaddrinfo("127.0.0.1" if host == "stuck.example" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stuck_getaddrinfo)
+    config = ProbeConfig(count=3, interval=0.05, timeout=0.05)
+
+    async def run() -> Any:
+        asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), signal.SIGINT)
+        return await run_client("stuck.example", 9, config, as_json=True, quiet=True)
+
+    try:
+        report = asyncio.run(run())
+        # The run is over while the lookup is still stuck: it did not wait for it.
+        still_looking_up = [t for t in threading.enumerate() if "stuck.example" in t.name]
+    finally:
+        released.set()
+    assert report is None
+    assert still_looking_up

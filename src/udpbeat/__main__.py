@@ -1,3 +1,3 @@
-from udpbeat.cli import main
+from _udpbeat_launcher import main
 
 main()

@@ -13,6 +13,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -88,14 +89,45 @@ async def resolve(
     """
     if not 0 < port <= 65535:
         raise ConfigError(f"port must be in 1..65535, got {port}")
-    loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+        infos = await _getaddrinfo_abandonable(host, port, family)
     except socket.gaierror as error:
         wanted = "" if family == socket.AF_UNSPEC else f" as {_family_name(family)}"
         raise ConfigError(f"cannot resolve host {host!r}{wanted}: {error.strerror}") from None
     family, _, _, _, sockaddr = infos[0]
     return sockaddr, family
+
+
+async def _getaddrinfo_abandonable(host: str, port: int, family: int) -> list[Any]:
+    """``getaddrinfo`` on a daemon thread of its own, not the loop's default executor.
+
+    A lookup stuck on a slow DNS server can take tens of seconds, and ``asyncio.run`` waits for
+    every executor thread before it returns: a Ctrl-C during the lookup would then wait as
+    long. Cancelled, this returns at once; the thread ends with the lookup, or with Python.
+    """
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[list[Any]] = loop.create_future()
+
+    def settle(infos: list[Any] | None, error: BaseException | None) -> None:
+        if outcome.done():  # abandoned (cancelled) while the lookup ran
+            return
+        if error is not None:
+            outcome.set_exception(error)
+        else:
+            outcome.set_result(infos or [])
+
+    def look_up() -> None:
+        infos: list[Any] | None = None
+        failure: BaseException | None = None
+        try:
+            infos = socket.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+        except Exception as error:
+            failure = error
+        with contextlib.suppress(RuntimeError):  # the loop is closed: no one is waiting
+            loop.call_soon_threadsafe(settle, infos, failure)
+
+    threading.Thread(target=look_up, name=f"udpbeat-resolve {host}", daemon=True).start()
+    return await outcome
 
 
 def source_address(source: str, family: int) -> tuple[Any, ...]:

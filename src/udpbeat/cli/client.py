@@ -9,6 +9,7 @@ printed, so a name that does not resolve is one line on stderr and nothing else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import signal
 import socket
@@ -249,10 +250,12 @@ class _ClientRun:
         self.wall_offset = time.time() - self.loop.time()
         self.hooks: HookRunner | None = None
         self._handles: dict[str, asyncio.TimerHandle] = {}
+        self._stopped = asyncio.Event()
 
     def stop(self) -> None:
         """End every probe now (a signal, the deadline, or stdout gone); summaries follow."""
         self.stopping = True
+        self._stopped.set()
         for target in self.targets:
             if target.prober is not None:
                 target.prober.stop()
@@ -298,7 +301,8 @@ class _ClientRun:
             loop.add_signal_handler(STATS_SIGNAL, self.show_stats)
         self._arm_timers()
         try:
-            await self._resolve()
+            if not await self._resolve():
+                return None  # stopped before every name resolved: nothing was sent or said
             if not options.as_json:
                 for target in self.targets:
                     output.line(format_header(target.host, target.display, self.config))
@@ -334,18 +338,32 @@ class _ClientRun:
                 await self.hooks.close()
             output.close()
 
-    async def _resolve(self) -> None:
-        """Every name (and the source address) first: an error is then the only thing said."""
-        outcomes = await asyncio.gather(
+    async def _resolve(self) -> bool:
+        """Every name (and the source address) first: an error is then the only thing said.
+
+        False if the run was stopped first (Ctrl-C while a slow DNS server thinks): the run
+        then ends at once, without waiting for the lookups.
+        """
+        resolving = asyncio.gather(
             *(resolve(t.host, t.port, self.options.family) for t in self.targets),
             return_exceptions=True,
         )
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        await asyncio.wait((resolving, stopped), return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not resolving.done():
+            resolving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resolving
+            return False
+        outcomes = resolving.result()
         for target, outcome in zip(self.targets, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 raise outcome
             target.address, target.family = outcome
             if self.options.source is not None:
                 check_source(self.options.source, target.family)
+        return True
 
     async def _probe_all(self) -> list[ProbeReport]:
         """One prober per target, concurrently; an error in any ends them all."""

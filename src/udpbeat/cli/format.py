@@ -338,6 +338,11 @@ def _counts(label: str, counts: Counts) -> str:
     return text
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 heartbeat``, ``2 heartbeats``: a summary says what a person would."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _outage_line(number: int, outage: Outage, wall_offset: float) -> str:
     start = _clock(outage.start + wall_offset if outage.start_time is None else outage.start_time)
     if outage.end is None or outage.duration is None:
@@ -365,6 +370,10 @@ def _spread(summary: Summary) -> str | None:
     return "/".join(_ms(v) for v in (summary.min, summary.avg, summary.max))
 
 
+def _lowest(samples: int) -> str:
+    return "lowest-delay exchange" if samples == 1 else f"{samples} lowest-delay exchanges"
+
+
 def _one_way_lines(one_way: OneWayReport) -> list[str]:
     """STAMP's figures: one-way delays, the reflector's time, the clocks' offset, loss by
     direction (``docs/stamp.md`` says how to read them)."""
@@ -381,7 +390,7 @@ def _one_way_lines(one_way: OneWayReport) -> list[str]:
     if one_way.clock_offset is not None:
         lines.append(
             f"clock offset (reflector minus this host) = {_ms(one_way.clock_offset)} ms, "
-            f"from the {one_way.offset_samples} lowest-delay exchanges; one-way figures "
+            f"from the {_lowest(one_way.offset_samples)}; one-way figures "
             "include it"
         )
     if one_way.forward_lost is not None and one_way.backward_lost is not None:
@@ -409,11 +418,11 @@ def format_report(
         probes = Counts()
     lines = [
         f"--- {format_target(report.host, report.target)} udpbeat statistics ---",
-        _counts(f"{regular.sent} heartbeats sent", regular)
+        _counts(f"{counted(regular.sent, 'heartbeat')} sent", regular)
         + f", time {_whole_ms(report.duration)}",
     ]
     if probes.sent:
-        lines.append(_counts(f"{probes.sent} confirmation probes sent", probes))
+        lines.append(_counts(f"{counted(probes.sent, 'confirmation probe')} sent", probes))
     if report.outages:
         up = report.loss_while_up
         resolved = report.sent - report.in_flight - report.lost_in_outages

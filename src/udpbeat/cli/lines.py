@@ -6,6 +6,7 @@ only the client command adds around them (several targets at once, ``-D``, inter
 
 from __future__ import annotations
 
+from udpbeat.cli.format import counted
 from udpbeat.report import ProbeReport
 
 
@@ -14,11 +15,11 @@ def summary_line(report: ProbeReport) -> str:
     heartbeats = report.heartbeats
     loss = heartbeats.loss
     line = (
-        f"{report.target} : {report.state}, {heartbeats.sent} heartbeats sent, "
+        f"{report.target} : {report.state}, {counted(heartbeats.sent, 'heartbeat')} sent, "
         f"{heartbeats.received} received, " + ("n/a loss" if loss is None else f"{loss:.1%} loss")
     )
     if report.probes:
-        line += f" ({report.probes} confirmation probes)"
+        line += f" ({counted(report.probes, 'confirmation probe')})"
     rtt = report.rtt
     if rtt.count and rtt.min is not None and rtt.avg is not None and rtt.max is not None:
         line += ", rtt min/avg/max = " + "/".join(

@@ -459,6 +459,9 @@ async def run_monitor(settings: Settings, *, stdout_closed: bool = False) -> int
     hooks: HookRunner | None = None
     runner: web.AppRunner | None = None
     monitor: Monitor | None = None
+    # "stopped" is said only of a monitor that said it had started: a bad target or a port in
+    # use is the one error line, nothing more.
+    started = False
     try:
         if settings.events is not None:
             output.open_events(settings.events)
@@ -514,6 +517,7 @@ async def run_monitor(settings: Settings, *, stdout_closed: bool = False) -> int
             )
             + "; SIGHUP reloads, Ctrl-C stops"
         )
+        started = True
         await _supervise(monitor, settings, output, loop, url, recorder)
     finally:
         if monitor is not None:
@@ -526,6 +530,7 @@ async def run_monitor(settings: Settings, *, stdout_closed: bool = False) -> int
             await loop.run_in_executor(None, writer.close)
         if monitor is not None:
             monitor.close()
+        if started:
             output.err.write(f"udpbeat monitor: stopped; {_states(fleet)}")
         output.close()
     return 0
@@ -684,9 +689,12 @@ def parse_listen(text: str) -> tuple[str, int] | None:
     try:
         host, port = split_host_port(text, "--listen")
     except ConfigError as error:
-        raise click.BadParameter(str(error)) from None
+        raise click.BadParameter(str(error), param_hint="'--listen'") from None
     if port is None or not 0 <= port <= 65535:
-        raise click.BadParameter(f"expected HOST:PORT (e.g. 127.0.0.1:{DEFAULT_HTTP_PORT})")
+        raise click.BadParameter(
+            f"expected HOST:PORT (e.g. 127.0.0.1:{DEFAULT_HTTP_PORT}), got {text!r}",
+            param_hint="'--listen'",
+        )
     return host, port
 
 
@@ -699,13 +707,18 @@ def parse_buckets(text: str) -> tuple[float, ...]:
     try:
         bounds = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise click.BadParameter(f"expected seconds separated by commas, got {text!r}") from None
+        raise click.BadParameter(
+            f"expected seconds separated by commas, got {text!r}", param_hint="'--rtt-buckets'"
+        ) from None
     if (
         not bounds
         or any(not 0 < b < math.inf for b in bounds)
         or list(bounds) != sorted(set(bounds))
     ):
-        raise click.BadParameter(f"expected increasing numbers of seconds > 0, got {text!r}")
+        raise click.BadParameter(
+            f"expected increasing numbers of seconds > 0, got {text!r}",
+            param_hint="'--rtt-buckets'",
+        )
     return bounds
 
 
