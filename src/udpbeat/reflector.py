@@ -267,7 +267,7 @@ class Reflector:
         add = replies.append
         for data, wall_time in zip(datagrams, wall_times, strict=False):
             if len(data) > max_size:
-                self._malformed(source, wall_time, "oversize", f"{len(data)} bytes")
+                self._malformed(source, wall_time, "oversize", f"longer than {max_size} bytes")
                 add(None)
                 continue
             if privileged:

@@ -136,7 +136,7 @@ class StampReflector(Reflector):
             wall_time = wall_times[index]
             size = len(data)
             if size > max_size:
-                self._malformed(source, wall_time, "oversize", f"{size} bytes")
+                self._malformed(source, wall_time, "oversize", f"longer than {max_size} bytes")
                 continue
             if privileged:
                 self._refused(counters.denied, source, wall_time, "denied", "privileged-port")
