@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import socket
 import threading
@@ -231,3 +233,43 @@ def test_a_port_in_use_is_one_line_and_exit_2() -> None:
             status, out, err = process.finish()
     assert status == 2 and out == []
     assert len(err) == 1 and err[0].startswith("udpbeat: error: cannot bind"), err
+
+
+def test_ctrl_c_while_the_upstream_is_still_resolving_stops_the_proxy_at_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A DNS server that does not answer keeps getaddrinfo busy for tens of seconds; the proxy
+    # used to wait it out, then start relaying and print its statistics.
+    from udpbeat.cli.proxy import run_proxy
+    from udpbeat.proxy import ProxyConfig
+
+    released = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def stuck_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "stuck.example":
+            released.wait(30)
+        return real_getaddrinfo("127.0.0.1" if host == "stuck.example" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stuck_getaddrinfo)
+
+    async def run() -> int:
+        asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), signal.SIGINT)
+        return await run_proxy(
+            ("127.0.0.1", 0),
+            ("stuck.example", 9),
+            ProxyConfig(),
+            as_json=False,
+            stats_interval=None,
+        )
+
+    try:
+        status = asyncio.run(run())
+        still_looking_up = [t for t in threading.enumerate() if "stuck.example" in t.name]
+    finally:
+        released.set()
+    assert status == 0
+    assert still_looking_up  # it did not wait for the lookup
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.strip() == "udpbeat proxy: stopped before the upstream's name resolved"

@@ -315,14 +315,29 @@ async def run_proxy(
         loop.add_signal_handler(signum, stopping.set)
     console = ProxyConsole(loop, stdout_closed=stdout_closed)
     proxy = Proxy(listen, upstream, config, io=io, spin=spin)
+    # A stop while the upstream's name is still resolving (a slow DNS server) ends the proxy
+    # at once rather than after the lookup: the lookup runs on a thread of its own.
+    starting = asyncio.ensure_future(proxy.start())
+    asked_to_stop = asyncio.ensure_future(stopping.wait())
     try:
-        await proxy.start()
+        await asyncio.wait({starting, asked_to_stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            console.err.write("udpbeat proxy: stopped before the upstream's name resolved")
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            console.out.close()
+            console.err.close()
+            return 0
+        starting.result()
     except BaseException:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         console.err.close()
         console.out.close()
         raise
+    finally:
+        asked_to_stop.cancel()
     started = time.monotonic()
 
     def report(kind: str = "stats") -> None:
