@@ -68,6 +68,16 @@ CLEAN_HISTORY = 100
 #: Probes of a run sent at the pace estimates favour (trying spacings out) before the pace
 #: follows the bounds.
 EXPLORING_PROBES = 2
+#: Depth levels of a run: the losses in a row before a pair's second request (1, 2-3, 4-7, 8
+#: and more). On a path with several kinds of loss (short blackouts and long bursts, say) a run
+#: that has lasted is likelier the long kind, so the chance that it goes on is read from the
+#: pairs at least as deep in their runs as the current one.
+DEPTH_LEVELS = 4
+
+
+def depth_level(depth: int) -> int:
+    """The level of :data:`DEPTH_LEVELS` of a run ``depth`` losses long (``depth`` >= 1)."""
+    return min(depth.bit_length(), DEPTH_LEVELS) - 1
 
 
 def gap_bin(gap: float) -> int:
@@ -91,13 +101,13 @@ class LossHistory:
         "_ring",
         "_times",
         "_trailing",
-        "after_deep_by_gap",
         "after_loss",
+        "after_loss_by_depth",
         "after_loss_by_gap",
         "count",
         "losses",
-        "losses_after_deep_by_gap",
         "losses_after_loss",
+        "losses_after_loss_by_depth",
         "losses_after_loss_by_gap",
     )
 
@@ -113,12 +123,11 @@ class LossHistory:
         self.losses_after_loss = 0
         self.after_loss_by_gap = [0] * GAP_BINS
         self.losses_after_loss_by_gap = [0] * GAP_BINS
-        # The same for pairs whose first loss had a loss before it too (deep in a run): on a
-        # path with two kinds of loss, short blackouts and long bursts, a run that has lasted
-        # is more likely the long kind, so its next loss is likelier than pairs say on average.
+        # The same per depth level (:func:`depth_level`) of the pair's first loss in its run:
+        # ``[level][gap]``.
         self._trailing = 0  # losses in a row at the newest end
-        self.after_deep_by_gap = [0] * GAP_BINS
-        self.losses_after_deep_by_gap = [0] * GAP_BINS
+        self.after_loss_by_depth = [[0] * GAP_BINS for _ in range(DEPTH_LEVELS)]
+        self.losses_after_loss_by_depth = [[0] * GAP_BINS for _ in range(DEPTH_LEVELS)]
 
     def add(self, lost: bool, at: float | None = None) -> None:
         """One outcome, of a request sent at ``at`` (``None``: with the previous one)."""
@@ -130,12 +139,11 @@ class LossHistory:
             following = index + 1 if index + 1 < size else 0
             code = pair_gap[following]
             if code != _NO_PAIR and size > 1:  # the pair (oldest, next) leaves the window
-                gap = code % GAP_BINS
+                level, gap = divmod(code, GAP_BINS)
                 self.after_loss -= 1
                 self.after_loss_by_gap[gap] -= 1
-                if code >= GAP_BINS:
-                    self.after_deep_by_gap[gap] -= 1
-                    self.losses_after_deep_by_gap[gap] -= ring[following]
+                self.after_loss_by_depth[level][gap] -= 1
+                self.losses_after_loss_by_depth[level][gap] -= ring[following]
                 if ring[following]:
                     self.losses_after_loss -= 1
                     self.losses_after_loss_by_gap[gap] -= 1
@@ -147,16 +155,15 @@ class LossHistory:
             at = previous_at if self.count > 1 else 0.0
         if self.count > 1 and ring[index - 1]:
             gap = gap_bin(abs(at - previous_at))
-            deep = self._trailing >= 2
-            pair_gap[index] = gap + GAP_BINS if deep else gap
+            level = depth_level(self._trailing)
+            pair_gap[index] = level * GAP_BINS + gap
             self.after_loss += 1
             self.after_loss_by_gap[gap] += 1
+            self.after_loss_by_depth[level][gap] += 1
+            self.losses_after_loss_by_depth[level][gap] += lost
             if lost:
                 self.losses_after_loss += 1
                 self.losses_after_loss_by_gap[gap] += 1
-            if deep:
-                self.after_deep_by_gap[gap] += 1
-                self.losses_after_deep_by_gap[gap] += lost
         else:
             pair_gap[index] = _NO_PAIR
         self._trailing = self._trailing + 1 if lost else 0
@@ -274,7 +281,7 @@ class AdaptiveDetector(Detector):
         self._run_loss = self.max_loss
         self._run_burst_loss = self.max_loss
         self._run_bounds = [self.max_loss] * GAP_BINS
-        self._run_deep_bounds = [self.max_loss] * GAP_BINS
+        self._run_depth_bounds = [[self.max_loss] * GAP_BINS for _ in range(DEPTH_LEVELS)]
         self._run_pace = self.confirm_interval
         self._log_pace_loss = math.log(self.max_loss)
         self._run_patience = self.min_patience
@@ -319,13 +326,35 @@ class AdaptiveDetector(Detector):
         history = self.history
         return self._bounds(history.after_loss_by_gap, history.losses_after_loss_by_gap)
 
-    def deep_burst_loss_bounds(self) -> list[float]:
-        """As :meth:`burst_loss_bounds`, from pairs deep in a run (two losses or more before):
-        what the third and later misses of a run weigh, at least."""
-        history = self.history
-        return self._bounds(history.after_deep_by_gap, history.losses_after_deep_by_gap)
+    def depth_loss_bounds(self) -> list[list[float]]:
+        """The pessimistic chance that a run goes on, per depth level (:func:`depth_level`) of
+        the run and per spacing: ``[level][gap]``.
 
-    def _bounds(self, pairs: list[int], losses: list[int]) -> list[float]:
+        Level ``L`` reads the pairs at least as deep as ``L`` (pooled over the deeper levels
+        too, as a run that has lasted this long may last longer), and is never below the level
+        before it: a run that has lasted is at least as likely to go on as a shorter one, since
+        a path with several kinds of loss (short blackouts, long bursts) leaves mostly the long
+        kind in the runs that have lasted. Few deep pairs give a wide interval, so a high bound;
+        where no pair at all is this deep at a spacing or closer, the level before holds (the
+        history shows no longer kind of loss; docs/detectors.md states that assumption).
+        """
+        history = self.history
+        levels = [self.burst_loss_bounds()]
+        for level in range(1, DEPTH_LEVELS):
+            pairs = [0] * GAP_BINS
+            losses = [0] * GAP_BINS
+            for deeper in range(level, DEPTH_LEVELS):
+                for gap in range(GAP_BINS):
+                    pairs[gap] += history.after_loss_by_depth[deeper][gap]
+                    losses[gap] += history.losses_after_loss_by_depth[deeper][gap]
+            shallower = levels[-1]
+            bounds = self._bounds(pairs, losses, shallower)
+            levels.append([max(a, b) for a, b in zip(bounds, shallower, strict=True)])
+        return levels
+
+    def _bounds(
+        self, pairs: list[int], losses: list[int], unknown: list[float] | None = None
+    ) -> list[float]:
         floor, cap = self.loss_bound(), self.max_burst_loss
         count = self.history.count
         bounds: list[float] = []
@@ -339,7 +368,9 @@ class AdaptiveDetector(Detector):
                     bound = wilson_upper(pooled_losses, pooled_pairs)
                     if bound < best:
                         best = bound
-            if best == math.inf:
+            if best == math.inf and unknown is not None:
+                best = unknown[gap]
+            elif best == math.inf:
                 # Nothing at this spacing or closer: unknown (losses may cluster in time), the
                 # cap; but with no pair at all in a history long enough to have shown some,
                 # the path hardly loses, and max_loss is assumed.
@@ -412,11 +443,15 @@ class AdaptiveDetector(Detector):
         evidence soonest by the frozen bounds."""
         best, best_time = (self.confirm_interval, 0.0), math.inf
         for pace, gap in self._paces():
-            log_factor = math.log(max(self._run_bounds[gap], self._run_deep_bounds[gap]))
+            log_factor = math.log(self._bounds_after(self._run_timeouts + self._run_refused)[gap])
             time = (math.floor(remaining / log_factor) + 1) * max(pace, self._sustained)
             if time < best_time:
                 best, best_time = (pace, log_factor), time
         return best
+
+    def _bounds_after(self, depth: int) -> list[float]:
+        """The frozen bounds, per spacing, for a miss that follows ``depth`` misses of the run."""
+        return self._run_depth_bounds[depth_level(max(depth, 1))]
 
     # -- the interface ------------------------------------------------------------------------
 
@@ -492,13 +527,11 @@ class AdaptiveDetector(Detector):
             self._run_timeouts += 1
         last = self._run_last_sent
         # The first miss weighs the loss rate, each further one q at its spacing.
-        bounds = self._run_bounds
         if last is None:
             factor = self._run_loss
         else:
-            gap = gap_bin(abs(sent_at - last))
-            deep = self._run_timeouts + self._run_refused > 2
-            factor = max(bounds[gap], self._run_deep_bounds[gap]) if deep else bounds[gap]
+            depth = self._run_timeouts + self._run_refused - 1
+            factor = self._bounds_after(depth)[gap_bin(abs(sent_at - last))]
         self._run_last_sent = sent_at
         self._run_sent.append(sent_at)
         self._run_seqs.append(seq)
@@ -529,9 +562,9 @@ class AdaptiveDetector(Detector):
         self._run_loss = self.loss_bound()
         self._run_bounds = self.burst_loss_bounds()
         self._run_burst_loss = self._run_bounds[0]
-        deep = self._run_deep_bounds = self.deep_burst_loss_bounds()
+        self._run_depth_bounds = self.depth_loss_bounds()
         self._run_pace, pace_bin = self._explore_pace(self._run_loss)
-        self._log_pace_loss = math.log(max(self._run_bounds[pace_bin], deep[pace_bin]))
+        self._log_pace_loss = math.log(self._run_bounds[pace_bin])
         self._run_patience = self.patience()
         self._run_history = (self.history.count, self.history.losses)
         self._run_timeouts = self._run_refused = 0
