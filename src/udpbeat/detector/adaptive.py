@@ -194,6 +194,20 @@ def wilson_upper(losses: int, count: int, z: float = 3.0) -> float:
     return min(1.0, (centre + spread) / (1 + z2 / count))
 
 
+def goes_on_more(
+    deep_losses: int, deep_pairs: int, losses: int, pairs: int, z: float = 3.0
+) -> bool:
+    """Whether runs go on significantly more often deep in them (``deep_losses`` of
+    ``deep_pairs``) than at the level above (``losses`` of ``pairs``): a one-sided two-proportion
+    test, ``z`` standard errors (3, as :func:`wilson_upper`)."""
+    if not deep_pairs or not pairs:
+        return False
+    deep_rate, rate = deep_losses / deep_pairs, losses / pairs
+    pooled = (deep_losses + losses) / (deep_pairs + pairs)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / deep_pairs + 1 / pairs))
+    return deep_rate - rate > z * spread if spread > 0 else deep_rate > rate
+
+
 class AdaptiveDetector(Detector):
     """Loss-aware: DOWN only when a live server on this path would almost never be this silent.
 
@@ -330,26 +344,28 @@ class AdaptiveDetector(Detector):
         """The pessimistic chance that a run goes on, per depth level (:func:`depth_level`) of
         the run and per spacing: ``[level][gap]``.
 
-        Level ``L`` reads the pairs at least as deep as ``L`` (pooled over the deeper levels
-        too, as a run that has lasted this long may last longer), and is never below the level
-        before it: a run that has lasted is at least as likely to go on as a shorter one, since
-        a path with several kinds of loss (short blackouts, long bursts) leaves mostly the long
-        kind in the runs that have lasted. Few deep pairs give a wide interval, so a high bound;
-        where no pair at all is this deep at a spacing or closer, the level before holds (the
-        history shows no longer kind of loss; docs/detectors.md states that assumption).
+        Level 0 is :meth:`burst_loss_bounds`, from every pair. Level ``L`` is the level before
+        it unless the pairs at least as deep as ``L`` (pooled over the deeper levels too: a run
+        that has lasted this long may last longer) go on significantly more often (a one-sided
+        test at the intervals' ``z``) than those of level ``L - 1``: then the bounds from those
+        deep pairs alone, and never below the level before. A path with several kinds of loss
+        (short blackouts, long bursts) shows this, as its runs that have lasted are mostly the
+        long kind; on a path with one kind, the deep pairs (few, so with a wide interval) would
+        only slow detection down without making it any safer, and are pooled with the rest.
         """
         history = self.history
+        by_depth, losses_by_depth = history.after_loss_by_depth, history.losses_after_loss_by_depth
         levels = [self.burst_loss_bounds()]
         for level in range(1, DEPTH_LEVELS):
-            pairs = [0] * GAP_BINS
-            losses = [0] * GAP_BINS
-            for deeper in range(level, DEPTH_LEVELS):
-                for gap in range(GAP_BINS):
-                    pairs[gap] += history.after_loss_by_depth[deeper][gap]
-                    losses[gap] += history.losses_after_loss_by_depth[deeper][gap]
             shallower = levels[-1]
-            bounds = self._bounds(pairs, losses, shallower)
-            levels.append([max(a, b) for a, b in zip(bounds, shallower, strict=True)])
+            pairs = [sum(row[gap] for row in by_depth[level:]) for gap in range(GAP_BINS)]
+            losses = [sum(row[gap] for row in losses_by_depth[level:]) for gap in range(GAP_BINS)]
+            above = by_depth[level - 1]
+            if goes_on_more(sum(losses), sum(pairs), sum(losses_by_depth[level - 1]), sum(above)):
+                bounds = self._bounds(pairs, losses, shallower)
+                levels.append([max(a, b) for a, b in zip(bounds, shallower, strict=True)])
+            else:
+                levels.append(shallower)
         return levels
 
     def _bounds(
