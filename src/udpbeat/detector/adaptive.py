@@ -73,6 +73,10 @@ EXPLORING_PROBES = 2
 #: that has lasted is likelier the long kind, so the chance that it goes on is read from the
 #: pairs at least as deep in their runs as the current one.
 DEPTH_LEVELS = 4
+#: The pairs per depth level are remembered over this many histories (halved each time that
+#: many outcomes have joined since the last halving): runs deep enough to tell one kind of loss
+#: from another are few in one history.
+DEPTH_MEMORY = 10
 
 
 def depth_level(depth: int) -> int:
@@ -96,19 +100,20 @@ class LossHistory:
     """
 
     __slots__ = (
+        "_depth_added",
         "_index",
         "_pair_gap",
         "_ring",
         "_times",
         "_trailing",
         "after_loss",
-        "after_loss_by_depth",
         "after_loss_by_gap",
         "count",
         "losses",
         "losses_after_loss",
-        "losses_after_loss_by_depth",
         "losses_after_loss_by_gap",
+        "remembered_by_depth",
+        "remembered_losses_by_depth",
     )
 
     def __init__(self, size: int) -> None:
@@ -123,11 +128,12 @@ class LossHistory:
         self.losses_after_loss = 0
         self.after_loss_by_gap = [0] * GAP_BINS
         self.losses_after_loss_by_gap = [0] * GAP_BINS
-        # The same per depth level (:func:`depth_level`) of the pair's first loss in its run:
-        # ``[level][gap]``.
+        # The same per depth level (:func:`depth_level`) of the pair's first loss in its run,
+        # ``[level][gap]``, over a longer memory (:data:`DEPTH_MEMORY`), decaying by halves.
         self._trailing = 0  # losses in a row at the newest end
-        self.after_loss_by_depth = [[0] * GAP_BINS for _ in range(DEPTH_LEVELS)]
-        self.losses_after_loss_by_depth = [[0] * GAP_BINS for _ in range(DEPTH_LEVELS)]
+        self._depth_added = 0  # outcomes since the last halving
+        self.remembered_by_depth = [[0] * GAP_BINS for _ in range(DEPTH_LEVELS)]
+        self.remembered_losses_by_depth = [[0] * GAP_BINS for _ in range(DEPTH_LEVELS)]
 
     def add(self, lost: bool, at: float | None = None) -> None:
         """One outcome, of a request sent at ``at`` (``None``: with the previous one)."""
@@ -139,11 +145,9 @@ class LossHistory:
             following = index + 1 if index + 1 < size else 0
             code = pair_gap[following]
             if code != _NO_PAIR and size > 1:  # the pair (oldest, next) leaves the window
-                level, gap = divmod(code, GAP_BINS)
+                gap = code
                 self.after_loss -= 1
                 self.after_loss_by_gap[gap] -= 1
-                self.after_loss_by_depth[level][gap] -= 1
-                self.losses_after_loss_by_depth[level][gap] -= ring[following]
                 if ring[following]:
                     self.losses_after_loss -= 1
                     self.losses_after_loss_by_gap[gap] -= 1
@@ -156,17 +160,23 @@ class LossHistory:
         if self.count > 1 and ring[index - 1]:
             gap = gap_bin(abs(at - previous_at))
             level = depth_level(self._trailing)
-            pair_gap[index] = level * GAP_BINS + gap
+            pair_gap[index] = gap
             self.after_loss += 1
             self.after_loss_by_gap[gap] += 1
-            self.after_loss_by_depth[level][gap] += 1
-            self.losses_after_loss_by_depth[level][gap] += lost
+            self.remembered_by_depth[level][gap] += 1
+            self.remembered_losses_by_depth[level][gap] += lost
             if lost:
                 self.losses_after_loss += 1
                 self.losses_after_loss_by_gap[gap] += 1
         else:
             pair_gap[index] = _NO_PAIR
         self._trailing = self._trailing + 1 if lost else 0
+        self._depth_added += 1
+        if self._depth_added >= size * DEPTH_MEMORY:
+            self._depth_added = 0
+            for row in (*self.remembered_by_depth, *self.remembered_losses_by_depth):
+                for gap in range(GAP_BINS):
+                    row[gap] //= 2
         ring[index] = lost
         self._times[index] = at
         self.losses += lost
@@ -355,7 +365,7 @@ class AdaptiveDetector(Detector):
         only slow detection down without making it any safer, and are pooled with the rest.
         """
         history = self.history
-        by_depth, losses_by_depth = history.after_loss_by_depth, history.losses_after_loss_by_depth
+        by_depth, losses_by_depth = history.remembered_by_depth, history.remembered_losses_by_depth
         levels = [self.burst_loss_bounds()]
         for level in range(1, DEPTH_LEVELS):
             shallower = levels[-1]
