@@ -253,6 +253,16 @@ class AdaptiveDetector(Detector):
     Replies are awaited SRTT + 4·RTTVAR (RFC 6298), at least ``min_timeout`` and at most
     ``timeout``; before the first RTT sample, ``timeout``. ``probes_per_second``: how fast
     probes can go on for long (the session's budget), used only to choose the pace.
+
+    ``probe_share``: the confirmation probes it may spend per regular heartbeat on average, or
+    what independent loss at the measured rate makes unavoidable (``p / (1 - p)``: a probe
+    after each miss) if that is more. Unspent share is saved, up to ``probe_share · history``
+    probes: a path that seldom makes it doubt leaves it enough for a fast verdict. Once the
+    savings are spent (a path whose losses cluster, so that probes sent close together mostly
+    meet the same spell of loss, or whose RTT spikes, so that they go out while the reply is
+    still on its way), each run's probes go at the slowest pace it has (those are spent least
+    on a live server) until the savings are back: the price is slower detection on such
+    paths, which docs/detectors.md states, measured.
     """
 
     name = "adaptive"
@@ -271,6 +281,7 @@ class AdaptiveDetector(Detector):
         refusal_probability: float = 1e-4,
         min_patience: float = 0.35,
         probes_per_second: float = 50.0,
+        probe_share: float = 0.5,
     ) -> None:
         super().__init__(timeout)
         self.false_alarm = open_unit("false-alarm", false_alarm)
@@ -293,6 +304,22 @@ class AdaptiveDetector(Detector):
         self.min_patience = non_negative_seconds("min-patience", min_patience)
         self.probes_per_second = positive_seconds("probes-per-second", probes_per_second)
         self._sustained = 1.0 / self.probes_per_second
+        if (
+            isinstance(probe_share, bool)
+            or not isinstance(probe_share, int | float)
+            or not 0 < probe_share < math.inf
+        ):
+            raise ConfigError(f"probe-share must be a number > 0, got {probe_share!r}")
+        self.probe_share = float(probe_share)
+        # The probes saved: starts full, so a fresh detector can confirm a stop fast.
+        self._probe_savings_cap = self.probe_share * self.history_size
+        self._probe_savings = self._probe_savings_cap
+        # The loss rate of the regular heartbeats alone (probes go out in spells of loss, so
+        # the history's rate overstates what independent loss would cost): a running mean,
+        # then an average over about ``history`` heartbeats.
+        self._heartbeat_loss = 0.0
+        self._heartbeats_settled = 0
+        self._probes_in_flight: set[int] = set()
         self.rtt = RttEstimator()
         self.history = LossHistory(self.history_size)
         self._log_false_alarm = math.log(self.false_alarm)
@@ -322,7 +349,7 @@ class AdaptiveDetector(Detector):
         # Outcomes join the history in the order their requests left, once a reply to them
         # can no longer come (``timeout`` after they left): a heap of (sent at, seq), and each
         # one's fate (lost or not; ``None``: left out, a miss of a run that ended DOWN).
-        self._unsettled: list[tuple[float, int]] = []
+        self._unsettled: list[tuple[float, int, bool]] = []
         self._fates: dict[int, bool | None] = {}
         self._verdict_at: float | None = None  # the run is enough once this comes
         self._verdict_seq = -1  # the miss that made it enough
@@ -439,10 +466,17 @@ class AdaptiveDetector(Detector):
         return min(max(rto, self.min_confirm_interval), self.confirm_interval)
 
     def _paces(self) -> list[tuple[float, int]]:
-        """The candidate paces, each with the gap bin it gives."""
+        """The candidate paces, each with the gap bin it gives: only the slowest once the
+        probe savings are spent (see ``probe_share``)."""
         fastest = self.confirm_pace()
         paces = [fastest if pace is None else pace for pace in PACES]
-        return [(pace, gap_bin(pace)) for pace in paces if pace >= fastest]
+        candidates = [(pace, gap_bin(pace)) for pace in paces if pace >= fastest]
+        return candidates if self._probe_savings >= 1.0 else candidates[-1:]
+
+    def _probe_earning(self) -> float:
+        """The probes a regular heartbeat adds to the savings (see ``probe_share``)."""
+        loss = min(self._heartbeat_loss, self.max_loss)
+        return max(self.probe_share, loss / (1.0 - loss))
 
     def _explore_pace(self, loss: float) -> tuple[float, int]:
         """The pace that plain estimates say reaches a verdict soonest: for a run's first probes.
@@ -505,14 +539,23 @@ class AdaptiveDetector(Detector):
         return self._down(now, self._run_evidence(self._verdict_seq, "timeout"))
 
     def on_sent(self, seq: int, now: float, *, probe: bool) -> None:
+        if probe:
+            self._probe_savings -= 1.0
+            self._probes_in_flight.add(seq)
+        else:
+            self._probe_savings = min(
+                self._probe_savings + self._probe_earning(), self._probe_savings_cap
+            )
         self._outstanding += 1
         self._last_sent = now
         self._sent_at[seq] = now
 
     def on_reply(self, seq: int, rtt: float, now: float) -> Transition | None:
         self._settle(now)
+        probe = seq in self._probes_in_flight
+        self._probes_in_flight.discard(seq)
         if math.isfinite(rtt):
-            self._outcome(seq, now - rtt, lost=False)
+            self._outcome(seq, now - rtt, lost=False, probe=probe)
         if self._outstanding:
             self._outstanding -= 1
         self._sent_at.pop(seq, None)
@@ -538,11 +581,13 @@ class AdaptiveDetector(Detector):
         if self._outstanding:
             self._outstanding -= 1
         sent_at = self._sent_at.pop(seq, now)
+        probe = seq in self._probes_in_flight
+        self._probes_in_flight.discard(seq)
         self._settle(now)
         state = self.state
         if state is State.DOWN:
             return None
-        self._outcome(seq, sent_at, lost=True)
+        self._outcome(seq, sent_at, lost=True, probe=probe)
         if seq < self._alive_seq:
             # Sent before a heartbeat that was answered: the path lost it, the server was alive.
             return None
@@ -601,9 +646,9 @@ class AdaptiveDetector(Detector):
         self._run_seqs = []
         self._verdict_at = None
 
-    def _outcome(self, seq: int, sent_at: float, *, lost: bool) -> None:
+    def _outcome(self, seq: int, sent_at: float, *, lost: bool, probe: bool) -> None:
         if seq not in self._fates:
-            heapq.heappush(self._unsettled, (sent_at, seq))
+            heapq.heappush(self._unsettled, (sent_at, seq, probe))
         self._fates[seq] = lost
 
     def _settle(self, now: float) -> None:
@@ -615,10 +660,14 @@ class AdaptiveDetector(Detector):
             return
         fates, history, horizon = self._fates, self.history, now - self._timeout
         while unsettled and unsettled[0][0] <= horizon:
-            sent_at, seq = heapq.heappop(unsettled)
+            sent_at, seq, probe = heapq.heappop(unsettled)
             lost = fates.pop(seq, None)
             if lost is not None:
                 history.add(lost, sent_at)
+                if not probe:
+                    settled = self._heartbeats_settled = self._heartbeats_settled + 1
+                    weight = 1.0 / min(settled, self.history_size)
+                    self._heartbeat_loss += (lost - self._heartbeat_loss) * weight
 
     def _down(self, now: float, evidence: dict[str, float | int | str]) -> Transition | None:
         # The run's misses were the server's, not the path's: they never join the history.
@@ -670,6 +719,7 @@ class AdaptiveDetector(Detector):
             "max_burst_loss": self.max_burst_loss,
             "min_patience": self.min_patience,
             "history": self.history_size,
+            "probe_share": self.probe_share,
         }
 
     def _alive(self, now: float, reason: str, seq: int, rtt: float) -> Transition | None:
