@@ -260,9 +260,10 @@ class AdaptiveDetector(Detector):
     probes: a path that seldom makes it doubt leaves it enough for a fast verdict. Once the
     savings are spent (a path whose losses cluster, so that probes sent close together mostly
     meet the same spell of loss, or whose RTT spikes, so that they go out while the reply is
-    still on its way), each run's probes go at the slowest pace it has (those are spent least
-    on a live server) until the savings are back: the price is slower detection on such
-    paths, which docs/detectors.md states, measured.
+    still on its way), the first probes of each run (:data:`EXPLORING_PROBES`) go at the
+    slowest pace it has, by when a live server's spell of loss or delay is mostly over; the
+    rest follow the bounds as ever. The price is slower detection on such paths, which
+    docs/detectors.md states, measured.
     """
 
     name = "adaptive"
@@ -382,33 +383,31 @@ class AdaptiveDetector(Detector):
         """The pessimistic chance that a run goes on, per depth level (:func:`depth_level`) of
         the run and per spacing: ``[level][gap]``.
 
-        Level 0 is :meth:`burst_loss_bounds`, from every pair. Level ``L`` is the level before
-        it unless the pairs at least as deep as ``L`` (pooled over the deeper levels too: a run
-        that has lasted this long may last longer) go on significantly more often (a one-sided
-        test at the intervals' ``z``) than those of level ``L - 1``: then the bounds from those
-        deep pairs alone, and never below the level before. A path with several kinds of loss
-        (short blackouts, long bursts) shows this, as its runs that have lasted are mostly the
-        long kind; on a path with one kind, the deep pairs (few, so with a wide interval) would
-        only slow detection down without making it any safer, and are pooled with the rest.
+        Level 0 is :meth:`burst_loss_bounds`, from every pair. At level ``L`` and a spacing,
+        the level before holds unless the pairs at that spacing at least as deep as ``L``
+        (pooled over the deeper levels too: a run that has lasted this long may last longer)
+        go on significantly more often (:func:`goes_on_more`) than those of level ``L - 1`` at
+        the same spacing: then the upper bound from those deep pairs, if higher. A path with
+        several kinds of loss (short blackouts, long bursts) shows this, as its runs that have
+        lasted are mostly the long kind; on a path with one kind, the deep pairs (few, so with
+        a wide interval) would only slow detection down without making it any safer.
         """
         history = self.history
         by_depth, losses_by_depth = history.remembered_by_depth, history.remembered_losses_by_depth
+        cap = self.max_burst_loss
         levels = [self.burst_loss_bounds()]
         for level in range(1, DEPTH_LEVELS):
-            shallower = levels[-1]
-            pairs = [sum(row[gap] for row in by_depth[level:]) for gap in range(GAP_BINS)]
-            losses = [sum(row[gap] for row in losses_by_depth[level:]) for gap in range(GAP_BINS)]
-            above = by_depth[level - 1]
-            if goes_on_more(sum(losses), sum(pairs), sum(losses_by_depth[level - 1]), sum(above)):
-                bounds = self._bounds(pairs, losses, shallower)
-                levels.append([max(a, b) for a, b in zip(bounds, shallower, strict=True)])
-            else:
-                levels.append(shallower)
+            bounds = list(levels[-1])
+            above, losses_above = by_depth[level - 1], losses_by_depth[level - 1]
+            for gap in range(GAP_BINS):
+                pairs = sum(row[gap] for row in by_depth[level:])
+                losses = sum(row[gap] for row in losses_by_depth[level:])
+                if goes_on_more(losses, pairs, losses_above[gap], above[gap]):
+                    bounds[gap] = max(bounds[gap], min(wilson_upper(losses, pairs), cap))
+            levels.append(bounds)
         return levels
 
-    def _bounds(
-        self, pairs: list[int], losses: list[int], unknown: list[float] | None = None
-    ) -> list[float]:
+    def _bounds(self, pairs: list[int], losses: list[int]) -> list[float]:
         floor, cap = self.loss_bound(), self.max_burst_loss
         count = self.history.count
         bounds: list[float] = []
@@ -422,9 +421,7 @@ class AdaptiveDetector(Detector):
                     bound = wilson_upper(pooled_losses, pooled_pairs)
                     if bound < best:
                         best = bound
-            if best == math.inf and unknown is not None:
-                best = unknown[gap]
-            elif best == math.inf:
+            if best == math.inf:
                 # Nothing at this spacing or closer: unknown (losses may cluster in time), the
                 # cap; but with no pair at all in a history long enough to have shown some,
                 # the path hardly loses, and max_loss is assumed.
@@ -466,12 +463,10 @@ class AdaptiveDetector(Detector):
         return min(max(rto, self.min_confirm_interval), self.confirm_interval)
 
     def _paces(self) -> list[tuple[float, int]]:
-        """The candidate paces, each with the gap bin it gives: only the slowest once the
-        probe savings are spent (see ``probe_share``)."""
+        """The candidate paces, each with the gap bin it gives."""
         fastest = self.confirm_pace()
         paces = [fastest if pace is None else pace for pace in PACES]
-        candidates = [(pace, gap_bin(pace)) for pace in paces if pace >= fastest]
-        return candidates if self._probe_savings >= 1.0 else candidates[-1:]
+        return [(pace, gap_bin(pace)) for pace in paces if pace >= fastest]
 
     def _probe_earning(self) -> float:
         """The probes a regular heartbeat adds to the savings (see ``probe_share``)."""
@@ -635,7 +630,10 @@ class AdaptiveDetector(Detector):
         self._run_bounds = self.burst_loss_bounds()
         self._run_burst_loss = self._run_bounds[0]
         self._run_depth_bounds = self.depth_loss_bounds()
-        self._run_pace, pace_bin = self._explore_pace(self._run_loss)
+        if self._probe_savings >= 1.0:
+            self._run_pace, pace_bin = self._explore_pace(self._run_loss)
+        else:  # the savings are spent: the first probes wait out most spells of loss or delay
+            self._run_pace, pace_bin = self._paces()[-1]
         self._log_pace_loss = math.log(self._run_bounds[pace_bin])
         self._run_patience = self.patience()
         self._run_history = (self.history.count, self.history.losses)
