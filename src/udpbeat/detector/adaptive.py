@@ -374,7 +374,7 @@ class AdaptiveDetector(Detector):
         With no pair at or below a spacing it is ``max_burst_loss`` (nothing is known this
         close, where losses may cluster in time), except with no pair at all: then ``max_loss``
         is assumed, at the shortest spacings only once :data:`CLEAN_HISTORY` outcomes without
-        a pair say the path hardly loses.
+        a pair say the path hardly loses, or while the target has never answered.
         """
         history = self.history
         return self._bounds(history.after_loss_by_gap, history.losses_after_loss_by_gap)
@@ -424,11 +424,19 @@ class AdaptiveDetector(Detector):
             if best == math.inf:
                 # Nothing at this spacing or closer: unknown (losses may cluster in time), the
                 # cap; but with no pair at all in a history long enough to have shown some,
-                # the path hardly loses, and max_loss is assumed.
-                known_clean = not any(pairs) and (gap > 0 or count >= CLEAN_HISTORY)
+                # the path hardly loses, and max_loss is assumed. So it is for a target that
+                # has never answered: no live server was seen, so there is none to wrong, and
+                # the verdict is "not answering" (the rule before issue 11), as fast as then.
+                known_clean = not any(pairs) and (
+                    gap > 0 or count >= CLEAN_HISTORY or self.never_answered()
+                )
                 best = self.max_loss if known_clean else self.max_burst_loss
             bounds.append(min(max(best, floor), cap))
         return bounds
+
+    def never_answered(self) -> bool:
+        """Whether no reply at all (in time or late) has come yet."""
+        return self.rtt.samples == 0
 
     def burst_loss_bound(self) -> float:
         """The pessimistic chance that a loss follows a loss at the fastest spacing.
