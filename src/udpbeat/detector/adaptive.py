@@ -209,8 +209,8 @@ def goes_on_more(
 ) -> bool:
     """Whether runs go on significantly more often deep in them (``deep_losses`` of
     ``deep_pairs``) than at the level above (``losses`` of ``pairs``): a one-sided two-proportion
-    test, ``z`` standard errors: 2, below the intervals' 3, since a depth effect missed is a
-    false alarm risked, and one imagined only slows detection down."""
+    test, ``z`` standard errors (3, as :func:`wilson_upper`: a depth effect imagined by chance,
+    about once in 740 tests, makes a verdict slower, never a false one)."""
     if not deep_pairs or not pairs:
         return False
     deep_rate, rate = deep_losses / deep_pairs, losses / pairs
@@ -348,8 +348,9 @@ class AdaptiveDetector(Detector):
         # join, [(seq, sent at)], when the reply that ended the run left), and the seqs of
         # their misses that were answered late.
         # Outcomes join the history in the order their requests left, once a reply to them
-        # can no longer come (``timeout`` after they left): a heap of (sent at, seq), and each
-        # one's fate (lost or not; ``None``: left out, a miss of a run that ended DOWN).
+        # can no longer come (``timeout`` after they left): a heap of (sent at, seq, whether a
+        # probe), and each one's fate (lost or not; ``None``: left out, a miss of a run that
+        # ended DOWN).
         self._unsettled: list[tuple[float, int, bool]] = []
         self._fates: dict[int, bool | None] = {}
         self._verdict_at: float | None = None  # the run is enough once this comes
