@@ -180,3 +180,21 @@ def test_a_missing_file_is_made_for_the_writer_but_not_for_the_reader(tmp_path: 
     assert int.from_bytes(header[68:72], "big") == APPLICATION_ID
     with HistoryReader(path) as history:
         assert history.targets() == []
+
+
+def test_a_second_writer_of_one_history_is_refused_and_the_first_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    first = HistoryWriter(path)
+    try:
+        with pytest.raises(HistoryError, match="another udpbeat monitor is writing") as caught:
+            HistoryWriter(path)
+        assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+        # The refused writer did not disturb the first one's file or its locks.
+        start = int(time.time() // 60 * 60)
+        first.minutes([minute("a", start)])
+    finally:
+        first.close()
+    with HistoryReader(path) as history:
+        assert [row.start for row in history.minutes("a")] == [start]
+    # Once the first writer is closed the file is free again.
+    HistoryWriter(path).close()

@@ -181,3 +181,53 @@ labels = {{ role = "db" }}
     finally:
         up.stop()
         lossy.stop()
+
+
+def test_the_page_refreshes_itself_in_place_and_spares_a_field_being_typed_in(
+    tmp_path: Path,
+) -> None:
+    """The page's script fetches the page again every REFRESH_SECONDS and swaps its ``<main>``
+    in, with no reload. Chromium's virtual time runs the timer at once; the server answers each
+    fetch with the next version, so the dumped page shows which fetch it holds."""
+    import http.server
+    import threading
+
+    from udpbeat.monitor.status import REFRESH_SECONDS, page
+
+    served: list[str] = []
+
+    class Versions(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/favicon"):
+                self.send_error(404)
+                return
+            served.append(self.path)
+            focus = "<input autofocus>" if "focus" in self.path else ""
+            body = page("versions", f"{focus}<p>version {len(served)}</p>").encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Versions)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        # One refresh period and a half of virtual time: the first load, then one fetch.
+        budget = f"--virtual-time-budget={int(REFRESH_SECONDS * 1500)}"
+        refreshed = text_of(browser(tmp_path / "a", budget, "--dump-dom", url))
+        assert "version 2" in refreshed and "version 1" not in refreshed
+        assert served == ["/", "/"]
+        # While a person types in a field (the filter), the page is left alone.
+        served.clear()
+        typing = text_of(browser(tmp_path / "b", budget, "--dump-dom", url + "?focus"))
+        assert "version 1" in typing
+        assert served == ["/?focus"]
+    finally:
+        server.shutdown()
+        server.server_close()

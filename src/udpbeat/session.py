@@ -48,6 +48,7 @@ from udpbeat.oneway import OneWay
 from udpbeat.report import Counts, Outage, ProbeReport
 from udpbeat.stats import Jitter, RecentSeries, Series
 from udpbeat.wire import Codec, make_codec, text
+from udpbeat.wire.base import Timestamps
 
 #: How many answered or expired sequence numbers are remembered, to tell late and duplicate
 #: replies apart from unknown ones. Older replies are counted as late.
@@ -173,7 +174,8 @@ class _Fate(Enum):
 @dataclass(slots=True)
 class _Pending:
     sent_at: float
-    #: ``sent_at + config.timeout``: the heartbeat is lost when this passes unanswered.
+    #: ``sent_at + config.timeout``: the heartbeat is lost when this passes unanswered (in
+    #: the deadline heap from ``overdue_at`` on).
     deadline: float
     #: The detector's own deadline (``reply_timeout()``), at most ``deadline``: when it passes,
     #: the detector is told of a miss, but the heartbeat goes on waiting for its reply.
@@ -187,11 +189,10 @@ class _Pending:
     left_stamp: bool = False
 
 
-@dataclass(slots=True)
-class _Resolved:
-    fate: _Fate
-    probe: bool
-    number: int | None  # None: a late reply to a heartbeat whose fate was forgotten
+#: A heartbeat answered or expired: its fate, whether it was a probe, and its number (``None``:
+#: a late reply to a heartbeat whose fate was forgotten). A plain tuple: one is built for every
+#: heartbeat, and a tuple builds several times faster than a named tuple or an object.
+_Resolved = tuple[_Fate, bool, int | None]
 
 
 @dataclass(slots=True)
@@ -265,6 +266,7 @@ class ProbeSession:
         detector: Detector | None = None,
         shared_budget: ProbeBudget | None = None,
         history: int | None = None,
+        record_events: bool = True,
     ) -> None:
         """``target``: the address probed, as shown (``127.0.0.1:12000``); ``host``: the name
         asked for, if any (``localhost``). ``detector``: a detector object to use instead of
@@ -275,7 +277,11 @@ class ProbeSession:
         own (``udpbeat monitor`` gives one to all its targets). ``history``: remember only the
         last ``history`` heartbeats (RTT percentiles over them, late and duplicate replies told
         apart among them), so a session that runs for months keeps a bounded size; ``None``:
-        every RTT sample and :data:`REMEMBERED_SEQUENCES` sequence numbers."""
+        every RTT sample and :data:`REMEMBERED_SEQUENCES` sequence numbers.
+
+        ``record_events=False``: :meth:`events` yields nothing, and no event object is built
+        (the simulator reads only the report, and building them was a tenth of its time);
+        the report, the verdicts and everything sent are the same."""
         if history is not None and not _is_int(history, minimum=1):
             raise ConfigError(f"history must be an integer >= 1 (or None), got {history!r}")
         self.config = config
@@ -283,6 +289,15 @@ class ProbeSession:
         self.target = target
         self.host = host
         self.codec = codec = config.build_codec()
+        # The text format's replies are parsed into a plain tuple, without a DecodedReply: the
+        # prober's hot path (``None``: the codec's own decode_reply).
+        self._parse_text_reply = text.parse_reply if isinstance(codec, text.TextCodec) else None
+        self._sequence_modulus = codec.sequence_modulus
+        self._record_events = record_events
+        # Read on every datagram: kept here rather than looked up through the config each time.
+        self._count = config.count
+        self._timeout = config.timeout
+        self._interval = config.interval
         #: STAMP's one-way figures (``None`` for a format without the four timestamps).
         self.one_way = OneWay(history) if codec.name == "stamp" else None
         first_seq = config.first_seq
@@ -331,7 +346,7 @@ class ProbeSession:
         # The confirmation-probe budget: a bucket of ``probes_per_interval`` tokens, refilled
         # at that many per interval (per timeout when heartbeats are paced by their replies).
         budget = config.probes_per_interval
-        self._probe_tokens = float(budget)
+        self._probe_tokens = self._probe_budget = float(budget)
         self._probe_tokens_at = now
         self._probe_refill = budget / (config.interval or config.timeout)
 
@@ -344,23 +359,25 @@ class ProbeSession:
         # The earliest of four optional times, without building lists: this runs after every
         # datagram and timer, millions of times in the simulator.
         detector = self.detector
-        when = None if self._draining else self._probe_due()
+        draining = self._draining
+        when = None if draining else self._probe_due(detector.probe_at())
         check = detector.check_at()
         if check is not None and (when is None or check < when):
             when = check
         next_send = self._next_send
+        count = self._count
         if (
             next_send is not None
             and (when is None or next_send < when)
-            and not self._all_regular_sent()
-            and not self._draining
+            and (count is None or self._tally.regular.sent < count)
+            and not draining
         ):
             when = next_send
         deadlines, pending = self._deadlines, self._pending
         while deadlines and deadlines[0][1] not in pending:
             heapq.heappop(deadlines)  # answered or refused: no reason to wake for it
-        if self._deadlines:
-            deadline = self._deadlines[0][0]
+        if deadlines:
+            deadline = deadlines[0][0]
             if when is None or deadline < when:
                 when = deadline
         return when
@@ -374,20 +391,31 @@ class ProbeSession:
         if self.finished:
             return
         self._wall_offset = wall_time - now
-        self._expire(now)
-        self._record(self.detector.check(now), now)
+        deadlines = self._deadlines
+        if deadlines and deadlines[0][0] <= now:
+            self._expire(now)
+        transition = self.detector.check(now)
+        if transition is not None:
+            self._record(transition, now)
         if self._draining:
             self._maybe_finish(now)
             return
-        if not self.finished and self._send_due(now) and not self._all_regular_sent():
+        next_send = self._next_send
+        if (
+            next_send is not None
+            and next_send <= now
+            and not self.finished
+            and not self._all_regular_sent()
+        ):
             self._send(now, wall_time, probe=False)
-            interval = self.config.interval
+            interval = self._interval
             if interval > 0:
-                assert self._next_send is not None
-                self._next_send = max(self._next_send + interval, now)
+                # max(next_send + interval, now), without the call
+                next_send += interval
+                self._next_send = now if now > next_send else next_send
             else:
                 self._next_send = None
-        probe_at = self._probe_due()
+        probe_at = self._probe_due(self.detector.probe_at())
         if probe_at is None:
             self._probe_slot = None  # no probe wanted any more: a reservation is given up
         elif not self.finished and probe_at <= now:
@@ -397,7 +425,8 @@ class ProbeSession:
                 self._probe_slot = None
                 self._take_probe_token(now)
                 self._send(now, wall_time, probe=True)
-        self._maybe_finish(now)
+        if self._all_regular_sent():
+            self._maybe_finish(now)
 
     def receive_datagram(self, data: bytes, now: float, *, kernel_stamp: bool = False) -> None:
         """Match a reply to its heartbeat by sequence number; count anything else.
@@ -410,77 +439,97 @@ class ProbeSession:
         self._receive_stamps["kernel" if kernel_stamp else "user"] += 1
         # The shell may read a datagram before it runs a timer that was due first: expire now,
         # so that a reply arriving after its timeout is late, never received.
-        self._expire(now)
-        if self.finished:
-            return
-        time = self._unix(now)
+        deadlines = self._deadlines
+        if deadlines and deadlines[0][0] <= now:
+            self._expire(now)
+            if self.finished:
+                return
+        offset = self._wall_offset
+        time = None if offset is None else now + offset
+        parse_text_reply = self._parse_text_reply
+        timestamps: Timestamps | None = None
         try:
-            reply = self.codec.decode_reply(data)
+            if parse_text_reply is not None:
+                seq, time_difference = parse_text_reply(data)
+            else:
+                reply = self.codec.decode_reply(data)
+                seq, time_difference, timestamps = (
+                    reply.seq,
+                    reply.time_difference,
+                    reply.timestamps,
+                )
         except WireError as error:
             self._tally.malformed[error.reason] += 1
-            self._events.append(MalformedReply(error.reason, now, len(data), str(error), time))
+            if self._record_events:
+                self._events.append(MalformedReply(error.reason, now, len(data), str(error), time))
             self._maybe_finish(now)
             return
-        seq = self._unwrap(reply.seq)
+        if self._sequence_modulus is not None:
+            seq = self._unwrap(seq)
         pending = self._pending.pop(seq, None)
         if pending is not None:
             # Within the timeout: received, even if the detector's own deadline passed first.
             rtt = now - pending.sent_at
             probe = pending.probe
             self._send_stamps["kernel" if pending.left_stamp else "user"] += 1
-            if reply.timestamps is not None and self.one_way is not None and time is not None:
+            if timestamps is not None and self.one_way is not None and time is not None:
                 # T1 and T4 on the wall clock through the same offset: T4 - T1 is the RTT.
-                self.one_way.add(seq, time - rtt, time, reply.timestamps)
-            self._tally.of(probe).received += 1
+                self.one_way.add(seq, time - rtt, time, timestamps)
+            (self._tally.probes if probe else self._tally.regular).received += 1
             self._rtt.add(rtt)
             self._jitter.add(rtt)
-            self._time_difference.add(reply.time_difference)
+            self._time_difference.add(time_difference)
             self._remember(seq, _Fate.ANSWERED, probe, pending.number)
-            self._alive(seq)
-            self._events.append(
-                ReplyReceived(
-                    seq,
-                    now,
-                    rtt,
-                    reply.time_difference,
-                    probe,
-                    overdue=pending.overdue,
-                    number=pending.number,
-                    time=time,
-                    timestamp="kernel" if kernel_stamp else "user",
+            if seq > self._alive_seq:
+                self._alive(seq)
+            if self._record_events:
+                self._events.append(
+                    ReplyReceived(
+                        seq,
+                        now,
+                        rtt,
+                        time_difference,
+                        probe,
+                        overdue=pending.overdue,
+                        number=pending.number,
+                        time=time,
+                        timestamp="kernel" if kernel_stamp else "user",
+                    )
                 )
-            )
             if pending.overdue:  # the detector counted a miss: to it, this reply is late
                 transition = self.detector.on_late(seq, rtt, now)
             else:
                 transition = self.detector.on_reply(seq, rtt, now)
-            self._record(transition, now, seq, probe, pending.number)
-            self._resolved_one(now, pending)
-            self._maybe_finish(now)
+            if transition is not None:
+                self._record(transition, now, seq, probe, pending.number)
+            if not probe and self._interval == 0:
+                self._resolved_one(now, pending)
+            if self._draining or self._all_regular_sent():
+                self._maybe_finish(now)
             return
         resolved = self._resolved.get(seq)
-        if resolved is not None and resolved.fate is _Fate.ANSWERED:
+        fate, probe, number = (None, False, None) if resolved is None else resolved
+        if fate is _Fate.ANSWERED:
             self._tally.duplicates += 1
-            self._events.append(
-                DuplicateReply(seq, now, resolved.probe, resolved.number, time=time)
-            )
+            if self._record_events:
+                self._events.append(DuplicateReply(seq, now, probe, number, time=time))
         elif resolved is not None or self._forgotten(seq):
             self._tally.late += 1
             sent_at = self._sent_at_of_expired.pop(seq, None)
             rtt = math.nan if sent_at is None else now - sent_at
-            probe = resolved is not None and resolved.probe
-            number = None if resolved is None else resolved.number
             # Marked answered so that a second copy of a late reply counts as a duplicate.
             self._remember(seq, _Fate.ANSWERED, probe, number)
             if not math.isnan(rtt):
                 self._alive(seq)
-            self._events.append(
-                LateReply(seq, now, rtt, reply.time_difference, probe, number, time=time)
-            )
+            if self._record_events:
+                self._events.append(
+                    LateReply(seq, now, rtt, time_difference, probe, number, time=time)
+                )
             self._record(self.detector.on_late(seq, rtt, now), now, seq, probe, number)
         else:
             self._tally.unknown += 1
-            self._events.append(UnknownReply(seq, now, time))
+            if self._record_events:
+                self._events.append(UnknownReply(seq, now, time))
         self._maybe_finish(now)
 
     def receive_error(self, now: float, seq: int | None = None) -> None:
@@ -569,6 +618,11 @@ class ProbeSession:
     def state(self) -> State:
         return self.detector.state
 
+    @property
+    def records_events(self) -> bool:
+        """Whether :meth:`events` yields anything (``record_events`` when it was built)."""
+        return self._record_events
+
     def report(self, now: float | None = None) -> ProbeReport:
         end = self._ended
         if end is None:
@@ -628,11 +682,13 @@ class ProbeSession:
         offset = self._wall_offset
         return None if offset is None else now + offset
 
-    def _probe_due(self) -> float | None:
-        """When the next confirmation probe goes: when the detector wants it, or later if the
-        budget is spent (``None``: no probe wanted, or no budget at all)."""
-        wanted = self.detector.probe_at()
-        if wanted is None or self._probe_tokens >= 1.0:
+    def _probe_due(self, wanted: float | None) -> float | None:
+        """When the next confirmation probe goes: when the detector wants it (``wanted``, its
+        ``probe_at()``), or later if the budget is spent (``None``: no probe wanted, or no
+        budget at all)."""
+        if wanted is None:
+            return None
+        if self._probe_tokens >= 1.0:
             return self._not_before_slot(wanted)
         if not self._probe_refill:
             return None
@@ -645,7 +701,7 @@ class ProbeSession:
         return slot if due is not None and slot is not None and slot > due else due
 
     def _take_probe_token(self, now: float) -> None:
-        budget = float(self.config.probes_per_interval)
+        budget = self._probe_budget
         elapsed = max(0.0, now - self._probe_tokens_at)
         tokens = min(budget, self._probe_tokens + elapsed * self._probe_refill)
         # Rounding may leave a hair under one token at the instant it was due.
@@ -653,7 +709,7 @@ class ProbeSession:
         self._probe_tokens_at = now
 
     def _all_regular_sent(self) -> bool:
-        count = self.config.count
+        count = self._count
         return count is not None and self._tally.regular.sent >= count
 
     def _send_due(self, now: float) -> bool:
@@ -661,20 +717,25 @@ class ProbeSession:
 
     def _send(self, now: float, wall_time: float, *, probe: bool) -> None:
         seq = self._next_seq
-        self._next_seq += 1
-        kind = self._tally.of(probe)
+        self._next_seq = seq + 1
+        kind = self._tally.probes if probe else self._tally.regular
         kind.sent += 1
-        timeout = self.config.timeout
+        number = kind.sent
+        timeout = self._timeout
         deadline = now + timeout
-        overdue_at = now + min(self.detector.reply_timeout(), timeout)
-        self._pending[seq] = _Pending(now, deadline, overdue_at, probe, kind.sent)
-        if overdue_at < deadline:
-            heapq.heappush(self._deadlines, (overdue_at, seq))
-        heapq.heappush(self._deadlines, (deadline, seq))
+        detector = self.detector
+        reply_timeout = detector.reply_timeout()
+        # min(reply_timeout, timeout), without the call: this runs for every datagram sent.
+        overdue_at = now + (timeout if timeout < reply_timeout else reply_timeout)
+        self._pending[seq] = _Pending(now, deadline, overdue_at, probe, number)
+        # One entry at a time: the timeout's is pushed when the detector's earlier deadline
+        # passes (:meth:`_expire`), so most heartbeats, answered before either, cost one.
+        heapq.heappush(self._deadlines, (overdue_at if overdue_at < deadline else deadline, seq))
         self._outgoing.append(self.codec.encode_request(seq, wall_time))
         self._unmarked.append(seq)
-        self.detector.on_sent(seq, now, probe=probe)
-        self._events.append(HeartbeatSent(seq, now, wall_time, probe, kind.sent, wall_time))
+        detector.on_sent(seq, now, probe=probe)
+        if self._record_events:
+            self._events.append(HeartbeatSent(seq, now, wall_time, probe, number, wall_time))
 
     def _expire(self, now: float) -> None:
         deadlines = self._deadlines
@@ -687,22 +748,25 @@ class ProbeSession:
                 del self._pending[seq]
                 self._miss(seq, pending, when, "timeout")
             elif not pending.overdue:
+                heapq.heappush(deadlines, (pending.deadline, seq))
                 self._overdue(seq, pending, when)
 
     def _overdue(self, seq: int, pending: _Pending, now: float) -> None:
         """The detector's deadline passed: it hears of a miss; the heartbeat keeps waiting."""
         pending.overdue = True
-        self._events.append(
-            HeartbeatOverdue(
-                seq, now, now - pending.sent_at, pending.probe, pending.number, self._unix(now)
+        if self._record_events:
+            self._events.append(
+                HeartbeatOverdue(
+                    seq, now, now - pending.sent_at, pending.probe, pending.number, self._unix(now)
+                )
             )
-        )
         transition = self.detector.on_miss(seq, now, "timeout")
-        self._record(transition, now, seq, pending.probe, pending.number)
+        if transition is not None:
+            self._record(transition, now, seq, pending.probe, pending.number)
 
     def _miss(self, seq: int, pending: _Pending, now: float, reason: MissReason) -> None:
         probe = pending.probe
-        kind = self._tally.of(probe)
+        kind = self._tally.probes if probe else self._tally.regular
         refused = reason == "refused"
         if refused:
             kind.refused += 1
@@ -715,11 +779,16 @@ class ProbeSession:
             outage.count(probe, refused)
         elif seq > self._alive_seq:
             self._run_misses.append((seq, probe, refused))
-        self._events.append(HeartbeatLost(seq, now, reason, probe, pending.number, self._unix(now)))
+        if self._record_events:
+            self._events.append(
+                HeartbeatLost(seq, now, reason, probe, pending.number, self._unix(now))
+            )
         if not pending.overdue:  # an overdue heartbeat's miss was counted already
             transition = self.detector.on_miss(seq, now, reason)
-            self._record(transition, now, seq, probe, pending.number)
-        self._resolved_one(now, pending)
+            if transition is not None:
+                self._record(transition, now, seq, probe, pending.number)
+        if not probe and self._interval == 0:
+            self._resolved_one(now, pending)
 
     def _alive(self, seq: int) -> None:
         """A reply to ``seq`` came: the misses of heartbeats sent before it were the path's."""
@@ -743,7 +812,7 @@ class ProbeSession:
 
     def _remember(self, seq: int, fate: _Fate, probe: bool, number: int | None) -> None:
         resolved = self._resolved
-        resolved[seq] = _Resolved(fate, probe, number)
+        resolved[seq] = (fate, probe, number)
         while len(resolved) > self._remembered:
             old, _ = resolved.popitem(last=False)
             self._sent_at_of_expired.pop(old, None)
@@ -765,7 +834,8 @@ class ProbeSession:
         time = self._unix(transition.at)
         self._transitions.append(transition)
         self._transition_times.append(time)
-        self._events.append(StateChanged(transition, seq, number, probe, time))
+        if self._record_events:
+            self._events.append(StateChanged(transition, seq, number, probe, time))
         if transition.new is State.DOWN:
             # The misses since the newest reply led to this verdict: they belong to the outage.
             outage = _OutageTally(transition.at, time, self._alive_seq)
@@ -791,7 +861,10 @@ class ProbeSession:
         self.finished = True
         self._ended = now
         received = self._tally.regular.received + self._tally.probes.received
-        self._events.append(SessionFinished(now, self.detector.state, received, self._unix(now)))
+        if self._record_events:
+            self._events.append(
+                SessionFinished(now, self.detector.state, received, self._unix(now))
+            )
 
 
 def _counts(kind: _Kind, in_flight: int) -> Counts:

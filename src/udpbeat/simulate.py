@@ -34,6 +34,8 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from math import log as _log
+from typing import Protocol
 
 from udpbeat.detector import DETECTORS, Detector, State, Transition, make_detector
 from udpbeat.errors import ConfigError
@@ -49,6 +51,12 @@ CLIENT_ADDRESS = ("192.0.2.1", 40000)
 STUCK_TIMER_LIMIT = 1000
 
 LossDecider = Callable[[], bool]
+
+
+class _StepDecider(Protocol):
+    """A loss decision that may be given the send time, and does not need it."""
+
+    def __call__(self, at: float = 0.0) -> bool: ...
 
 
 # --- the path --------------------------------------------------------------------------------
@@ -123,13 +131,21 @@ class GilbertElliott:
         return leave * bad_share / (1.0 - bad_share), leave
 
     def decider(self, rng: random.Random) -> LossDecider:
+        return self._chain(rng)
+
+    def decider_at(self, rng: random.Random) -> TimedLossDecider:
+        """:meth:`decider` taking the send time, which it does not use (the chain steps per
+        request): the same function, without a wrapper's call per request."""
+        return self._chain(rng)
+
+    def _chain(self, rng: random.Random) -> _StepDecider:
         enter, leave = self.transition_probabilities()
         bad_share = enter / (enter + leave) if enter + leave > 0 else 0.0
         draw = rng.random
         state = {"bad": draw() < bad_share}
         loss_good, loss_bad = self.loss_good, self.loss_bad
 
-        def lost() -> bool:
+        def lost(at: float = 0.0) -> bool:
             bad = state["bad"]
             if bad:
                 if draw() < leave:
@@ -249,6 +265,14 @@ def timed_decider(model: LossModel, rng: random.Random) -> TimedLossDecider:
     """The model's loss decision for a request sent at a given (virtual) time."""
     if isinstance(model, Blackouts | Combined):
         return model.decider_at(rng)
+    if isinstance(model, GilbertElliott):
+        return model.decider_at(rng)
+    if isinstance(model, Bernoulli):
+        # The same draws as model.decider(rng), one call fewer per request.
+        loss, draw = model.loss, rng.random
+        if loss == 0.0:
+            return lambda at: False
+        return lambda at: draw() < loss
     lost = model.decider(rng)
     return lambda at: lost()
 
@@ -408,6 +432,10 @@ class Simulation:
             self.reflector = Reflector(ReflectorConfig(loss=0.0, rate_limit=0, log_events=False))
         self._rng = rng
         self._lost = timed_decider(path.loss, rng)
+        self._draw = rng.random
+        self._plain_jitter = not path.independent_jitter and path.forward_share == 0.5
+        self._jitter = path.jitter
+        self._jitter_rate = 1.0 / path.jitter if path.jitter else 0.0
         self._spike_rtt = _spike_schedule(path.spikes, rng) if path.spikes else None
         # (arrival time, tie-breaker, datagram; None stands for an ICMP port-unreachable)
         self._arrivals: list[tuple[float, int, bytes | None]] = []
@@ -434,6 +462,8 @@ class Simulation:
         receive_datagram = session.receive_datagram
         handle_timer = session.handle_timer
         get_timer = session.get_timer
+        datagrams_to_send = session.datagrams_to_send
+        events = session.events if session.records_events else None
         last_timer, same_timer = -1.0, 0
         while not session.finished:
             timer = get_timer()
@@ -442,8 +472,8 @@ class Simulation:
                 if at > until:
                     break
                 _, _, data = heapq.heappop(arrivals)
-                at = max(at, self.now)
-                self.now = at
+                now = self.now
+                self.now = at = now if now > at else at  # max(at, now), without the call
                 if data is None:
                     session.receive_error(at)
                 else:
@@ -451,8 +481,8 @@ class Simulation:
             elif timer is not None:
                 if timer > until:
                     break
-                at = max(timer, self.now)
-                self.now = at
+                now = self.now
+                self.now = at = now if now > timer else timer
                 if timer == last_timer:
                     same_timer += 1
                     if same_timer > STUCK_TIMER_LIMIT:
@@ -463,9 +493,10 @@ class Simulation:
                 break
             # As the I/O shell does after every input: run the timer, then send what is due.
             handle_timer(at, WALL_CLOCK_EPOCH + at)
-            for datagram in session.datagrams_to_send():
+            for datagram in datagrams_to_send():
                 transmit(datagram, at)
-            deque(session.events(), maxlen=0)
+            if events is not None:
+                deque(events(), maxlen=0)
             if until_state is not None and session.state is until_state:
                 return self.now
         if math.isfinite(until) and not session.finished:
@@ -480,7 +511,13 @@ class Simulation:
             spike = self._spike_rtt(at)
             if spike is not None:
                 rtt, spike_lost = spike
-        if path.independent_jitter or path.forward_share != 0.5:
+        if self._plain_jitter:
+            # The usual path, as below, with rng.expovariate(1 / jitter) written out (the same
+            # arithmetic, so the same draws): this runs for every datagram.
+            if self._jitter:
+                rtt += -_log(1.0 - self._draw()) / self._jitter_rate
+            at_server = at + rtt / 2
+        elif path.independent_jitter or path.forward_share != 0.5:
             forward, backward = rtt * path.forward_share, rtt * (1 - path.forward_share)
             if path.jitter and path.independent_jitter:
                 forward += self._rng.expovariate(2.0 / path.jitter)
@@ -590,7 +627,8 @@ def run_healthy(
         watch=True,
         probes_per_interval=timing.probes_per_interval,
     )
-    session = ProbeSession(config, 0.0, detector=spec.build(timing.timeout))
+    # The scenarios read only the report: the session builds no event objects.
+    session = ProbeSession(config, 0.0, detector=spec.build(timing.timeout), record_events=False)
     Simulation(session, path, rng).run()
     report = session.report()
     return HealthyResult(
@@ -645,7 +683,8 @@ def run_stop(
         watch=True,
         probes_per_interval=timing.probes_per_interval,
     )
-    session = ProbeSession(config, 0.0, detector=spec.build(timing.timeout))
+    # The scenarios read only the report: the session builds no event objects.
+    session = ProbeSession(config, 0.0, detector=spec.build(timing.timeout), record_events=False)
     simulation = Simulation(session, path, rng)
     stop_at = (warmup + rng.random()) * max(timing.interval, timing.timeout)
     simulation.stop_server(stop_at)

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -469,6 +470,42 @@ def _create(connection: sqlite3.Connection) -> None:
     connection.commit()
 
 
+def _claim_writer(path: str) -> int | None:
+    """Take the file's writer lock (``flock``), or refuse: two monitors adding the same minutes
+    to one history would double every count.
+
+    The lock is a BSD ``flock`` on a descriptor of the database file itself, which Linux keeps
+    apart from the POSIX record locks SQLite takes, so it adds no file beside the history. The
+    descriptor stays open until the connection is closed: closing any descriptor of a file
+    drops the process's POSIX locks on it, SQLite's included. Where ``flock`` does not exist
+    (not POSIX) there is no guard, and ``None`` is returned.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise HistoryError(f"{path}: cannot open: {error.strerror or error}") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise HistoryError(
+            f"{path}: another udpbeat monitor is writing this history (one writer per file)"
+        ) from None
+    except OSError:  # a file system without flock (some network mounts): no guard there
+        pass
+    return descriptor
+
+
+def _release_writer(descriptor: int | None) -> None:
+    """Give the writer lock back (closing the descriptor does it)."""
+    if descriptor is not None:
+        os.close(descriptor)
+
+
 class HistoryWriter:
     """Writes a history file from a thread of its own; see the module.
 
@@ -502,9 +539,11 @@ class HistoryWriter:
         self._clock = clock
         self._on_error = on_error
         existed = check_file(path)
+        self._claim = _claim_writer(self.path)
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as error:
+            _release_writer(self._claim)
             raise HistoryError(f"{self.path}: cannot open: {error}") from None
         try:
             if existed:
@@ -516,9 +555,11 @@ class HistoryWriter:
             self._db.execute("PRAGMA synchronous = NORMAL")
         except HistoryError:
             self._db.close()
+            _release_writer(self._claim)
             raise
         except sqlite3.Error as error:
             self._db.close()
+            _release_writer(self._claim)
             raise HistoryError(f"{self.path}: cannot open: {error}") from None
         self.journal_mode = str(mode)
         self._ids: dict[str, int] = {}
@@ -528,6 +569,7 @@ class HistoryWriter:
             self.resumed = self._read_resume()
         except sqlite3.Error as error:
             self._db.close()
+            _release_writer(self._claim)
             raise _damaged(self.path, error) from None
         self._lock = threading.Condition()
         self._pending: list[tuple[str, Any]] = []
@@ -648,6 +690,7 @@ class HistoryWriter:
             except sqlite3.Error:
                 pass
             self._db.close()
+            _release_writer(self._claim)
 
     def _run(self) -> None:
         while True:

@@ -46,6 +46,7 @@ _REQUEST = re.compile(
 )
 _REPLY = re.compile(rb"Seq: ([0-9]{1,19}), Time Difference: (-?[0-9]{1,11}\.[0-9]{6}) seconds")
 _DIGITS = re.compile(rb"[0-9]+")
+_MAX_SEQUENCE_DIGITS = str(MAX_SEQUENCE).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +79,14 @@ class HeartbeatReply:
     def __post_init__(self) -> None:
         _check_sequence(self.seq)
         if not (math.isfinite(self.time_difference) and abs(self.time_difference) < MAX_TIMESTAMP):
-            raise BadTimestamp(
-                f"time difference {self.time_difference!r} is outside (-1e10, 1e10) seconds; "
-                "check that the timestamp sent is Unix time in seconds"
-            )
+            raise _bad_time_difference(self.time_difference)
+
+
+def _bad_time_difference(time_difference: float) -> BadTimestamp:
+    return BadTimestamp(
+        f"time difference {time_difference!r} is outside (-1e10, 1e10) seconds; "
+        "check that the timestamp sent is Unix time in seconds"
+    )
 
 
 def encode_request(message: Heartbeat) -> bytes:
@@ -104,14 +109,15 @@ def parse_request(data: bytes) -> tuple[bytes, float]:
     Raises:
         WireError: a subclass naming what was wrong.
     """
-    # The usual shape, ``Heartbeat <up to 18 digits> <digits>[.<digits>]`` with no line ending,
-    # is recognised with bytes methods, cheaper than the regular expression; anything else,
-    # including every error and every bound left to check, takes the general path below.
+    # The usual shape, ``Heartbeat <up to 19 digits, at most 2**63-1> <digits>[.<digits>]``
+    # with no line ending, is recognised with bytes methods, cheaper than the regular
+    # expression; anything else, including every error and every bound left to check, takes
+    # the general path below. (Digit strings of the same length compare as their numbers.)
     if data[:10] == b"Heartbeat ":
         digits, _, stamp = data[10:].partition(b" ")
         whole, _, fraction = stamp.partition(b".")
         if (
-            len(digits) <= 18
+            (len(digits) <= 18 or (len(digits) == 19 and digits <= _MAX_SEQUENCE_DIGITS))
             and digits.isdigit()
             and len(whole) <= 17
             and whole.isdigit()
@@ -151,8 +157,30 @@ def decode_request(data: bytes) -> Heartbeat:
     return Heartbeat(int(digits), sent_time)
 
 
+#: ``REQUEST_FORMAT % (seq, sent_time + 0.0)`` is :func:`format_request` without the call
+#: (``%a`` of a float is its ``repr``, as :func:`encode_request` writes it).
+REQUEST_FORMAT = b"Heartbeat %d %a"
+
+
+def format_request(seq: int, sent_time: float) -> bytes:
+    """The request for a sequence number and send time already known to be valid (a session's
+    own: numbered from a checked first one, stamped by a clock); the hot-path twin of
+    :func:`encode_request`, byte for byte the same, without building a :class:`Heartbeat`."""
+    return REQUEST_FORMAT % (seq, sent_time + 0.0)
+
+
 def decode_reply(data: bytes) -> HeartbeatReply:
     """Raises: WireError (a subclass naming the field) for anything but a valid reply."""
+    return HeartbeatReply(*parse_reply(data))
+
+
+def parse_reply(data: bytes) -> tuple[int, float]:
+    """The hot path of a prober: the sequence number and the time difference of a reply, with
+    the checks of :func:`decode_reply` and without building a :class:`HeartbeatReply`.
+
+    Raises:
+        WireError: a subclass naming what was wrong.
+    """
     if len(data) > MAX_REPLY_SIZE:
         raise Oversize(f"reply of {len(data)} bytes is longer than {MAX_REPLY_SIZE}")
     match = _REPLY.fullmatch(data)
@@ -162,7 +190,11 @@ def decode_reply(data: bytes) -> HeartbeatReply:
     seq = int(digits)
     if seq > MAX_SEQUENCE:
         raise BadSequence(f"reply sequence number {seq} exceeds {MAX_SEQUENCE}")
-    return HeartbeatReply(seq, float(difference))
+    time_difference = float(difference)
+    # The pattern allows 11 integer digits, so the bound is checked here (as the reply's own).
+    if not abs(time_difference) < MAX_TIMESTAMP:
+        raise _bad_time_difference(time_difference)
+    return seq, time_difference
 
 
 def _check_sequence(seq: int) -> None:
@@ -231,11 +263,20 @@ class TextCodec:
     sequence_modulus: int | None = None
 
     def encode_request(self, seq: int, wall_time: float) -> bytes:
+        # The usual case, checked in one expression (NaN and infinities fail the comparisons);
+        # anything else goes through the Heartbeat, which raises the error that names it.
+        if (
+            type(seq) is int
+            and 0 <= seq <= MAX_SEQUENCE
+            and type(wall_time) is float
+            and 0.0 <= wall_time < MAX_TIMESTAMP
+        ):
+            return REQUEST_FORMAT % (seq, wall_time + 0.0)
         return encode_request(Heartbeat(seq, wall_time))
 
     def decode_reply(self, data: bytes) -> DecodedReply:
-        reply = decode_reply(data)
-        return DecodedReply(reply.seq, reply.time_difference)
+        seq, time_difference = parse_reply(data)
+        return DecodedReply(seq, time_difference)
 
     def request_seq(self, data: bytes) -> int:
         return decode_request(data).seq
