@@ -214,6 +214,8 @@ def goes_on_more(
     if not deep_pairs or not pairs:
         return False
     deep_rate, rate = deep_losses / deep_pairs, losses / pairs
+    if deep_rate <= rate:
+        return False
     pooled = (deep_losses + losses) / (deep_pairs + pairs)
     spread = math.sqrt(pooled * (1 - pooled) * (1 / deep_pairs + 1 / pairs))
     return deep_rate - rate > z * spread if spread > 0 else deep_rate > rate
@@ -396,15 +398,27 @@ class AdaptiveDetector(Detector):
         history = self.history
         by_depth, losses_by_depth = history.remembered_by_depth, history.remembered_losses_by_depth
         cap = self.max_burst_loss
+        # The pairs at least as deep as each level, per spacing: sums from the deepest up.
+        tail_pairs = [list(by_depth[-1])]
+        tail_losses = [list(losses_by_depth[-1])]
+        for level in range(DEPTH_LEVELS - 2, 0, -1):
+            pairs, losses = by_depth[level], losses_by_depth[level]
+            deeper_pairs, deeper_losses = tail_pairs[-1], tail_losses[-1]
+            tail_pairs.append([a + b for a, b in zip(pairs, deeper_pairs, strict=True)])
+            tail_losses.append([a + b for a, b in zip(losses, deeper_losses, strict=True)])
+        tail_pairs.reverse()  # [level - 1]: the pairs at least as deep as ``level``
+        tail_losses.reverse()
         levels = [self.burst_loss_bounds()]
         for level in range(1, DEPTH_LEVELS):
-            bounds = list(levels[-1])
+            bounds = levels[-1]
             above, losses_above = by_depth[level - 1], losses_by_depth[level - 1]
+            pairs, losses = tail_pairs[level - 1], tail_losses[level - 1]
             for gap in range(GAP_BINS):
-                pairs = sum(row[gap] for row in by_depth[level:])
-                losses = sum(row[gap] for row in losses_by_depth[level:])
-                if goes_on_more(losses, pairs, losses_above[gap], above[gap]):
-                    bounds[gap] = max(bounds[gap], min(wilson_upper(losses, pairs), cap))
+                if goes_on_more(losses[gap], pairs[gap], losses_above[gap], above[gap]):
+                    deep = min(wilson_upper(losses[gap], pairs[gap]), cap)
+                    if deep > bounds[gap]:
+                        bounds = list(bounds) if bounds is levels[-1] else bounds
+                        bounds[gap] = deep
             levels.append(bounds)
         return levels
 
