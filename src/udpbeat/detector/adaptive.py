@@ -387,10 +387,11 @@ class AdaptiveDetector(Detector):
         the run and per spacing: ``[level][gap]``.
 
         Level 0 is :meth:`burst_loss_bounds`, from every pair. At level ``L`` and a spacing,
-        the level before holds unless the pairs at that spacing at least as deep as ``L``
-        (pooled over the deeper levels too: a run that has lasted this long may last longer)
-        go on significantly more often (:func:`goes_on_more`) than those of level ``L - 1`` at
-        the same spacing: then the upper bound from those deep pairs, if higher. A path with
+        the level before holds unless the pairs at least as deep as ``L`` (pooled over the
+        deeper levels too: a run that has lasted this long may last longer) go on significantly
+        more often (:func:`goes_on_more`) than those of level ``L - 1``, at that spacing or a
+        closer one: then the bound from those deep pairs, pooled with closer spacings' where
+        few were seen at this one (as :meth:`burst_loss_bounds`), if higher. A path with
         several kinds of loss (short blackouts, long bursts) shows this, as its runs that have
         lasted are mostly the long kind; on a path with one kind, the deep pairs (few, so with
         a wide interval) would only slow detection down without making it any safer.
@@ -410,15 +411,28 @@ class AdaptiveDetector(Detector):
         tail_losses.reverse()
         levels = [self.burst_loss_bounds()]
         for level in range(1, DEPTH_LEVELS):
-            bounds = levels[-1]
+            bounds = list(levels[-1])
             above, losses_above = by_depth[level - 1], losses_by_depth[level - 1]
             pairs, losses = tail_pairs[level - 1], tail_losses[level - 1]
+            shown = False  # a depth effect at this spacing or a closer one
             for gap in range(GAP_BINS):
-                if goes_on_more(losses[gap], pairs[gap], losses_above[gap], above[gap]):
-                    deep = min(wilson_upper(losses[gap], pairs[gap]), cap)
-                    if deep > bounds[gap]:
-                        bounds = list(bounds) if bounds is levels[-1] else bounds
-                        bounds[gap] = deep
+                shown = shown or goes_on_more(
+                    losses[gap], pairs[gap], losses_above[gap], above[gap]
+                )
+                if not shown:
+                    continue
+                # As burst_loss_bounds: the lowest bound of this spacing's deep pairs pooled
+                # with those of closer spacings (at least as correlated): where few runs this
+                # deep were seen at this spacing, the closer ones' bound holds.
+                deep = math.inf
+                pooled_pairs = pooled_losses = 0
+                for closer in range(gap, -1, -1):
+                    if pairs[closer]:
+                        pooled_pairs += pairs[closer]
+                        pooled_losses += losses[closer]
+                        deep = min(deep, wilson_upper(pooled_losses, pooled_pairs))
+                if deep < math.inf:
+                    bounds[gap] = max(bounds[gap], min(deep, cap))
             levels.append(bounds)
         return levels
 
