@@ -433,11 +433,11 @@ def test_a_single_refusal_is_never_a_verdict_even_with_a_loose_false_alarm_budge
 def test_probes_stop_once_enough_are_in_flight() -> None:
     detector = AdaptiveDetector()
     detector.on_sent(1, 0.0, probe=False)
-    # No history: 60 % loss assumed, and nothing known of losses close together (they may
-    # cluster in time), so at the fastest pace each further miss weighs max_burst_loss.
+    # Never answered: 60 % loss assumed at every spacing (the rule before issue 11, for a
+    # target never seen alive), so at the fastest pace each further miss weighs max_loss.
     detector.on_miss(1, 1.0, "timeout")
     assert detector.probe_at() == pytest.approx(0.0 + detector.confirm_interval)
-    wanted = misses_needed(0.6, detector.max_burst_loss) - 1
+    wanted = misses_needed(0.6) - 1
     for seq in range(2, wanted + 1):
         detector.on_sent(seq, 1.0 + seq * 0.05, probe=True)
     assert detector.probe_at() is not None

@@ -1,0 +1,185 @@
+"""Issue 11, finished: the adaptive detector reads a run's chance of going on at its depth, keeps
+its probes to a share of the heartbeats, and judges a target that never answered by its own rule.
+
+Everything here runs on fake or virtual clocks, in well under a second per test.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from udpbeat.detector import AdaptiveDetector, LossHistory, State
+from udpbeat.detector.adaptive import (
+    DEPTH_LEVELS,
+    DEPTH_MEMORY,
+    depth_level,
+    gap_bin,
+    goes_on_more,
+)
+from udpbeat.errors import ConfigError
+from udpbeat.session import ProbeConfig
+from udpbeat.simulate import Blackouts, DetectorSpec, PathConfig, Timing, run_healthy
+from udpbeat.testing import SessionDriver
+
+SPACING = 0.1  # seconds between the requests of the synthetic histories below
+GAP = gap_bin(SPACING)
+
+
+def _feed(history: LossHistory, runs: list[int], rng: random.Random) -> None:
+    """Runs of losses of the given lengths, each followed by one to three answered requests,
+    all ``SPACING`` apart."""
+    at = 0.0
+    for length in runs:
+        for _ in range(length):
+            at += SPACING
+            history.add(True, at)
+        for _ in range(rng.randint(1, 3)):
+            at += SPACING
+            history.add(False, at)
+
+
+def _geometric(rng: random.Random, going_on: float) -> int:
+    length = 1
+    while rng.random() < going_on:
+        length += 1
+    return length
+
+
+# --- the history per depth -----------------------------------------------------------------
+
+
+def test_depth_levels_double() -> None:
+    assert [depth_level(depth) for depth in (1, 2, 3, 4, 7, 8, 15, 16, 1000)] == [
+        0,
+        1,
+        1,
+        2,
+        2,
+        3,
+        3,
+        3,
+        3,
+    ]
+    assert DEPTH_LEVELS == 4
+
+
+def test_history_counts_pairs_by_the_depth_of_their_first_loss() -> None:
+    history = LossHistory(100)
+    # A run of five then an answer: pairs after 1, 2, 3, 4 losses go on, after 5 it ends.
+    for lost, at in zip([True] * 5 + [False], range(6), strict=True):
+        history.add(lost, float(at))
+    pairs = [sum(row) for row in history.remembered_by_depth]
+    losses = [sum(row) for row in history.remembered_losses_by_depth]
+    assert pairs == [1, 2, 2, 0]  # after depth 1; 2 and 3; 4 and 5
+    assert losses == [1, 2, 1, 0]  # the pair after depth 5 ended the run
+    assert history.remembered_by_depth[2][gap_bin(1.0)] == 2
+
+
+def test_pairs_per_depth_outlive_the_window_and_fade_by_halves() -> None:
+    history = LossHistory(4)
+    for index in range(4 * DEPTH_MEMORY - 1):
+        history.add(index % 2 == 0, float(index))
+    # The window holds four outcomes, the depth counts every pair since the start.
+    assert history.after_loss <= 2
+    remembered = sum(history.remembered_by_depth[0])
+    assert remembered == (4 * DEPTH_MEMORY - 1) // 2
+    history.add(False, 100.0)  # the 4 * DEPTH_MEMORY-th outcome: a pair more, then halved
+    assert sum(history.remembered_by_depth[0]) == (remembered + 1) // 2
+
+
+def test_goes_on_more_is_a_one_sided_test() -> None:
+    assert goes_on_more(95, 100, 50, 100)  # clearly more
+    assert not goes_on_more(55, 100, 50, 100)  # within the noise
+    assert not goes_on_more(10, 100, 50, 100)  # less: never a reason for a higher bound
+    assert not goes_on_more(3, 3, 0, 0) and not goes_on_more(0, 0, 3, 3)  # nothing to compare
+
+
+# --- bounds per depth --------------------------------------------------------------------------
+
+
+def test_a_path_with_one_kind_of_loss_keeps_one_bound_at_every_depth() -> None:
+    rng = random.Random(6)
+    detector = AdaptiveDetector()
+    # Bursts of one kind (mean 3): no depth effect to find, and none is imagined.
+    _feed(detector.history, [_geometric(rng, 2 / 3) for _ in range(3000)], rng)
+    levels = detector.depth_loss_bounds()
+    assert all(level == levels[0] for level in levels)
+
+
+def test_a_run_that_has_lasted_is_judged_as_the_long_kind_of_loss() -> None:
+    rng = random.Random(8)
+    detector = AdaptiveDetector()
+    # Many short spells (one or two losses) and a few long bursts (mean 16): on average a loss
+    # is followed by a loss less than half the time, but a run 8 deep goes on 15 times in 16.
+    runs = [
+        _geometric(rng, 15 / 16) if rng.random() < 0.1 else rng.randint(1, 2) for _ in range(3001)
+    ]
+    _feed(detector.history, runs, rng)
+    levels = detector.depth_loss_bounds()
+    shallow, deep = levels[0][GAP], levels[DEPTH_LEVELS - 1][GAP]
+    assert shallow < 0.75
+    assert deep > 15 / 16  # an upper bound on the long kind's chance of going on
+    assert all(a <= b for a, b in zip(levels[0], levels[-1], strict=True))
+    # So a run of 70 misses at this spacing, which about one long burst in 60 makes on this
+    # path, is far from a verdict, where the average bound alone would call it.
+    log = math.log(detector.loss_bound())
+    log_shallow_only = log + 69 * math.log(shallow)
+    log_by_depth = log + sum(math.log(levels[depth_level(depth)][GAP]) for depth in range(1, 70))
+    assert log_shallow_only < math.log(1e-9) < log_by_depth
+
+
+# --- the probe share ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("share", [0, -0.5, math.nan, math.inf, True, "half"])
+def test_bad_probe_share_raises_config_error(share: object) -> None:
+    with pytest.raises(ConfigError, match="probe-share"):
+        AdaptiveDetector(probe_share=share)  # type: ignore[arg-type]
+
+
+def test_probes_stay_within_their_share_on_a_path_that_goes_dark() -> None:
+    path = PathConfig(loss=Blackouts(0.3, 0.05, 0.5))
+    heartbeats = 5_000
+    kept = run_healthy(DetectorSpec.parse("adaptive"), path, Timing(), heartbeats, random.Random(4))
+    free = run_healthy(
+        DetectorSpec.parse("adaptive:probe_share=100"),
+        path,
+        Timing(),
+        heartbeats,
+        random.Random(4),
+    )
+    # What was earned (0.5 a heartbeat: 30 % independent loss would cost 0.43) and saved at the
+    # start (0.5 x history), and one run's overdraft at most.
+    assert kept.probes <= 0.5 * heartbeats + 0.5 * 1000 + 50
+    assert free.probes > kept.probes * 1.2  # without the share, spells of loss cost more
+    assert kept.false_down == free.false_down == 0
+
+
+def test_describe_names_the_probe_share() -> None:
+    assert AdaptiveDetector(probe_share=0.25).describe()["probe_share"] == 0.25
+
+
+# --- a target that never answered ------------------------------------------------------------
+
+
+def test_a_target_that_never_answers_is_down_as_fast_as_before_issue_11() -> None:
+    config = ProbeConfig(count=None, interval=1.0, timeout=1.0, watch=True)
+    driver = SessionDriver(config, start=0.0, detector=AdaptiveDetector(1.0))
+    driver.run(limit=30.0)
+    report = driver.session.report()
+    downs = [t for t in report.transitions if t.new is State.DOWN]
+    assert downs and downs[0].at <= 4.0
+    assert downs[0].evidence["misses"] == 41 and downs[0].evidence["assumed"] is True
+    assert report.probes <= 41
+
+
+def test_once_a_target_has_answered_close_spacings_need_evidence_again() -> None:
+    detector = AdaptiveDetector(1.0)
+    assert detector.burst_loss_bounds()[0] == detector.max_loss  # never answered
+    detector.on_sent(1, 0.0, probe=False)
+    detector.on_reply(1, 0.001, 0.001)
+    # Seen alive, with a short history: losses close together may cluster, nothing says not.
+    assert detector.burst_loss_bounds()[0] == detector.max_burst_loss
