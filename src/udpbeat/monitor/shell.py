@@ -62,7 +62,6 @@ from udpbeat.monitor.fleet import (
     Fleet,
     Target,
     address_key,
-    raw_address_key,
 )
 
 #: Shortest time between two rounds of the loop (seconds). Each wake-up of a process costs
@@ -148,8 +147,9 @@ class Receiver:
         self._controllen = struct.Struct("=" + _mmsg._WORD)
 
     def receive(self) -> list[tuple[bytes, bytes, float | None]]:
-        """``(datagram, raw source address, wall-clock stamp or None)`` for what is queued now;
-        empty when nothing is.
+        """``(datagram, routing key of its source, wall-clock stamp or None)`` for what is
+        queued now (the key: :func:`~udpbeat.monitor.fleet.raw_address_key` of the raw
+        ``sockaddr``); empty when nothing is.
 
         Raises:
             OSError: a pending socket error (e.g. ``ECONNREFUSED`` after an ICMP error).
@@ -168,28 +168,30 @@ class Receiver:
             raise OSError(code, errno.errorcode.get(code, str(code)))
         raw, size = self._raw, self._size
         data = bytes(self._data_view[: count * SLOT])
-        names, control = self._names, self._control
         name_size = self._name_size
+        # One copy of the names, sliced straight to routing keys (the port, then the address).
+        names = bytes(memoryview(self._names)[: count * name_size])
+        control = self._control
+        length_of, controllen = _UINT.unpack_from, self._controllen
+        len_offset, controllen_offset = self._len_offset, self._controllen_offset
+        stamp_size, unpack_stamp = _STAMP.size, _STAMP.unpack_from
         out: list[tuple[bytes, bytes, float | None]] = []
         for i in range(count):
             base = i * size
-            length = _UINT.unpack_from(raw, base + self._len_offset)[0]
-            controllen_at = base + self._controllen_offset
-            used = self._controllen.unpack_from(raw, controllen_at)[0]
+            length = length_of(raw, base + len_offset)[0]
+            controllen_at = base + controllen_offset
             stamp: float | None = None
-            if used >= _STAMP.size:
-                _, level, kind, seconds, nanoseconds = _STAMP.unpack_from(control, i * CONTROL)
+            if controllen.unpack_from(raw, controllen_at)[0] >= stamp_size:
+                _, level, kind, seconds, nanoseconds = unpack_stamp(control, i * CONTROL)
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                     stamp = seconds + nanoseconds * 1e-9
-            self._controllen.pack_into(raw, controllen_at, CONTROL)
-            start = i * SLOT
-            out.append(
-                (
-                    data[start : start + min(length, SLOT)],
-                    bytes(names[i * name_size : (i + 1) * name_size]),
-                    stamp,
-                )
-            )
+            controllen.pack_into(raw, controllen_at, CONTROL)
+            start, name = i * SLOT, i * name_size
+            if name_size == 28:  # the port, then the 16 bytes of the IPv6 address
+                key = names[name + 2 : name + 4] + names[name + 8 : name + 24]
+            else:
+                key = names[name + 2 : name + 8]  # the port, then the IPv4 address
+            out.append((data[start : start + min(length, SLOT)], key, stamp))
         return out
 
 
@@ -451,13 +453,14 @@ class Monitor:
                 return
             now, wall = clock(), time.time()
             self.stats.datagrams += len(batch)
-            for data, raw, stamp in batch:
+            receive = fleet.receive
+            for data, key, stamp in batch:
                 arrival = now
                 if stamp is not None:
                     age = wall - stamp
                     if 0.0 <= age < MAX_STAMP_AGE:
                         arrival = now - age
-                fleet.receive(raw_address_key(raw), data, arrival)
+                receive(key, data, arrival)
 
     def _drain_plain(self, sock: socket.socket) -> None:
         fleet = self.fleet
