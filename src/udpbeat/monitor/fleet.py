@@ -274,8 +274,6 @@ class Fleet:
         #: for their session): the shell freezes what is long-lived once every target has one.
         self.sessions_made = 0
         self.unstarted = 0
-        #: How late the last session :meth:`run_due` ran was run (seconds after its timer).
-        self.lateness = 0.0
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -462,7 +460,6 @@ class Fleet:
                     session = self._session(target, when)
                 session.handle_timer(now, now + wall_offset)
                 self._after(target, session, now)
-                self.lateness = now - when
             ran += len(due)
         self.timer_runs += ran
         return ran
