@@ -309,7 +309,7 @@ class Monitor:
         ready tasks); those that fall due meanwhile wait for the next round, so a round ends
         even when the loop is behind. (Reading the sockets before every slice and running each
         to the clock was tried: all DOWN 3.9-6.0 s after a stop at 10,000 targets against
-        2.7-3.2 s, docs/monitor.md.)"""
+        2.7-3.2 s in one sitting, on a loaded VM; docs/monitor.md.)"""
         fleet = self.fleet
         clock = self._loop.time
         sends = self.sends
