@@ -270,6 +270,10 @@ class Fleet:
         self.icmp_unrouted = 0
         self.changes_dropped = 0
         self.timer_runs = 0
+        #: Sessions made so far, and targets still waiting for their first heartbeat (and so
+        #: for their session): the shell freezes what is long-lived once every target has one.
+        self.sessions_made = 0
+        self.unstarted = 0
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -332,6 +336,7 @@ class Fleet:
         start = first_send(config.name, config.interval, now)
         target = Target(config, address, stats, start)
         self._timers.add(target, start)
+        self.unstarted += 1
         return target
 
     def _session(self, target: Target, start: float) -> ProbeSession:
@@ -345,6 +350,8 @@ class Fleet:
         if not isinstance(session.detector, AdaptiveDetector) and stats.window is None:
             stats.window = LossHistory(LOSS_WINDOW)
         target.session = session
+        self.sessions_made += 1
+        self.unstarted -= 1
         return session
 
     def _drop(self, target: Target) -> None:
@@ -353,6 +360,8 @@ class Fleet:
         target.timer = None  # its heap entries are skipped from now on
         if target.session is not None:
             target.session.stop(target.last_now)
+        else:
+            self.unstarted -= 1
 
     # -- what arrives -------------------------------------------------------------------------
 

@@ -314,6 +314,7 @@ def monitor_json(monitor: Monitor) -> dict[str, object]:
         "spread": monitor.spread(),
         "reloads": stats.reloads,
         "reload_failures": stats.reload_failures,
+        "gc_freezes": stats.freezes,
         "sockets": [list(address) for address in monitor.addresses()],
     }
 
