@@ -102,9 +102,9 @@ class LossHistory:
     __slots__ = (
         "_depth_added",
         "_index",
+        "_newest_at",
         "_pair_gap",
         "_ring",
-        "_times",
         "_trailing",
         "after_loss",
         "after_loss_by_gap",
@@ -118,7 +118,9 @@ class LossHistory:
 
     def __init__(self, size: int) -> None:
         self._ring = bytearray(size)
-        self._times = [0.0] * size
+        # Only the newest outcome's send time is ever needed (for the next pair's gap): one
+        # float, not one per outcome (10,000 targets' rings of floats cost some 80 MB).
+        self._newest_at = 0.0
         # The gap bin of the pair (previous, this) if the previous was lost, else _NO_PAIR.
         self._pair_gap = bytearray([_NO_PAIR]) * size
         self._index = 0
@@ -154,7 +156,7 @@ class LossHistory:
                 pair_gap[following] = _NO_PAIR
         else:
             self.count += 1
-        previous_at = self._times[index - 1]  # index - 1 wraps to the end: the newest
+        previous_at = self._newest_at
         if at is None:
             at = previous_at if self.count > 1 else 0.0
         if self.count > 1 and ring[index - 1]:
@@ -178,7 +180,7 @@ class LossHistory:
                 for gap in range(GAP_BINS):
                     row[gap] //= 2
         ring[index] = lost
-        self._times[index] = at
+        self._newest_at = at
         self.losses += lost
         self._index = index + 1 if index + 1 < size else 0
 
