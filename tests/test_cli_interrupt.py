@@ -89,3 +89,48 @@ def test_interrupt_during_a_lookup_that_never_ends_ends_the_run_at_once(
         released.set()
     assert report is None
     assert still_looking_up
+
+
+#: The monitor with a resolver that never answers for ``stuck.example`` (it says on stderr
+#: when the lookup has begun, so that the test knows when to press Ctrl-C).
+_STUCK_MONITOR = """
+import socket, sys, threading
+real = socket.getaddrinfo
+def stuck(host, *args, **kwargs):
+    if host == "stuck.example":
+        print("lookup started", file=sys.stderr, flush=True)
+        threading.Event().wait(60)
+    return real(host, *args, **kwargs)
+socket.getaddrinfo = stuck
+from udpbeat.cli import main
+sys.argv = ["udpbeat", "monitor", "stuck.example", "--listen", "off", "--view", "plain"]
+main()
+"""
+
+
+def test_ctrl_c_while_the_monitor_resolves_its_targets_ends_it_at_once() -> None:
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", _STUCK_MONITOR],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        assert process.stderr.readline().strip() == "lookup started"
+        pressed = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=50)
+        waited = time.monotonic() - pressed
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    # The lookup would have held it 60 s; it did not wait for it, nor print a traceback.
+    assert waited < 20
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and out == ""

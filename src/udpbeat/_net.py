@@ -16,9 +16,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from udpbeat.errors import ConfigError
+
+T = TypeVar("T")
 
 #: The exercise's port, the default of every udpbeat command.
 DEFAULT_PORT = 12000
@@ -99,34 +101,48 @@ async def resolve(
 
 
 async def _getaddrinfo_abandonable(host: str, port: int, family: int) -> list[Any]:
-    """``getaddrinfo`` on a daemon thread of its own, not the loop's default executor.
+    """``getaddrinfo`` on a daemon thread of its own (:func:`run_abandonable`)."""
+    infos: list[Any] = await run_abandonable(
+        f"udpbeat-resolve {host}",
+        socket.getaddrinfo,
+        host,
+        port,
+        family=family,
+        type=socket.SOCK_DGRAM,
+    )
+    return infos
 
-    A lookup stuck on a slow DNS server can take tens of seconds, and ``asyncio.run`` waits for
-    every executor thread before it returns: a Ctrl-C during the lookup would then wait as
-    long. Cancelled, this returns at once; the thread ends with the lookup, or with Python.
+
+async def run_abandonable(name: str, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` on a daemon thread of its own, not the loop's executor.
+
+    For work that may block on the network for long (a name lookup stuck on a slow DNS
+    server can take tens of seconds): ``asyncio.run`` waits for every executor thread before it
+    returns, so a Ctrl-C during such work would wait as long. Cancelled, this returns at once;
+    the thread ends with the work, or with Python.
     """
     loop = asyncio.get_running_loop()
-    outcome: asyncio.Future[list[Any]] = loop.create_future()
+    outcome: asyncio.Future[T] = loop.create_future()
 
-    def settle(infos: list[Any] | None, error: BaseException | None) -> None:
-        if outcome.done():  # abandoned (cancelled) while the lookup ran
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if outcome.done():  # abandoned (cancelled) while the work ran
             return
         if error is not None:
             outcome.set_exception(error)
         else:
-            outcome.set_result(infos or [])
+            outcome.set_result(result)  # type: ignore[arg-type]
 
-    def look_up() -> None:
-        infos: list[Any] | None = None
+    def work() -> None:
+        result: T | None = None
         failure: BaseException | None = None
         try:
-            infos = socket.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+            result = function(*args, **kwargs)
         except Exception as error:
             failure = error
         with contextlib.suppress(RuntimeError):  # the loop is closed: no one is waiting
-            loop.call_soon_threadsafe(settle, infos, failure)
+            loop.call_soon_threadsafe(settle, result, failure)
 
-    threading.Thread(target=look_up, name=f"udpbeat-resolve {host}", daemon=True).start()
+    threading.Thread(target=work, name=name, daemon=True).start()
     return await outcome
 
 

@@ -51,6 +51,7 @@ from udpbeat._net import (
     enable_receive_timestamps,
     read_error_queue_to,
     receive_timestamp,
+    run_abandonable,
     yield_after_send,
 )
 from udpbeat.errors import ConfigError
@@ -575,7 +576,6 @@ async def resolve_all(
     Raises:
         ConfigError: naming the file, the target and ``host`` for a host that does not resolve.
     """
-    loop = asyncio.get_running_loop()
     slots = asyncio.Semaphore(RESOLVE_CONCURRENCY)
     where = f"{source}: " if source else ""
 
@@ -585,7 +585,15 @@ async def resolve_all(
             return numeric
         async with slots:
             try:
-                infos = await loop.getaddrinfo(target.host, target.port, type=socket.SOCK_DGRAM)
+                # On a thread of its own: a Ctrl-C does not wait for a lookup stuck on a DNS
+                # server that does not answer, as it would for the loop's executor.
+                infos = await run_abandonable(
+                    f"udpbeat-resolve {target.host}",
+                    socket.getaddrinfo,
+                    target.host,
+                    target.port,
+                    type=socket.SOCK_DGRAM,
+                )
             except (socket.gaierror, UnicodeError) as error:
                 reason = getattr(error, "strerror", None) or str(error)
                 raise ConfigError(
