@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,26 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
     with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def stuck_lookup(monkeypatch: pytest.MonkeyPatch, host: str = "stuck.example") -> Iterator[None]:
+    """``socket.getaddrinfo`` stuck for ``host``, as behind a DNS server that does not answer,
+    until the block ends (then it gives 127.0.0.1); other names resolve as usual."""
+    released = threading.Event()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def stuck_getaddrinfo(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if name == host:
+            released.wait(30)
+            name = "127.0.0.1"
+        return real_getaddrinfo(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", stuck_getaddrinfo)
+    try:
+        yield
+    finally:
+        released.set()
 
 
 def has_ipv6_loopback() -> bool:

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 import pytest
+from helpers import stuck_lookup
 
 from udpbeat.cli.client import run_client
 from udpbeat.session import ProbeConfig
@@ -66,27 +67,16 @@ def test_interrupt_during_a_lookup_that_never_ends_ends_the_run_at_once(
 ) -> None:
     # A DNS server that does not answer keeps getaddrinfo busy for tens of seconds; Ctrl-C used
     # to wait for it (and asyncio.run for its executor thread), then print a summary.
-    released = threading.Event()
-    real_getaddrinfo = socket.getaddrinfo
-
-    def stuck_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "stuck.example":
-            released.wait(30)
-        return real_getaddrinfo("127.0.0.1" if host == "stuck.example" else host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", stuck_getaddrinfo)
     config = ProbeConfig(count=3, interval=0.05, timeout=0.05)
 
     async def run() -> Any:
         asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), signal.SIGINT)
         return await run_client("stuck.example", 9, config, as_json=True, quiet=True)
 
-    try:
+    with stuck_lookup(monkeypatch):
         report = asyncio.run(run())
         # The run is over while the lookup is still stuck: it did not wait for it.
         still_looking_up = [t for t in threading.enumerate() if "stuck.example" in t.name]
-    finally:
-        released.set()
     assert report is None
     assert still_looking_up
 

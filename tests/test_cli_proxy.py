@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 import pytest
-from helpers import WAIT, Process, run_main
+from helpers import WAIT, Process, run_main, stuck_lookup
 
 from udpbeat.cli.proxy import (
     build_impairment,
@@ -243,16 +243,6 @@ def test_ctrl_c_while_the_upstream_is_still_resolving_stops_the_proxy_at_once(
     from udpbeat.cli.proxy import run_proxy
     from udpbeat.proxy import ProxyConfig
 
-    released = threading.Event()
-    real_getaddrinfo = socket.getaddrinfo
-
-    def stuck_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "stuck.example":
-            released.wait(30)
-        return real_getaddrinfo("127.0.0.1" if host == "stuck.example" else host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", stuck_getaddrinfo)
-
     async def run() -> int:
         asyncio.get_running_loop().call_later(0.05, os.kill, os.getpid(), signal.SIGINT)
         return await run_proxy(
@@ -263,11 +253,9 @@ def test_ctrl_c_while_the_upstream_is_still_resolving_stops_the_proxy_at_once(
             stats_interval=None,
         )
 
-    try:
+    with stuck_lookup(monkeypatch):
         status = asyncio.run(run())
         still_looking_up = [t for t in threading.enumerate() if "stuck.example" in t.name]
-    finally:
-        released.set()
     assert status == 0
     assert still_looking_up  # it did not wait for the lookup
     captured = capsys.readouterr()

@@ -18,22 +18,13 @@ import socket
 import time
 
 import pytest
-from helpers import WAIT
+from helpers import WAIT, has_ipv6_loopback
 from test_monitor import loopback_fleet, reflector, running, until
 
 from udpbeat import _mmsg
 from udpbeat._net import enable_receive_timestamps
 from udpbeat.monitor.fleet import Fleet, address_key
 from udpbeat.monitor.shell import Receiver
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
-            sock.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize(
@@ -43,7 +34,7 @@ def _has_ipv6_loopback() -> bool:
         pytest.param(
             socket.AF_INET6,
             "::1",
-            marks=pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here"),
+            marks=pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback here"),
         ),
     ],
 )
