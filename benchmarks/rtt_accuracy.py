@@ -43,6 +43,7 @@ size. Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -53,8 +54,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import monitor_scale  # the same directory: benchmarks/
 
@@ -160,9 +162,9 @@ def udpbeat_stamp_client(port: int, samples: int, interval: float) -> tuple[Figu
     return figures("rtt_ms"), figures("round_trip_delay_ms")
 
 
-def irtt(samples: int, interval: float) -> tuple[list[float], list[float]]:
-    """irtt's RTTs (server processing subtracted, as irtt reports them) and the same round trips
-    with the server's processing time added back."""
+@contextlib.contextmanager
+def irtt_server() -> Iterator[int]:
+    """An irtt server on a free loopback port, for the block's length; yields the port."""
     port = free_port()
     server = subprocess.Popen(
         ["irtt", "server", "-b", f"127.0.0.1:{port}"],
@@ -170,18 +172,30 @@ def irtt(samples: int, interval: float) -> tuple[list[float], list[float]]:
     )  # fmt: skip
     try:
         time.sleep(0.3)  # irtt's server says nothing when it is ready; a bounded pause
-        with tempfile.TemporaryDirectory() as folder:
-            out = Path(folder) / "irtt.json"
-            duration = f"{samples * interval:.3f}s"
-            subprocess.run(
-                ["irtt", "client", "-i", f"{interval * 1e3:g}ms", "-d", duration, "-Q",
-                 "-o", str(out), f"127.0.0.1:{port}"],
-                check=True, timeout=600,
-            )  # fmt: skip
-            data = json.loads(out.read_text())
+        yield port
     finally:
         server.terminate()
         server.wait()
+
+
+def irtt_client(port: int, samples: int, interval: float) -> Any:
+    """irtt's client for ``samples`` round trips at ``interval``: its JSON output, parsed."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "irtt.json"
+        duration = f"{samples * interval:.3f}s"
+        subprocess.run(
+            ["irtt", "client", "-i", f"{interval * 1e3:g}ms", "-d", duration, "-Q",
+             "-o", str(out), f"127.0.0.1:{port}"],
+            check=True, timeout=600,
+        )  # fmt: skip
+        return json.loads(out.read_text())
+
+
+def irtt(samples: int, interval: float) -> tuple[list[float], list[float]]:
+    """irtt's RTTs (server processing subtracted, as irtt reports them) and the same round trips
+    with the server's processing time added back."""
+    with irtt_server() as port:
+        data = irtt_client(port, samples, interval)
     reported, whole = [], []
     for trip in data["round_trips"]:
         if trip.get("lost") != "false" or "rtt" not in trip.get("delay", {}):

@@ -34,10 +34,8 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import rtt_accuracy  # the same directory: benchmarks/
 
@@ -144,27 +142,12 @@ def udpbeat(flags: list[str], samples: int, interval: float) -> list[float]:
 
 
 def irtt(samples: int, interval: float) -> list[float]:
-    port = rtt_accuracy.free_port()
-    server = subprocess.Popen(
-        ["irtt", "server", "-b", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        time.sleep(0.3)  # irtt's server says nothing when it is ready; a bounded pause
+    with rtt_accuracy.irtt_server() as port:
         capture = Capture(port)
         try:
-            with tempfile.TemporaryDirectory() as folder:
-                subprocess.run(
-                    ["irtt", "client", "-i", f"{interval * 1e3:g}ms", "-d",
-                     f"{samples * interval:.3f}s", "-Q", "-o", str(Path(folder) / "out.json"),
-                     f"127.0.0.1:{port}"],
-                    check=True, timeout=600,
-                )  # fmt: skip
+            rtt_accuracy.irtt_client(port, samples, interval)
         finally:
             turnarounds = capture.close()
-    finally:
-        server.terminate()
-        server.wait()
     return turnarounds
 
 
