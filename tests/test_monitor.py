@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -227,6 +228,23 @@ def wait_stderr(process: Process, text: str, timeout: float = WAIT) -> str:
     raise AssertionError(f"no stderr line with {text!r}\n{process.output()}")
 
 
+def wait_for_record(
+    events: Path, wanted: Callable[[dict[str, Any]], bool], timeout: float = WAIT
+) -> dict[str, Any]:
+    """The first record of the ``--events`` file that ``wanted`` accepts, once it is written."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = events.read_text() if events.exists() else ""
+        # Only whole lines: the last one may be half written.
+        for line in text[: text.rfind("\n") + 1].splitlines():
+            record = json.loads(line)
+            if wanted(record):
+                return dict(record)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no such record in {events} within {timeout} s")
+        time.sleep(0.05)
+
+
 def get_json(url: str) -> dict[str, object]:
     async def fetch() -> dict[str, object]:
         async with aiohttp.ClientSession() as http, http.get(url) as response:
@@ -258,8 +276,8 @@ def test_the_command_lines_events_hooks_reload_and_stop(tmp_path: Path) -> None:
             ):
                 time.sleep(0.05)
             assert f'closed DOWN {closed} {{"role": "cache"}}' in hooked.read_text()
-            records = [json.loads(line) for line in events.read_text().splitlines()]
-            down = next(r for r in records if r["target"] == "closed" and r["new"] == "DOWN")
+            # The events file is written by a thread of its own: its line may follow the hook's.
+            down = wait_for_record(events, lambda r: r["target"] == "closed" and r["new"] == "DOWN")
             assert down["port"] == closed and down["labels"] == {"role": "cache"}
             assert abs(down["time"] - time.time()) < 30
 
