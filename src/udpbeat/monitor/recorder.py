@@ -44,7 +44,8 @@ _FIELDS = 10
 STATES = tuple(State)
 _STATE_INDEX = {state: float(index) for index, state in enumerate(STATES)}
 #: Which state a minute is said to be in when it saw several: the worst.
-SEVERITY = {State.UNKNOWN: 0, State.UP: 1, State.SUSPECT: 2, State.DOWN: 3}
+#: Keyed by str (a State is one), so the history's state strings find their rank too.
+SEVERITY: dict[str, int] = {State.UNKNOWN: 0, State.UP: 1, State.SUSPECT: 2, State.DOWN: 3}
 #: Targets closed between two yields to the loop.
 CHUNK = 200
 #: The counters a target's history row keeps (names as in ``/api/targets``).

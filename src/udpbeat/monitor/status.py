@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 from udpbeat.detector import State
 from udpbeat.monitor.fleet import Fleet, Target
 from udpbeat.monitor.history import ChangeRow, MinuteRow, OutageRow
-from udpbeat.monitor.recorder import Recorder
+from udpbeat.monitor.recorder import SEVERITY, Recorder
 from udpbeat.stats import percentile
 
 #: Targets per page of ``/``.
@@ -40,7 +40,6 @@ REFRESH_SECONDS = 10
 ORDER = {State.DOWN: 0, State.SUSPECT: 1, State.UNKNOWN: 2, State.UP: 3}
 #: A state's colour (the word is always written beside it).
 COLOURS = {"UP": "#1a7f37", "SUSPECT": "#bf8700", "DOWN": "#cf222e", "UNKNOWN": "#6e7781"}
-_SEVERITY = {"UNKNOWN": 0, "UP": 1, "SUSPECT": 2, "DOWN": 3}
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1rem 2rem;color:#1f2328;background:#fff}
@@ -466,7 +465,7 @@ def columns(rows: Sequence[MinuteRow], start: float, end: float, step: int) -> l
         medians = sorted(r.rtt_p50 for r in group if r.rtt_p50 is not None)
         answered = sum(r.answered for r in group)
         lost = sum(r.lost for r in group)
-        state = max((r.state for r in group), key=lambda s: _SEVERITY.get(s, 0), default="")
+        state = max((r.state for r in group), key=lambda s: SEVERITY.get(s, 0), default="")
         out.append(
             Column(
                 first + index * step,
