@@ -189,6 +189,21 @@ class Process:
             reader.join(WAIT)
 
 
+def run_benchmark(script: str, *args: str, timeout: float = 120.0) -> str:
+    """``benchmarks/SCRIPT ARGS`` run as a user runs it, a process of its own (tests never import
+    from ``benchmarks/``); its stdout, once it has ended with status 0."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def run_udpbeat(*args: str, timeout: float = 30.0) -> tuple[int, list[str], list[str]]:
     """Run ``python -m udpbeat ARGS`` to its end; returns (status, stdout lines, stderr lines)."""
     result = subprocess.run(

@@ -7,28 +7,23 @@ paced generator kept to its rate and replies came back to be timed.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
-from helpers import ROOT
+from helpers import run_benchmark
 
 
 def test_busy_poll_benchmark_prints_a_row_per_rate_and_variant() -> None:
-    result = subprocess.run(
-        [sys.executable, "benchmarks/busy_poll.py", "--rates", "500", "2000",
-         "--duration", "0.3", "--rounds", "1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    out = run_benchmark(
+        "busy_poll.py", "--rates", "500", "2000", "--duration", "0.3", "--rounds", "1", timeout=60
+    )
     row = re.compile(r"\s*([\d,]+)  (busy-poll \(default\)|no busy-poll)\s+([\d,]+)\s+([\d.]+)%"
                      r"\s+([\d.]+)\s+([\d.]+)")  # fmt: skip
-    rows = [match.groups() for line in result.stdout.splitlines() if (match := row.fullmatch(line))]
+    rows = [match.groups() for line in out.splitlines() if (match := row.fullmatch(line))]
     assert [(rate, variant) for rate, variant, *_ in rows] == [
         ("500", "busy-poll (default)"),
         ("500", "no busy-poll"),
         ("2,000", "busy-poll (default)"),
         ("2,000", "no busy-poll"),
-    ], result.stdout
+    ], out
     for rate, _, sent, _, p50, p99 in rows:
         # Paced sends are spread evenly: the generator cannot send more than the rate, and a
         # reply was timed (RTT figures are numbers, p50 no higher than p99).

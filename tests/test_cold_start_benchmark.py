@@ -7,25 +7,21 @@ and a row per path model are printed with figures that hang together.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
-from helpers import ROOT
+from helpers import run_benchmark
 
 
 def test_a_tiny_run_prints_every_row() -> None:
-    result = subprocess.run(
-        [sys.executable, "benchmarks/cold_start.py", "--warmups", "0", "100", "--stops", "3",
-         "--starts", "3", "--seconds", "10", "--models", "independent", "bursts:8"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    out = run_benchmark(
+        "cold_start.py", "--warmups", "0", "100", "--stops", "3", "--starts", "3",
+        "--seconds", "10", "--models", "independent", "bursts:8",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    never = re.search(r"never answers is DOWN after ([\d.]+) s, (\d+) probes", result.stdout)
+    never = re.search(r"never answers is DOWN after ([\d.]+) s, (\d+) probes", out)
     assert never is not None and float(never[1]) > 0 and int(never[2]) > 0
-    stops = re.findall(r"^\| (0|30)% \| (\d+) \| ([\d.]+) s \| ([\d.]+) s \|$", result.stdout, re.M)
+    stops = re.findall(r"^\| (0|30)% \| (\d+) \| ([\d.]+) s \| ([\d.]+) s \|$", out, re.M)
     assert {(loss, warmup) for loss, warmup, _, _ in stops} == {
         ("0", "0"), ("0", "100"), ("30", "0"), ("30", "100"),
     }  # fmt: skip
     assert all(float(p50) <= float(worst) for _, _, p50, worst in stops)
-    starts = re.findall(r"^\| ([\w:]+) \| 3 \| (\d+) \| (\d+) \|$", result.stdout, re.M)
+    starts = re.findall(r"^\| ([\w:]+) \| 3 \| (\d+) \| (\d+) \|$", out, re.M)
     assert [model for model, _, _ in starts] == ["independent", "bursts:8"]

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT
+from helpers import ROOT, run_benchmark
 
 from udpbeat.detector import AdaptiveDetector, ConsecutiveDetector, State
 from udpbeat.errors import ConfigError
@@ -194,20 +194,12 @@ def test_a_real_stop_is_detected_within_the_stated_bound(path: PathConfig, bound
 
 
 def test_the_benchmark_runs_every_model_with_its_parameters() -> None:
-    # As a user runs it: a process of its own (tests never import from benchmarks/).
     argv = ["--model", "independent", "bursts", "blackouts", "spikes", "mix", "--burst", "2", "16"]
     argv += ["--blackout-min", "0.1", "--blackout-max", "0.2", "--spike-rtt", "0.2", "0.3"]
     argv += ["--heartbeats", "300", "--stops", "2", "--warmup", "20", "--workers", "1"]
     argv += ["--loss-rates", "0.3", "--detectors", "consecutive:3"]
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "detector_sim.py"), *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| 30.0%")]
+    out = run_benchmark("detector_sim.py", *argv)
+    rows = [line for line in out.splitlines() if line.startswith("| 30.0%")]
     assert [row.split(" | ")[0] for row in rows] == [
         "| 30.0%",
         "| 30.0% (bursts of 2)",

@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
 
-from helpers import ROOT
+from helpers import run_benchmark
 
 US = r"(\d+) us"
 
 
 def test_the_quick_run_prints_every_row() -> None:
-    result = subprocess.run(
-        [sys.executable, "benchmarks/rtt_accuracy.py", "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    out = run_benchmark("rtt_accuracy.py", "--quick")
     probers = re.compile(
         rf"\| (.+?) \| (\d+) \| {US} \| {US} \| ([\d.]*)x? \| ([\d.]+)x \| ([\d.]*)x? \|$"
     )
-    lines = result.stdout.splitlines()
+    lines = out.splitlines()
     rows = {m[1]: m.groups()[1:] for line in lines if (m := probers.match(line))}
     expected = [
         "bare Python blocking client -> udpbeat server",
@@ -40,7 +34,7 @@ def test_the_quick_run_prints_every_row() -> None:
             "irtt client -> irtt server",
             "irtt, the same round trips with its server's processing time added back",
         ]
-    assert list(rows) == expected, result.stdout
+    assert list(rows) == expected, out
     for samples, p50, p99, _to_irtt, _to_bare, _to_irtt_whole in rows.values():
         assert int(samples) >= 20 and 0 < int(p50) <= int(p99)
     assert rows[expected[0]][4] == "1.00"  # the bare loop is its own anchor
@@ -55,4 +49,4 @@ def test_the_quick_run_prints_every_row() -> None:
     assert [(size, measured) for size, measured, *_ in sizes] == [("1", "1"), ("20", "20")]
     for _size, _measured, p50, p99, _ratio in sizes:
         assert 0 < int(p50) <= int(p99)
-    assert "load average" in result.stdout
+    assert "load average" in out

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from helpers import ROOT
+from helpers import run_benchmark
 
 
 def test_the_benchmark_prints_each_figure_beside_its_anchor() -> None:
-    # Run as a user runs it: a process of its own (tests never import from benchmarks/).
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "session_codec.py"), "--calls", "200"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| ")]
+    out = run_benchmark("session_codec.py", "--calls", "200", timeout=60)
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith("| ")]
     assert [row[0] for row in rows[1:]] == [
         "| encode a request",
         "| decode a reply",

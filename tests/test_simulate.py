@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import math
 import random
-import subprocess
-import sys
 
 import pytest
-from helpers import ROOT
+from helpers import run_benchmark
 
 from udpbeat.detector import ConsecutiveDetector, Detector, MissReason, State, Transition
 from udpbeat.errors import ConfigError
@@ -215,18 +213,9 @@ def test_a_stuck_timer_is_an_error_not_a_hang() -> None:
 
 
 def test_the_benchmark_prints_a_row_per_loss_rate_and_detector() -> None:
-    # Run as a user runs it: a process of its own (tests never import from benchmarks/).
     argv = ["--heartbeats", "3000", "--stops", "10", "--warmup", "20", "--workers", "1"]
     argv += ["--loss-rates", "0", "4/11", "--detectors", "consecutive:3"]
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "detector_sim.py"), *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    out = run_benchmark("detector_sim.py", *argv)
     rows = [line for line in out.splitlines() if line.startswith("| ") and "consecutive" in line]
     assert [row.split(" | ")[0] for row in rows] == ["| 0.0%", "| 36.4%"]
     fields = rows[1].split(" | ")

@@ -4,24 +4,20 @@ the stamp/text ratio line. A short run on loopback; nothing here asserts a speed
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
-from helpers import ROOT
+from helpers import run_benchmark
 
 
 def test_reflector_benchmark_sets_the_stamp_row_beside_the_text_one() -> None:
-    result = subprocess.run(
-        [sys.executable, "benchmarks/reflector.py", "--targets", "udpbeat,stamp", "--rounds", "1",
-         "--duration", "0.3", "--pings", "100", "--rate", "2000"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    out = run_benchmark(
+        "reflector.py", "--targets", "udpbeat,stamp", "--rounds", "1",
+        "--duration", "0.3", "--pings", "100", "--rate", "2000",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
     rows = {
         match.group(1).strip(): float(match.group(2).replace(",", ""))
-        for line in result.stdout.splitlines()
+        for line in out.splitlines()
         if (match := re.match(r"(udpbeat server(?: --protocol stamp)?)\s+([\d,]+)\s", line))
     }
-    assert set(rows) == {"udpbeat server", "udpbeat server --protocol stamp"}, result.stdout
+    assert set(rows) == {"udpbeat server", "udpbeat server --protocol stamp"}, out
     assert all(replies > 0 for replies in rows.values())
-    assert re.search(r"replies/s stamp/text\s+[\d.]+x  goal >= 0.9: (met|NOT met)", result.stdout)
+    assert re.search(r"replies/s stamp/text\s+[\d.]+x  goal >= 0.9: (met|NOT met)", out)

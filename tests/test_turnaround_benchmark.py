@@ -10,11 +10,9 @@ from __future__ import annotations
 import re
 import shutil
 import socket
-import subprocess
-import sys
 
 import pytest
-from helpers import ROOT
+from helpers import run_benchmark
 
 
 def _packet_sockets() -> bool:
@@ -27,17 +25,13 @@ def _packet_sockets() -> bool:
 
 @pytest.mark.skipif(not _packet_sockets(), reason="needs Linux packet sockets (root/CAP_NET_RAW)")
 def test_the_quick_run_prints_a_row_per_reflector() -> None:
-    result = subprocess.run(
-        [sys.executable, "benchmarks/turnaround.py", "--quick"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    out = run_benchmark("turnaround.py", "--quick")
     row = re.compile(r"\| (.+?) \| (\d+) \| (\d+) us \| (\d+) us \| (\d+) us \|$")
-    rows = {m[1]: m.groups()[1:] for line in result.stdout.splitlines() if (m := row.match(line))}
+    rows = {m[1]: m.groups()[1:] for line in out.splitlines() if (m := row.match(line))}
     expected = ["udpbeat server", "udpbeat server --busy-poll-us 0"]
     if shutil.which("irtt"):
         expected.append("irtt server (Debian's irtt 0.9)")
-    assert list(rows) == expected, result.stdout
+    assert list(rows) == expected, out
     for requests, p10, p50, p99 in rows.values():
         # The quick run sends 30 requests at 10 ms; every one answered was paired.
         assert 25 <= int(requests) <= 31
