@@ -169,8 +169,8 @@ def _consecutive_theory(cell: Cell) -> str:
 
 def table(cells: Sequence[Cell]) -> str:
     header = (
-        "| loss | detector | healthy heartbeats | false DOWN | per 10^6 heartbeats "
-        "| theory per 10^6 | detection p50 | detection p99 | not detected "
+        "| loss | detector | healthy heartbeats | false DOWN | of them before any reply "
+        "| per 10^6 heartbeats | theory per 10^6 | detection p50 | detection p99 | not detected "
         "| probes per heartbeat |"
     )
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
@@ -183,7 +183,7 @@ def table(cells: Sequence[Cell]) -> str:
         theory = _consecutive_theory(cell) if cell.independent else ""
         lines.append(
             f"| {cell.loss_label} | {cell.spec.label} | {healthy.heartbeats:,} "
-            f"| {healthy.false_down:,} | {rate:,.1f} | {theory} "
+            f"| {healthy.false_down:,} | {healthy.down_before_reply:,} | {rate:,.1f} | {theory} "
             f"| {_seconds(latencies, 50)} | {_seconds(latencies, 99)} "
             f"| {missed} of {len(trials)} | {healthy.probe_overhead:.3f} |"
         )

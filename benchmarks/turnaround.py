@@ -173,8 +173,11 @@ def main() -> int:
     )
     runners = {
         "udpbeat server": lambda: udpbeat([], args.samples, args.interval),
-        "udpbeat server --busy-poll-us 0": lambda: udpbeat(
-            ["--busy-poll-us", "0"], args.samples, args.interval
+        "udpbeat server --awake-share 0": lambda: udpbeat(
+            ["--awake-share", "0"], args.samples, args.interval
+        ),
+        "udpbeat server --busy-poll-us 0 --awake-share 0": lambda: udpbeat(
+            ["--busy-poll-us", "0", "--awake-share", "0"], args.samples, args.interval
         ),
     }
     if shutil.which("irtt"):

@@ -174,7 +174,7 @@ def test_a_delay_spike_is_not_a_death() -> None:
     [
         (PathConfig(loss=Bernoulli(0.3)), 1.5),
         (BURSTS_OF_8, 8.5),
-        (BLACKOUTS, 24.0),
+        (BLACKOUTS, 35.0),
         (SPIKES, 3.5),
         (MIX, 54.0),
     ],
@@ -209,7 +209,7 @@ def test_the_benchmark_runs_every_model_with_its_parameters() -> None:
         "| 30.0% (mix: bursts of 2, blackouts 100-200 ms, delay spikes)",
         "| 30.0% (mix: bursts of 16, blackouts 100-200 ms, delay spikes)",
     ]
-    theory = [row.split(" | ")[5] for row in rows]
+    theory = [row.split(" | ")[6] for row in rows]
     assert theory[0] != "" and theory[1:] == [""] * 6  # the theory holds for independent loss
     bad_argv = ["--model", "blackouts", "--blackout-min", "0", "--heartbeats", "10", "--stops", "0"]
     bad = subprocess.run(

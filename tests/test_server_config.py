@@ -46,6 +46,11 @@ def test_it_is_frozen() -> None:
         ("busy_poll_us", float("inf")),
         ("busy_poll_us", True),
         ("busy_poll_us", "50"),
+        ("awake_share", -0.01),
+        ("awake_share", 0.51),
+        ("awake_share", float("nan")),
+        ("awake_share", True),
+        ("awake_share", "0.05"),
         ("batch", 0),
         ("batch", -1),
         ("batch", 1025),
@@ -56,13 +61,26 @@ def test_it_is_frozen() -> None:
     ],
 )
 def test_every_bad_value_is_a_config_error(field: str, value: Any) -> None:
-    name = {"io": "io", "busy_poll_us": "busy poll", "batch": "batch"}[field]
+    name = {
+        "io": "io",
+        "busy_poll_us": "busy poll",
+        "batch": "batch",
+        "awake_share": "the awake share",
+    }[field]
     with pytest.raises(ConfigError, match=f"^{name} "):
         ServerConfig(**{field: value})
 
 
 @pytest.mark.parametrize(
-    "changes", [{"io": "portable"}, {"busy_poll_us": 0}, {"busy_poll_us": 1e6}, {"batch": 1}]
+    "changes",
+    [
+        {"io": "portable"},
+        {"busy_poll_us": 0},
+        {"busy_poll_us": 1e6},
+        {"batch": 1},
+        {"awake_share": 0},
+        {"awake_share": 0.5},
+    ],
 )
 def test_the_edges_are_accepted(changes: dict[str, Any]) -> None:
     ServerConfig(**changes)
@@ -123,9 +141,11 @@ def _serve_arguments(
 def test_the_flags_make_the_server_config(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    flags = ["--io", "portable", "--busy-poll-us", "12.5", "--batch", "8"]
+    flags = ["--io", "portable", "--busy-poll-us", "12.5", "--batch", "8", "--awake-share", "0"]
     seen = _serve_arguments(monkeypatch, capsys, *flags)
-    assert seen["server_config"] == ServerConfig(io="portable", busy_poll_us=12.5, batch=8)
+    assert seen["server_config"] == ServerConfig(
+        io="portable", busy_poll_us=12.5, batch=8, awake_share=0
+    )
     assert _serve_arguments(monkeypatch, capsys)["server_config"] == ServerConfig()
 
 
@@ -133,7 +153,12 @@ def test_the_flags_have_help(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli_server.server.main(["--help"], prog_name="udpbeat server")
     text = capsys.readouterr().out
-    for flag in ("--io [auto|batched|portable]", "--busy-poll-us MICROSECONDS", "--batch"):
+    for flag in (
+        "--io [auto|batched|portable]",
+        "--busy-poll-us MICROSECONDS",
+        "--batch",
+        "--awake-share SHARE",
+    ):
         assert flag in text
     assert "recvmmsg" in text and "spins" in text
 
@@ -148,6 +173,8 @@ def test_the_flags_have_help(capsys: pytest.CaptureFixture[str]) -> None:
         (["--batch", "0"], "--batch"),
         (["--batch", "1025"], "--batch"),
         (["--batch", "many"], "--batch"),
+        (["--awake-share", "0.6"], "--awake-share"),
+        (["--awake-share", "inf"], "--awake-share"),
     ],
 )
 def test_bad_flags_are_one_line_and_exit_2(flags: list[str], named: str) -> None:

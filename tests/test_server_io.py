@@ -190,6 +190,33 @@ def test_busy_polling_follows_the_wait_and_retries_once_per_cycle() -> None:
     assert not any(server_module.should_spin(0.0, 0.0, left) for left in range(cycle))
 
 
+@pytest.mark.skipif(not HAS_MMSG, reason="no recvmmsg/sendmmsg here")
+@pytest.mark.parametrize("share", [0.5, 0.0])
+def test_the_reader_wakes_ahead_of_steady_heartbeats_only_when_asked(share: float) -> None:
+    # Lone requests every 20 ms: after a few, the reader knows their period and wakes ahead of
+    # each (windows up to half the period at share 0.5, wide enough for a loaded machine's
+    # jitter); with share 0 it always blocks. Every request is answered either way.
+    config = ServerConfig(awake_share=share)
+    count = 40
+    with (
+        BackgroundServer("127.0.0.1", 0, _config(), server_config=config) as server,
+        next(_clients(1)) as client,
+    ):
+        due = time.monotonic()
+        for seq in range(count):
+            due += 0.02
+            time.sleep(max(0.0, due - time.monotonic()))
+            client.sendto(b"Heartbeat %d %.6f" % (seq, time.time()), server.address)
+            assert client.recv(2048).startswith(b"Seq: %d, " % seq)
+        sockets = server.server.socket_counters
+        counters = server.stop()
+    assert counters.received == counters.replied == count
+    if share:
+        assert sockets.awake_windows > 0 and 0 < sockets.caught_awake <= sockets.awake_windows
+    else:
+        assert (sockets.awake_windows, sockets.caught_awake) == (0, 0)
+
+
 def test_replies_of_equal_and_of_mixed_lengths_in_turn(io_path: ServerConfig) -> None:
     # The batched path lays a batch of equal-length replies out back to back and a mixed batch
     # in fixed slots; switching between the two must not garble or misdirect any reply.

@@ -221,4 +221,20 @@ def test_the_benchmark_prints_a_row_per_loss_rate_and_detector() -> None:
     fields = rows[1].split(" | ")
     assert fields[2] == "3,000"
     assert int(fields[3].replace(",", "")) > 0  # false alarms at the exercise's loss rate
-    assert not math.isnan(float(fields[4].replace(",", "")))
+    assert 0 <= int(fields[4].replace(",", "")) <= int(fields[3].replace(",", ""))
+    assert not math.isnan(float(fields[5].replace(",", "")))
+
+
+def test_a_down_before_the_first_reply_is_counted_apart() -> None:
+    # Bursts of 500 requests: this seed's session starts in one, so the adaptive detector's
+    # rule for a target never seen alive calls it DOWN before any reply; replies come later.
+    adaptive = DetectorSpec.parse("adaptive")
+    path = PathConfig(loss=GilbertElliott(0.3, 500))
+    unseen = run_healthy(adaptive, path, Timing(), 200, random.Random(1))
+    assert (unseen.false_down, unseen.down_before_reply) == (1, 1) and unseen.received > 0
+    # Verdicts after replies were seen are not counted apart.
+    seen = run_healthy(
+        CONSECUTIVE_3, PathConfig(loss=Bernoulli(0.5)), Timing(), 300, random.Random(0)
+    )
+    assert seen.false_down > 0 and seen.down_before_reply == 0
+    assert (unseen + seen).down_before_reply == 1

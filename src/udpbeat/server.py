@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import select
 import socket
 import struct
 import sys
@@ -45,7 +46,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from udpbeat import _mmsg
+from udpbeat import _mmsg, cadence
 from udpbeat._net import (
     DEFAULT_PORT,
     SO_TIMESTAMPNS,
@@ -100,6 +101,8 @@ IO_MODES = ("auto", "batched", "portable")
 #: than that, before it blocks, unless ``ServerConfig.busy_poll_us`` says otherwise (0: never).
 BUSY_POLL_US = 50
 MAX_BUSY_POLL_US = 1_000_000
+#: The most of the period between lone requests the reader may spend awake for the next one.
+MAX_AWAKE_SHARE = 0.5
 
 RecordSink = Callable[[list[Reflected]], None]
 
@@ -127,6 +130,9 @@ class ServerConfig:
       library has the calls. Both answer alike; ``docs/performance.md`` has their speeds.
     - ``busy_poll_us``: microseconds the batched reader spins on an empty socket before it
       blocks, while lone requests come closer together than that; 0 never spins.
+    - ``awake_share``: while lone requests keep a period (a prober's heartbeats), the batched
+      reader wakes shortly before each is due and polls until it comes, for at most this share
+      of the period (so of one CPU); 0 always blocks (:mod:`udpbeat.cadence`).
     - ``batch``: datagrams taken per ``recvmmsg`` and answered per ``sendmmsg``, 1..1024.
     - ``receive_stamps``: ``"kernel"`` takes each request's receive time, and so the reply's
       time difference, from the kernel's receive stamp where the system has one (Linux
@@ -143,6 +149,7 @@ class ServerConfig:
     busy_poll_us: float = BUSY_POLL_US
     batch: int = BATCH
     receive_stamps: str = "auto"
+    awake_share: float = cadence.SHARE
 
     def __post_init__(self) -> None:
         if self.io not in IO_MODES:
@@ -162,6 +169,16 @@ class ServerConfig:
                 f"busy poll must be microseconds in 0..{MAX_BUSY_POLL_US} (0: never spin), "
                 f"got {spin!r}"
             )
+        share = self.awake_share
+        if (
+            isinstance(share, bool)
+            or not isinstance(share, (int, float))
+            or not 0 <= share <= MAX_AWAKE_SHARE
+        ):
+            raise ConfigError(
+                f"the awake share must be a number in 0..{MAX_AWAKE_SHARE} (0: never wake "
+                f"ahead of a request), got {share!r}"
+            )
         if (
             isinstance(self.batch, bool)
             or not isinstance(self.batch, int)
@@ -179,12 +196,18 @@ class SocketCounters:
     send_errors: int
     send_dropped: int
     receive_errors: int
+    #: Windows the reader woke for ahead of a lone request it expected (:mod:`udpbeat.cadence`),
+    #: and how many of those the request came in.
+    awake_windows: int = 0
+    caught_awake: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return {
             "send_errors": self.send_errors,
             "send_dropped": self.send_dropped,
             "receive_errors": self.receive_errors,
+            "awake_windows": self.awake_windows,
+            "caught_awake": self.caught_awake,
         }
 
 
@@ -321,6 +344,8 @@ class Server:
         self._send_errors = 0
         self._send_dropped = 0
         self._receive_errors = 0
+        self._awake_windows = 0
+        self._caught_awake = 0
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
         self._reader_done: asyncio.Future[None] | None = None
@@ -347,7 +372,13 @@ class Server:
 
     @property
     def socket_counters(self) -> SocketCounters:
-        return SocketCounters(self._send_errors, self._send_dropped, self._receive_errors)
+        return SocketCounters(
+            self._send_errors,
+            self._send_dropped,
+            self._receive_errors,
+            self._awake_windows,
+            self._caught_awake,
+        )
 
     def stats(self) -> dict[str, object]:
         """The reflector's and the socket's counters, as one consistent snapshot."""
@@ -649,11 +680,45 @@ class Server:
                     if monotonic() >= deadline:
                         return receive_one(size)
 
+        share = self.server_config.awake_share
+        rhythm = cadence.Cadence(share) if share else None
+        descriptor = sock.fileno()
+        readable = select.poll()
+        readable.register(descriptor, select.POLLIN)
+        poll, wait_readable = readable.poll, select.select
+
+        # How late the sleep before a window ends, lately (a timer's wake-up on a busy host):
+        # the sleep is cut short by twice that, so the reader is polling when the window opens.
+        late = 0.0
+
+        def wake_for(opens: float, closes: float) -> bool:
+            """Sleep until ``opens`` (or a datagram), then poll until one comes or ``closes``.
+
+            True if the datagram came while polling: caught awake. One that ends the sleep
+            woke the reader as a blocking receive would have, and is not counted.
+            """
+            nonlocal late
+            self._awake_windows += 1
+            sleep = opens - 2.0 * late - monotonic()
+            if sleep > 0:
+                if wait_readable((descriptor,), (), (), sleep)[0]:
+                    return False
+                woke = monotonic()
+                late += (max(woke - (opens - 2.0 * late), 0.0) - late) / 8
+            while monotonic() < closes:
+                if poll(0):
+                    return True
+            return False
+
         singles = 0
         spinning = False
         answered_at = 0.0
         ancillary = None
+        awake = False
         while True:
+            if rhythm is not None and not spinning:
+                window = rhythm.window()
+                awake = window is not None and wake_for(*window)
             try:
                 if singles:
                     singles -= 1
@@ -674,6 +739,9 @@ class Server:
             if self._stopping:
                 return
             now, wall_time = monotonic(), wall_clock()
+            if awake:
+                self._caught_awake += 1
+                awake = False
             if datagrams is not None and len(datagrams) == 1:
                 singles = SINGLES
                 name = names if isinstance(names, bytes) else names[0]
@@ -681,12 +749,22 @@ class Server:
                 ancillary = io.ancillary(0) if with_control else None
                 datagrams = None
             if datagrams is None:
+                read_at = wall_time
                 if stamped:
                     wall_time, ancillary = _take_stamp(ancillary, wall_time, destinations)
                 spinning = should_spin(now - answered_at, spin, singles)
                 answer(data, source, now, wall_time, ancillary)
                 answered_at = monotonic()
+                if rhythm is not None:
+                    # The kernel's stamp, moved to the monotonic clock: when the request
+                    # arrived, not when this thread woke to it (which varies by more than the
+                    # windows are wide). A stamp that makes no sense (a clock step between it
+                    # and the reading) leaves the reading.
+                    waited = read_at - wall_time
+                    rhythm.arrived(now - waited if 0.0 <= waited < 1.0 else now)
                 continue
+            if rhythm is not None:
+                rhythm.forget()
             # Each datagram's own kernel stamp (or this one reading of the clock for all).
             wall_times = receive_times(wall_time)
             try:

@@ -600,6 +600,9 @@ class HealthyResult:
     false_down: int
     suspect: int
     received: int
+    #: Of ``false_down``, those that came before the server's first reply: a target never seen
+    #: alive, which a detector may call DOWN by a rule of its own (docs/detectors.md).
+    down_before_reply: int = 0
 
     @property
     def probe_overhead(self) -> float:
@@ -613,6 +616,7 @@ class HealthyResult:
             self.false_down + other.false_down,
             self.suspect + other.suspect,
             self.received + other.received,
+            self.down_before_reply + other.down_before_reply,
         )
 
 
@@ -637,11 +641,20 @@ def run_healthy(
         false_down=_count(report.transitions, State.DOWN),
         suspect=_count(report.transitions, State.SUSPECT),
         received=report.received,
+        down_before_reply=_count(_before_first(report.transitions, State.UP), State.DOWN),
     )
 
 
 def _count(transitions: tuple[Transition, ...], state: State) -> int:
     return sum(1 for t in transitions if t.new is state)
+
+
+def _before_first(transitions: tuple[Transition, ...], state: State) -> tuple[Transition, ...]:
+    """The transitions before the first into ``state`` (all of them if none is)."""
+    for index, transition in enumerate(transitions):
+        if transition.new is state:
+            return transitions[:index]
+    return transitions
 
 
 @dataclass(frozen=True, slots=True)

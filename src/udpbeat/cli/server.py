@@ -12,6 +12,7 @@ from collections.abc import Callable
 import click
 
 from udpbeat._net import DEFAULT_PORT, check_allow_families, display_address
+from udpbeat.cadence import SHARE as AWAKE_SHARE
 from udpbeat.cli.format import REFUSED, counters_line, format_record, json_line, limits, limits_text
 from udpbeat.cli.output import LineWriter, stdout_was_closed
 from udpbeat.errors import ConfigError
@@ -21,6 +22,7 @@ from udpbeat.server import (
     BATCH,
     BUSY_POLL_US,
     IO_MODES,
+    MAX_AWAKE_SHARE,
     MAX_BATCH,
     MAX_BUSY_POLL_US,
     RECEIVE_STAMPS,
@@ -415,6 +417,18 @@ async def serve(
     "requests come closer together than that: a lower round trip for some CPU (0: never spin).",
 )
 @click.option(
+    "--awake-share",
+    type=click.FloatRange(0, MAX_AWAKE_SHARE),
+    callback=finite,
+    default=AWAKE_SHARE,
+    show_default=True,
+    metavar="SHARE",
+    help="While lone requests keep a period (a prober's heartbeats), the batched reader wakes "
+    "shortly before each is due and polls until it comes, for at most this share of the "
+    "period: the wake-up of a sleeping thread leaves the round trip for at most this share of "
+    "a CPU (0: always block).",
+)
+@click.option(
     "--batch",
     type=click.IntRange(1, MAX_BATCH),
     default=BATCH,
@@ -451,6 +465,7 @@ def server(
     max_size: int | None,
     io: str,
     busy_poll_us: float,
+    awake_share: float,
     batch: int,
     receive_stamps: str,
 ) -> int:
@@ -481,7 +496,11 @@ def server(
         allow_privileged_ports=allow_privileged_ports,
     )
     server_config = ServerConfig(
-        io=io, busy_poll_us=busy_poll_us, batch=batch, receive_stamps=receive_stamps
+        io=io,
+        busy_poll_us=busy_poll_us,
+        awake_share=awake_share,
+        batch=batch,
+        receive_stamps=receive_stamps,
     )
     stdout_closed = stdout_was_closed()
     return asyncio.run(

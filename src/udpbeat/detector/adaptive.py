@@ -55,12 +55,14 @@ class RttEstimator:
 
 #: Upper edges (seconds) of the bins the time between two consecutive requests falls in: loss
 #: that follows a loss is counted per bin, since on a path that goes dark for a while the next
-#: request 10 ms later is lost far more often than one 300 ms later.
-GAP_EDGES = (0.075, 0.15, 0.3, 0.6)
+#: request 10 ms later is lost far more often than one 300 ms later. The first bin holds only
+#: the fastest probes: pairs 50 ms apart say nothing of pairs 4 ms apart, which a blackout of
+#: a few hundred milliseconds swallows by the dozen.
+GAP_EDGES = (0.02, 0.075, 0.15, 0.3, 0.6)
 GAP_BINS = len(GAP_EDGES) + 1
 #: The confirmation paces the detector chooses from, one per bin (``None``: its fastest pace,
 #: from the RTT). The last bin (0.6 s and over) is left to the regular heartbeats.
-PACES: tuple[float | None, ...] = (None, 0.1, 0.2, 0.4)
+PACES: tuple[float | None, ...] = (None, 0.05, 0.1, 0.2, 0.4)
 _NO_PAIR = 255
 #: Outcomes without a loss-after-loss after which the path is taken to hardly lose, and the
 #: closest spacing is assumed no worse than ``max_loss``.
@@ -77,6 +79,10 @@ DEPTH_LEVELS = 4
 #: many outcomes have joined since the last halving): runs deep enough to tell one kind of loss
 #: from another are few in one history.
 DEPTH_MEMORY = 10
+#: Standard errors by which deep runs must go on more often than shallower ones for the depth
+#: effect to count (:func:`goes_on_more`). Lower than the bounds' 3: an effect imagined costs a
+#: slower verdict, one missed a false one, and deep runs are few.
+DEPTH_Z = 2.5
 
 
 def depth_level(depth: int) -> int:
@@ -207,7 +213,7 @@ def wilson_upper(losses: int, count: int, z: float = 3.0) -> float:
 
 
 def goes_on_more(
-    deep_losses: int, deep_pairs: int, losses: int, pairs: int, z: float = 3.0
+    deep_losses: int, deep_pairs: int, losses: int, pairs: int, z: float = DEPTH_Z
 ) -> bool:
     """Whether runs go on significantly more often deep in them (``deep_losses`` of
     ``deep_pairs``) than at the level above (``losses`` of ``pairs``): a one-sided two-proportion
@@ -417,9 +423,21 @@ class AdaptiveDetector(Detector):
             above, losses_above = by_depth[level - 1], losses_by_depth[level - 1]
             pairs, losses = tail_pairs[level - 1], tail_losses[level - 1]
             shown = False  # a depth effect at this spacing or a closer one
+            # The same pairs pooled over this spacing and the closer ones: deep runs are
+            # probed mostly at the spacings the bounds favour, so one bin alone may hold too
+            # few to show an effect that the pool shows plainly.
+            pooled_deep = pooled_deep_losses = pooled_above = pooled_above_losses = 0
             for gap in range(GAP_BINS):
-                shown = shown or goes_on_more(
-                    losses[gap], pairs[gap], losses_above[gap], above[gap]
+                pooled_deep += pairs[gap]
+                pooled_deep_losses += losses[gap]
+                pooled_above += above[gap]
+                pooled_above_losses += losses_above[gap]
+                shown = (
+                    shown
+                    or goes_on_more(losses[gap], pairs[gap], losses_above[gap], above[gap])
+                    or goes_on_more(
+                        pooled_deep_losses, pooled_deep, pooled_above_losses, pooled_above
+                    )
                 )
                 if not shown:
                     continue
