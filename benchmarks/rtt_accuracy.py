@@ -5,7 +5,9 @@ In one run, on loopback, one heartbeat every ``--interval`` (10 ms) for ``--samp
 - a bare Python client: blocking ``send``/``recv`` and ``time.perf_counter`` around them,
   against a udpbeat server;
 - ``udpbeat client`` against the same server, arrival times from the kernel's receive stamps
-  (``--receive-stamps kernel``) and from the clock when the reply is read (``user``);
+  (``--receive-stamps kernel``) and from the clock when the reply is read (``user``); and with
+  kernel stamps against a second server started with ``--awake-share 0``, whose reader always
+  blocks for a request rather than wake ahead of steady ones (``udpbeat.cadence``);
 - ``udpbeat client --protocol stamp`` against ``udpbeat server --protocol stamp``: its whole
   RTT (``rtt_ms``), and from the same replies RFC 8762's round-trip delay
   ``(T4 - T1) - (T3 - T2)`` (``round_trip_delay_ms``), the RTT less the reflector's time, as
@@ -96,12 +98,12 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 def udpbeat_server(
-    protocol: str = "text", receive_stamps: str = "kernel"
+    protocol: str = "text", receive_stamps: str = "kernel", *flags: str
 ) -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
         [sys.executable, "-m", "udpbeat", "server", "--host", "127.0.0.1", "--port", "0",
          "--protocol", protocol, "--receive-stamps", receive_stamps, "--rate-limit", "0",
-         "--quiet", "--json"],
+         "--quiet", "--json", *flags],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert process.stdout is not None
@@ -267,6 +269,8 @@ def main() -> None:
         flush=True,
     )
     server, port = udpbeat_server()
+    # The same server always blocking for a request (it wakes ahead of steady ones by default).
+    blocking_server, blocking_port = udpbeat_server("text", "kernel", "--awake-share", "0")
     stamp_server, stamp_port = udpbeat_server("stamp")
     user_stamp_server, user_stamp_port = udpbeat_server("stamp", "user")
 
@@ -279,6 +283,10 @@ def main() -> None:
         single(
             "udpbeat client, kernel stamps -> udpbeat server",
             lambda: udpbeat_client(port, args.samples, args.interval, "kernel"),
+        ),
+        single(
+            BLOCKING,
+            lambda: udpbeat_client(blocking_port, args.samples, args.interval, "kernel"),
         ),
         single(
             "udpbeat client, user stamps -> udpbeat server",
@@ -311,7 +319,7 @@ def main() -> None:
                 for name, row in run():
                     figures.setdefault(name, []).append(row)
     finally:
-        for process in (server, stamp_server, user_stamp_server):
+        for process in (server, blocking_server, stamp_server, user_stamp_server):
             process.terminate()
             process.wait()
     monitor_rows: dict[int, list[float]] = {}
@@ -375,6 +383,7 @@ def print_table(
 
 
 BARE = "bare Python blocking client -> udpbeat server"
+BLOCKING = "udpbeat client, kernel stamps -> udpbeat server --awake-share 0"
 IRTT = "irtt client -> irtt server"
 IRTT_WHOLE = "irtt, the same round trips with its server's processing time added back"
 STAMP_WHOLE = "udpbeat client --protocol stamp -> udpbeat server --protocol stamp"

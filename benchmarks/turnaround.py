@@ -13,10 +13,14 @@ Reflectors and their probers, in turn, each at one request every ``--interval`` 
 ``--samples`` (800), ``--rounds`` times interleaved (medians of the rounds' figures):
 
 - ``udpbeat server`` (the default flags), probed by a bare Python blocking loop (the one
-  ``rtt_accuracy.py`` uses): the server's kernel-stamped lone-request path;
-- the same server with ``--busy-poll-us 0`` (no spin: the trial spin of one request in eight
-  at this pacing is off);
+  ``rtt_accuracy.py`` uses): the server's kernel-stamped lone-request path, its reader waking
+  ahead of each steady request (``udpbeat.cadence``);
+- the same server with ``--awake-share 0`` (the reader blocks for each request), and with
+  ``--busy-poll-us 0`` too (nor the trial spin of one request in eight at this pacing);
 - irtt 0.9's server (Debian's ``irtt``) probed by its own client, if installed.
+
+For each udpbeat row, the server's CPU time (user and system, start-up included) over the
+seconds it ran: what waking ahead costs.
 
     python benchmarks/turnaround.py [--samples 800] [--interval 0.01] [--rounds 2]
     python benchmarks/turnaround.py --quick        # a few seconds, a smoke test
@@ -121,7 +125,12 @@ class Capture:
         return self.turnarounds
 
 
+#: CPU seconds each udpbeat server used, per row, and the seconds it was measured over.
+CPU: dict[str, list[tuple[float, float]]] = {}
+
+
 def udpbeat(flags: list[str], samples: int, interval: float) -> list[float]:
+    started = time.monotonic()
     server = subprocess.Popen(
         [sys.executable, "-m", "udpbeat", "server", "--host", "127.0.0.1", "--port", "0",
          "--rate-limit", "0", "--quiet", "--json", *flags],
@@ -137,7 +146,12 @@ def udpbeat(flags: list[str], samples: int, interval: float) -> list[float]:
             turnarounds = capture.close()
     finally:
         server.terminate()
-        server.wait()
+        # Its CPU time (user and system) from the kernel's accounting as it is reaped.
+        _, _, usage = os.wait4(server.pid, 0)
+        server.returncode = 0
+    CPU.setdefault(" ".join(flags), []).append(
+        (usage.ru_utime + usage.ru_stime, time.monotonic() - started)
+    )
     return turnarounds
 
 
@@ -199,12 +213,14 @@ def main() -> int:
                 )
             )
     print(f"# load average at the end: {rtt_accuracy.load()}\n")
-    print("| reflector | requests | turnaround p10 | p50 | p99 |")
-    print("|---|---|---|---|---|")
+    print("| reflector | requests | turnaround p10 | p50 | p99 | server CPU |")
+    print("|---|---|---|---|---|---|")
     for name, rows in figures.items():
         p10, p50, p99 = (statistics.median(row[i] for row in rows) * 1e6 for i in range(3))
         count = int(statistics.median(row[3] for row in rows))
-        print(f"| {name} | {count} | {p10:.0f} us | {p50:.0f} us | {p99:.0f} us |")
+        used = CPU.get(name.removeprefix("udpbeat server").strip())
+        cpu = f"{sum(c for c, _ in used) / sum(s for _, s in used):.1%}" if used else "-"
+        print(f"| {name} | {count} | {p10:.0f} us | {p50:.0f} us | {p99:.0f} us | {cpu} |")
     return 0
 
 

@@ -18,6 +18,7 @@ from helpers import has_ipv6_loopback
 
 from udpbeat import BackgroundServer, ReflectorConfig, ServerConfig, _mmsg
 from udpbeat import server as server_module
+from udpbeat.cadence import ARRIVALS
 from udpbeat.reflector import Reflected
 
 HAS_MMSG = _mmsg.load() is not None
@@ -193,11 +194,11 @@ def test_busy_polling_follows_the_wait_and_retries_once_per_cycle() -> None:
 @pytest.mark.skipif(not HAS_MMSG, reason="no recvmmsg/sendmmsg here")
 @pytest.mark.parametrize("share", [0.5, 0.0])
 def test_the_reader_wakes_ahead_of_steady_heartbeats_only_when_asked(share: float) -> None:
-    # Lone requests every 20 ms: after a few, the reader knows their period and wakes ahead of
-    # each (windows up to half the period at share 0.5, wide enough for a loaded machine's
-    # jitter); with share 0 it always blocks. Every request is answered either way.
+    # Lone requests every 20 ms: after cadence.ARRIVALS of them, the reader knows their period
+    # and wakes ahead of each (windows up to half the period at share 0.5, wide enough for a
+    # loaded machine's jitter); with share 0 it always blocks. Every request is answered.
     config = ServerConfig(awake_share=share)
-    count = 40
+    count = ARRIVALS + 48
     with (
         BackgroundServer("127.0.0.1", 0, _config(), server_config=config) as server,
         next(_clients(1)) as client,

@@ -10,12 +10,13 @@ import contextlib
 import ipaddress
 import math
 import os
+import selectors
 import socket
 import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 from udpbeat.errors import ConfigError
@@ -98,6 +99,29 @@ async def resolve(
         raise ConfigError(f"cannot resolve host {host!r}{wanted}: {error.strerror}") from None
     family, _, _, _, sockaddr = infos[0]
     return sockaddr, family
+
+
+#: Sockets at most for which :func:`run_on_time` waits with ``select(2)``, whose file
+#: descriptors must stay below ``FD_SETSIZE`` (1024).
+PRECISE_WAIT_MAX_SOCKETS = 64
+
+
+def run_on_time(coroutine: Coroutine[Any, Any, T], *, sockets: int = 1) -> T:
+    """``asyncio.run(coroutine)`` on a loop whose timers fire on time, for a prober's sends.
+
+    asyncio's default loop on Linux waits in ``epoll_wait``, whose timeout is whole
+    milliseconds (rounded up): each timer fires up to 1 ms late, so heartbeats meant to leave
+    every 10 ms leave 9 to 11 ms apart. ``select(2)`` takes microseconds, so with it they leave
+    as scheduled (to the kernel's own wake-up), and a reflector can foresee them
+    (:mod:`udpbeat.cadence`). ``select`` is for few file descriptors: beyond
+    :data:`PRECISE_WAIT_MAX_SOCKETS` sockets the default loop is kept.
+    """
+    if sockets > PRECISE_WAIT_MAX_SOCKETS or not hasattr(selectors, "SelectSelector"):
+        return asyncio.run(coroutine)
+    with asyncio.Runner(
+        loop_factory=lambda: asyncio.SelectorEventLoop(selectors.SelectSelector())
+    ) as runner:
+        return runner.run(coroutine)
 
 
 async def _getaddrinfo_abandonable(host: str, port: int, family: int) -> list[Any]:

@@ -27,6 +27,7 @@ from udpbeat._net import (
     check_source,
     display_address,
     resolve,
+    run_on_time,
     split_host_port,
 )
 from udpbeat.cli.format import format_event, format_header, format_report, json_line
@@ -748,7 +749,7 @@ def client(
         kernel_timestamps=receive_stamps == "kernel",
         stdout_closed=stdout_was_closed(),
     )
-    reports = asyncio.run(run_targets(addresses, config, settings))
+    reports = run_on_time(run_targets(addresses, config, settings), sockets=len(addresses))
     return EXIT_DOWN if reports is None else exit_status_all(reports)
 
 
