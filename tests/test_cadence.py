@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from udpbeat.cadence import GAPS, MIN_LEAD, Cadence
+from udpbeat.cadence import ARRIVALS, MIN_LEAD, Cadence
 from udpbeat.errors import ConfigError
 
 
@@ -15,50 +15,68 @@ def fed(times: list[float], **options: float) -> Cadence:
     return cadence
 
 
+def steady(period: float, count: int = ARRIVALS, start: float = 100.0) -> list[float]:
+    return [start + period * n for n in range(count)]
+
+
 def test_a_steady_period_gives_a_window_around_the_next_arrival() -> None:
-    cadence = fed([100.0 + 0.01 * n for n in range(GAPS + 1)])
-    window = cadence.window()
+    window = fed(steady(0.01)).window()
     assert window is not None
-    opens, closes = window
-    expected = 100.0 + 0.01 * (GAPS + 1)
-    assert opens == pytest.approx(expected - MIN_LEAD) and closes == pytest.approx(
-        expected + MIN_LEAD
-    )
+    expected = 100.0 + 0.01 * ARRIVALS
+    assert window == pytest.approx((expected - MIN_LEAD, expected + MIN_LEAD))
 
 
-def test_no_window_before_enough_gaps_agree() -> None:
+def test_no_window_before_enough_arrivals() -> None:
     assert fed([]).window() is None
-    assert fed([0.01 * n for n in range(GAPS)]).window() is None  # GAPS - 1 gaps
+    assert fed(steady(0.01, ARRIVALS - 1)).window() is None
 
 
-def test_the_window_widens_with_the_jitter_and_closes_when_it_would_cost_too_much() -> None:
-    # 10 ms heartbeats, each up to 0.5 ms late: reach 3 x 0.5 ms, the window 3 ms, 30% of the
-    # period: more than the 5% share allows, so no window.
-    jittery = [0.01 * n + (0.0005 if n % 2 else 0.0) for n in range(GAPS + 1)]
-    assert fed(jittery).window() is None
-    # The same jitter on 1 s heartbeats is well within the share.
-    window = fed([1.0 * n + (0.0005 if n % 2 else 0.0) for n in range(GAPS + 1)]).window()
-    assert window is not None and window[1] - window[0] == pytest.approx(0.003, rel=0.01)
+def test_the_window_spans_the_jitter_and_is_refused_when_it_would_cost_too_much() -> None:
+    # Every other request 0.5 ms late: the window spans that and MIN_LEAD either side.
+    def jittery(period: float) -> list[float]:
+        return [at + (0.0005 if n % 2 else 0.0) for n, at in enumerate(steady(period))]
+
+    # On 10 ms heartbeats that is 0.7 ms, more than the default 5% of the period: no window.
+    assert fed(jittery(0.01)).window() is None
+    # On 1 s heartbeats it is well within the share.
+    window = fed(jittery(1.0)).window()
+    assert window is not None
+    assert window[1] - window[0] == pytest.approx(0.0005 + 2 * MIN_LEAD, rel=0.05)
+    # A larger share takes the 10 ms one too.
+    assert fed(jittery(0.01), share=0.1).window() is not None
 
 
-def test_one_late_arrival_does_not_close_the_windows() -> None:
-    times = [0.01 * n for n in range(GAPS + 1)]
-    times[4] += 0.004  # one request 4 ms late: one gap 4 ms long, the next 4 ms short
-    assert fed(times).window() is not None
+def test_a_late_request_now_and_then_leaves_the_window_where_the_others_come() -> None:
+    times = steady(0.01)
+    times[10] += 0.004  # one request 4 ms late, one in 32: beyond the quantile the window spans
+    window = fed(times).window()
+    assert window is not None and window[1] - window[0] < 0.001
 
 
-def test_interleaved_probers_keep_no_period() -> None:
-    # Two probers at 10 ms, 3 ms out of phase: gaps of 3 and 7 ms alternate.
-    times = sorted([0.01 * n for n in range(6)] + [0.003 + 0.01 * n for n in range(6)])
-    assert fed(times).window() is None
+def test_a_lost_request_leaves_a_gap_not_a_wrong_period() -> None:
+    times = steady(0.01, ARRIVALS + 1)
+    del times[12]  # this heartbeat never came
+    window = fed(times).window()
+    assert window is not None
+    expected = 100.0 + 0.01 * (ARRIVALS + 1)
+    assert window[0] < expected < window[1]
 
 
-def test_forget_starts_again_and_time_going_backwards_is_ignored() -> None:
-    cadence = fed([0.01 * n for n in range(GAPS + 1)])
+def test_interleaved_probers_and_random_arrivals_keep_no_period() -> None:
+    # Two probers at 10 ms, 3 ms out of phase: two arrivals in each period.
+    two = sorted(steady(0.01, ARRIVALS // 2) + steady(0.01, ARRIVALS // 2, start=100.003))
+    assert fed(two).window() is None
+    scattered = [100.0 + 0.01 * n + 0.007 * ((n * 7919) % 13) / 13 for n in range(ARRIVALS)]
+    assert fed(scattered).window() is None
+
+
+def test_forget_starts_again_and_an_arrival_not_after_the_last_is_ignored() -> None:
+    cadence = fed(steady(0.01))
     cadence.forget()
     assert cadence.window() is None
-    cadence = fed([0.01 * n for n in range(GAPS + 1)] + [0.0])  # a step back: no gap from it
-    assert cadence.window() is not None
+    cadence = fed(steady(0.01))
+    cadence.arrived(100.0)  # not after the newest: a clock that went back, ignored
+    assert cadence.window() == fed(steady(0.01)).window()
 
 
 @pytest.mark.parametrize(
@@ -67,7 +85,7 @@ def test_forget_starts_again_and_time_going_backwards_is_ignored() -> None:
         ({"share": 0.0}, "share"),
         ({"share": 1.0}, "share"),
         ({"min_lead": -1.0}, "least reach"),
-        ({"gaps": 2}, "3 gaps"),
+        ({"arrivals": 3}, "4 arrivals"),
     ],
 )
 def test_bad_settings_are_config_errors(options: dict[str, float], message: str) -> None:

@@ -21,6 +21,7 @@ requests at random) give none, and the reader just blocks as before.
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import statistics
 
@@ -85,11 +86,16 @@ class Cadence:
         # requests, which the busy-poll serves) end here, before any arithmetic per arrival.
         if (times[-1] - times[-2]) * self.share <= 2.0 * self.min_lead:
             return None
-        first = times[0]
-        rough = statistics.median(b - a for a, b in zip(times, list(times)[1:], strict=False))
-        numbers = [round((at - first) / rough) for at in times]
-        if any(b <= a for a, b in zip(numbers, numbers[1:], strict=False)):
-            return None  # two arrivals in one period: not one prober's heartbeats
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        rough = statistics.median(gaps)
+        # Each arrival numbered from the one before (a gap of two periods: one was lost), so
+        # that a rough period's error does not add up along the arrivals.
+        numbers = [0]
+        for gap in gaps:
+            periods = round(gap / rough)
+            if periods < 1:
+                return None  # two arrivals in one period: not one prober's heartbeats
+            numbers.append(numbers[-1] + periods)
         period, start = statistics.linear_regression(numbers, times)
         if period <= 0:
             return None
