@@ -159,25 +159,15 @@ class ServerConfig:
                 f"receive stamps must be one of {', '.join(RECEIVE_STAMPS)}, "
                 f"got {self.receive_stamps!r}"
             )
-        spin = self.busy_poll_us
-        if (
-            isinstance(spin, bool)
-            or not isinstance(spin, (int, float))
-            or not 0 <= spin <= MAX_BUSY_POLL_US
-        ):
+        if not _real_within(self.busy_poll_us, MAX_BUSY_POLL_US):
             raise ConfigError(
                 f"busy poll must be microseconds in 0..{MAX_BUSY_POLL_US} (0: never spin), "
-                f"got {spin!r}"
+                f"got {self.busy_poll_us!r}"
             )
-        share = self.awake_share
-        if (
-            isinstance(share, bool)
-            or not isinstance(share, (int, float))
-            or not 0 <= share <= MAX_AWAKE_SHARE
-        ):
+        if not _real_within(self.awake_share, MAX_AWAKE_SHARE):
             raise ConfigError(
                 f"the awake share must be a number in 0..{MAX_AWAKE_SHARE} (0: never wake "
-                f"ahead of a request), got {share!r}"
+                f"ahead of a request), got {self.awake_share!r}"
             )
         if (
             isinstance(self.batch, bool)
@@ -187,6 +177,11 @@ class ServerConfig:
             raise ConfigError(
                 f"batch must be a whole number of datagrams in 1..{MAX_BATCH}, got {self.batch!r}"
             )
+
+
+def _real_within(value: object, highest: float) -> bool:
+    """Whether ``value`` is a real number (not a bool) in ``0..highest``: NaN is not."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= highest
 
 
 @dataclass(frozen=True, slots=True)
