@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from udpbeat.cadence import ARRIVALS, MIN_LEAD, Cadence
+from udpbeat.cadence import ARRIVALS, FIRST_LEAD, MAX_LEAD, MIN_LEAD, Cadence, WakeLead, Window
 from udpbeat.errors import ConfigError
 
 
@@ -23,7 +23,8 @@ def test_a_steady_period_gives_a_window_around_the_next_arrival() -> None:
     window = fed(steady(0.01)).window()
     assert window is not None
     expected = 100.0 + 0.01 * ARRIVALS
-    assert window == pytest.approx((expected - MIN_LEAD, expected + MIN_LEAD))
+    assert window[:2] == pytest.approx((expected - MIN_LEAD, expected + MIN_LEAD))
+    assert window.period == pytest.approx(0.01)
 
 
 def test_no_window_before_enough_arrivals() -> None:
@@ -62,6 +63,15 @@ def test_a_lost_request_leaves_a_gap_not_a_wrong_period() -> None:
     assert window[0] < expected < window[1]
 
 
+def test_a_send_late_by_more_than_a_period_then_one_on_time_keeps_the_period() -> None:
+    times = steady(0.01, ARRIVALS + 1)
+    times[12] += 0.0105  # so late that it comes just after the next one was due
+    del times[13]  # ... which the prober sent right after it, on time: 0.5 ms apart
+    window = fed(times).window()
+    assert window is not None
+    assert window.opens < 100.0 + 0.01 * (ARRIVALS + 1) < window.closes
+
+
 def test_interleaved_probers_and_random_arrivals_keep_no_period() -> None:
     # Two probers at 10 ms, 3 ms out of phase: two arrivals in each period.
     two = sorted(steady(0.01, ARRIVALS // 2) + steady(0.01, ARRIVALS // 2, start=100.003))
@@ -77,6 +87,23 @@ def test_forget_starts_again_and_an_arrival_not_after_the_last_is_ignored() -> N
     cadence = fed(steady(0.01))
     cadence.arrived(100.0)  # not after the newest: a clock that went back, ignored
     assert cadence.window() == fed(steady(0.01)).window()
+
+
+def test_the_wake_lead_learns_the_timer_overshoot_within_its_bounds() -> None:
+    window = Window(opens=10.0, closes=10.0004, period=0.01)
+    lead = WakeLead()
+    assert lead.lead(window, 0.5) == pytest.approx(2 * FIRST_LEAD)
+    for _ in range(100):
+        lead.sample(0.0001)  # this host's timers run 0.1 ms late
+    assert lead.lead(window, 0.5) == pytest.approx(0.0002, rel=0.01)
+    # One stall of the whole host is not a timer's lateness: a sample counts at most MAX_LEAD.
+    lead.sample(2.0)
+    assert lead.lead(window, 0.5) <= 2 * (0.0001 + MAX_LEAD / 8)
+    # The polling stays within the share: here 5% of 10 ms, less the window's 0.4 ms.
+    assert lead.lead(window, 0.05) == pytest.approx(0.0001)
+    assert lead.lead(window, 0.01) == 0.0  # the window alone takes more than the share
+    lead.sample(-1.0)  # a clock that says the sleep ended early: no lateness
+    assert lead.lead(window, 0.5) >= 0.0
 
 
 @pytest.mark.parametrize(

@@ -28,12 +28,19 @@ def test_few_sockets_wait_with_select_many_with_the_default_loop() -> None:
     assert _net.run_on_time(_selector_kind(), sockets=many) is selectors.DefaultSelector
 
 
-def test_an_error_in_the_coroutine_is_raised_and_the_loop_closed() -> None:
+def test_an_error_in_the_coroutine_is_raised() -> None:
     async def failing() -> None:
         raise ValueError("inside")
 
     with pytest.raises(ValueError, match="inside"):
         _net.run_on_time(failing())
+
+
+def test_a_process_holding_nearly_a_thousand_files_keeps_the_default_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_net, "_lowest_free_descriptor", lambda: 1000)
+    assert _net.run_on_time(_selector_kind()) is selectors.DefaultSelector
 
 
 def test_the_client_command_runs_on_time_with_one_socket_per_target(

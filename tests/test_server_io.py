@@ -213,7 +213,9 @@ def test_the_reader_wakes_ahead_of_steady_heartbeats_only_when_asked(share: floa
         counters = server.stop()
     assert counters.received == counters.replied == count
     if share:
-        assert sockets.awake_windows > 0 and 0 < sockets.caught_awake <= sockets.awake_windows
+        # Whether a request then comes while the reader polls depends on this machine's timer
+        # and load (benchmarks/turnaround.py measures it); that it woke for them does not.
+        assert sockets.awake_windows > 0 and sockets.caught_awake <= sockets.awake_windows
     else:
         assert (sockets.awake_windows, sockets.caught_awake) == (0, 0)
 

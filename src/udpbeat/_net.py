@@ -113,15 +113,24 @@ def run_on_time(coroutine: Coroutine[Any, Any, T], *, sockets: int = 1) -> T:
     milliseconds (rounded up): each timer fires up to 1 ms late, so heartbeats meant to leave
     every 10 ms leave 9 to 11 ms apart. ``select(2)`` takes microseconds, so with it they leave
     as scheduled (to the kernel's own wake-up), and a reflector can foresee them
-    (:mod:`udpbeat.cadence`). ``select`` is for few file descriptors: beyond
-    :data:`PRECISE_WAIT_MAX_SOCKETS` sockets the default loop is kept.
+    (:mod:`udpbeat.cadence`). ``select`` is for few file descriptors, all numbered below
+    1024: beyond :data:`PRECISE_WAIT_MAX_SOCKETS` sockets, or in a process that already holds
+    nearly that many, the default loop is kept.
     """
-    if sockets > PRECISE_WAIT_MAX_SOCKETS or not hasattr(selectors, "SelectSelector"):
+    if sockets > PRECISE_WAIT_MAX_SOCKETS or _lowest_free_descriptor() + sockets >= 1000:
+        # Many sockets, or a process already holding nearly FD_SETSIZE (1024) descriptors:
+        # select() could not take them.
         return asyncio.run(coroutine)
     with asyncio.Runner(
         loop_factory=lambda: asyncio.SelectorEventLoop(selectors.SelectSelector())
     ) as runner:
         return runner.run(coroutine)
+
+
+def _lowest_free_descriptor() -> int:
+    """The number the next file the process opens would get (the lowest free one)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as scratch:
+        return scratch.fileno()
 
 
 async def _getaddrinfo_abandonable(host: str, port: int, family: int) -> list[Any]:

@@ -24,6 +24,7 @@ import collections
 import itertools
 import math
 import statistics
+from typing import NamedTuple
 
 from udpbeat.errors import ConfigError
 
@@ -37,6 +38,23 @@ SHARE = 0.05
 #: few percent and the latest tenth (a send delayed by its own host) are left to a blocking read.
 LOW_QUANTILE = 0.05
 HIGH_QUANTILE = 0.9
+#: Gaps of less than half a period (a send late by more than a period, then one on time) that
+#: one prober's arrivals may hold; more are two probers, or no period at all.
+SHORT_GAPS = 4
+#: Seconds a reader's timed sleep is assumed to overshoot before it has measured its own.
+FIRST_LEAD = 0.0003
+#: The most :class:`WakeLead` ends a sleep early by: a stall of the whole host (a paused VM,
+#: a stopped process) is not a timer's lateness.
+MAX_LEAD = 0.002
+
+
+class Window(NamedTuple):
+    """When the next lone request should come: between ``opens`` and ``closes``, one
+    ``period`` after the last."""
+
+    opens: float
+    closes: float
+    period: float
 
 
 class Cadence:
@@ -76,9 +94,9 @@ class Cadence:
         """Arrivals stop being lone (a burst, a batch): the period starts again from scratch."""
         self._times.clear()
 
-    def window(self) -> tuple[float, float] | None:
-        """``(opens, closes)`` around the next expected arrival, or ``None`` if the arrivals
-        keep no period a window within ``share`` can catch."""
+    def window(self) -> Window | None:
+        """The window around the next expected arrival, or ``None`` if the arrivals keep no
+        period a window within ``share`` can catch."""
         times = self._times
         if len(times) < (times.maxlen or 0):
             return None
@@ -91,10 +109,13 @@ class Cadence:
         # Each arrival numbered from the one before (a gap of two periods: one was lost), so
         # that a rough period's error does not add up along the arrivals.
         numbers = [0]
+        short = 0
         for gap in gaps:
             periods = round(gap / rough)
-            if periods < 1:
-                return None  # two arrivals in one period: not one prober's heartbeats
+            if periods < 1:  # a late send, then one on time: both in one period
+                short += 1
+                if short > SHORT_GAPS:
+                    return None  # two arrivals per period: not one prober's heartbeats
             numbers.append(numbers[-1] + periods)
         period, start = statistics.linear_regression(numbers, times)
         if period <= 0:
@@ -106,4 +127,29 @@ class Cadence:
         opens, closes = expected + low - self.min_lead, expected + high + self.min_lead
         if closes - opens > self.share * period:
             return None
-        return opens, closes
+        return Window(opens, closes, period)
+
+
+class WakeLead:
+    """How much earlier than a window a reader must end its timed sleep to be polling when the
+    window opens: the timer's overshoot on this host, learned from the sleeps themselves.
+
+    ``sample(overshoot)`` after each timed sleep (how long after the asked end it woke);
+    ``lead(window, share)``: seconds to end the next sleep early by, such that the polling
+    (from then to the window's close) stays within ``share`` of the period. An average over
+    the last eight or so sleeps, starting from :data:`FIRST_LEAD`, each sample at most
+    :data:`MAX_LEAD`.
+    """
+
+    __slots__ = ("_overshoot",)
+
+    def __init__(self) -> None:
+        self._overshoot = FIRST_LEAD
+
+    def sample(self, overshoot: float) -> None:
+        overshoot = min(max(overshoot, 0.0), MAX_LEAD)
+        self._overshoot += (overshoot - self._overshoot) / 8
+
+    def lead(self, window: Window, share: float) -> float:
+        room = share * window.period - (window.closes - window.opens)
+        return max(0.0, min(2.0 * self._overshoot, room))

@@ -101,6 +101,8 @@ IO_MODES = ("auto", "batched", "portable")
 #: than that, before it blocks, unless ``ServerConfig.busy_poll_us`` says otherwise (0: never).
 BUSY_POLL_US = 50
 MAX_BUSY_POLL_US = 1_000_000
+#: select()'s limit on descriptor numbers (Linux's FD_SETSIZE).
+FD_SETSIZE = 1024
 #: The most of the period between lone requests the reader may spend awake for the next one.
 MAX_AWAKE_SHARE = 0.5
 
@@ -367,12 +369,15 @@ class Server:
 
     @property
     def socket_counters(self) -> SocketCounters:
+        # The reader counts a catch after its window: read the catches first, so a snapshot
+        # never shows more catches than windows.
+        caught = self._caught_awake
         return SocketCounters(
             self._send_errors,
             self._send_dropped,
             self._receive_errors,
             self._awake_windows,
-            self._caught_awake,
+            caught,
         )
 
     def stats(self) -> dict[str, object]:
@@ -676,31 +681,36 @@ class Server:
                         return receive_one(size)
 
         share = self.server_config.awake_share
-        rhythm = cadence.Cadence(share) if share else None
         descriptor = sock.fileno()
+        # select() takes microseconds (poll() whole milliseconds) but only descriptors below
+        # FD_SETSIZE: a server opened among a thousand files always blocks.
+        rhythm = cadence.Cadence(share) if share and descriptor < FD_SETSIZE else None
         readable = select.poll()
         readable.register(descriptor, select.POLLIN)
         poll, wait_readable = readable.poll, select.select
 
-        # How late the sleep before a window ends, lately (a timer's wake-up on a busy host):
-        # the sleep is cut short by twice that, so the reader is polling when the window opens.
-        late = 0.0
+        lead = cadence.WakeLead()
 
-        def wake_for(opens: float, closes: float) -> bool:
-            """Sleep until ``opens`` (or a datagram), then poll until one comes or ``closes``.
+        def wake_for(window: cadence.Window) -> bool:
+            """Sleep until shortly before ``window`` opens (or a datagram comes), then poll
+            until one comes or the window closes.
 
             True if the datagram came while polling: caught awake. One that ends the sleep
             woke the reader as a blocking receive would have, and is not counted.
             """
-            nonlocal late
+            now = monotonic()
+            if now >= window.closes:
+                return False
             self._awake_windows += 1
-            sleep = opens - 2.0 * late - monotonic()
-            if sleep > 0:
-                if wait_readable((descriptor,), (), (), sleep)[0]:
+            wake_at = window.opens - lead.lead(window, share)
+            if wake_at > now:
+                ready = wait_readable((descriptor,), (), (), wake_at - now)[0]
+                # How far past the asked end the sleep ran (if a datagram ended it after that
+                # end, the timer was late by at least as much): the next sleep ends earlier.
+                lead.sample(monotonic() - wake_at)
+                if ready:
                     return False
-                woke = monotonic()
-                late += (max(woke - (opens - 2.0 * late), 0.0) - late) / 8
-            while monotonic() < closes:
+            while monotonic() < window.closes:
                 if poll(0):
                     return True
             return False
@@ -713,7 +723,7 @@ class Server:
         while True:
             if rhythm is not None and not spinning:
                 window = rhythm.window()
-                awake = window is not None and wake_for(*window)
+                awake = window is not None and wake_for(window)
             try:
                 if singles:
                     singles -= 1
