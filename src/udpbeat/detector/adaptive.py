@@ -217,8 +217,8 @@ def goes_on_more(
 ) -> bool:
     """Whether runs go on significantly more often deep in them (``deep_losses`` of
     ``deep_pairs``) than at the level above (``losses`` of ``pairs``): a one-sided two-proportion
-    test, ``z`` standard errors (3, as :func:`wilson_upper`: a depth effect imagined by chance,
-    about once in 740 tests, makes a verdict slower, never a false one)."""
+    test, ``z`` standard errors (:data:`DEPTH_Z`, 2.5: a depth effect imagined by chance, about
+    once in 160 tests, makes a verdict slower, never a false one)."""
     if not deep_pairs or not pairs:
         return False
     deep_rate, rate = deep_losses / deep_pairs, losses / pairs
@@ -398,7 +398,10 @@ class AdaptiveDetector(Detector):
         the level before holds unless the pairs at least as deep as ``L`` (pooled over the
         deeper levels too: a run that has lasted this long may last longer) go on significantly
         more often (:func:`goes_on_more`) than those of level ``L - 1``, at that spacing or a
-        closer one: then the bound from those deep pairs, pooled with closer spacings' where
+        closer one, or in the pairs of that spacing and every closer one pooled (deep runs are
+        few, and probed at whichever spacing the bounds favoured, so one spacing alone may
+        hold too few to show an effect the pool shows plainly): then the bound from those deep
+        pairs, pooled with closer spacings' where
         few were seen at this one (as :meth:`burst_loss_bounds`), if higher. A path with
         several kinds of loss (short blackouts, long bursts) shows this, as its runs that have
         lasted are mostly the long kind; on a path with one kind, the deep pairs (few, so with
