@@ -18,8 +18,9 @@ Printed per prober: the gaps between arrivals (p10, p50, p90, p99) and, replayin
 through :class:`udpbeat.cadence.Cadence` at the server's default share, the share of requests
 a window was offered for and the share that came inside one: an upper bound on what a server
 catches, whose reader must also end its sleep before the window opens
-(``benchmarks/turnaround.py`` and the server's ``caught_awake`` counter say what it did). (irtt's client is not among
-them: it opens each session with a handshake that only its own server answers.) Usage::
+(``benchmarks/turnaround.py`` and the server's ``caught_awake`` counter say what it did).
+irtt's client is not among them: it opens each session with a handshake that only its own
+server answers. Usage::
 
     python benchmarks/pacing.py [--samples 600] [--interval 0.01] [--rounds 1]
 """
