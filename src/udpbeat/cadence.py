@@ -31,13 +31,13 @@ from udpbeat.errors import ConfigError
 #: Arrivals the period and the window are read from.
 ARRIVALS = 32
 #: Seconds a window reaches beyond the spread of recent arrivals at the least.
-MIN_LEAD = 0.0001
+MIN_LEAD = 0.00005
 #: The share of the period a window may take (so of one CPU, at most, spent polling).
-SHARE = 0.05
+SHARE = 0.1
 #: The quantiles of the arrivals around the fitted line that the window spans: the earliest
 #: few percent and the latest tenth (a send delayed by its own host) are left to a blocking read.
-LOW_QUANTILE = 0.05
-HIGH_QUANTILE = 0.9
+LOW_QUANTILE = 0.1
+HIGH_QUANTILE = 0.75
 #: Gaps of less than half a period (a send late by more than a period, then one on time) that
 #: one prober's arrivals may hold; more are two probers, or no period at all.
 SHORT_GAPS = 4

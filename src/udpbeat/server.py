@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import select
 import socket
 import struct
@@ -690,6 +691,7 @@ class Server:
         poll, wait_readable = readable.poll, select.select
 
         lead = cadence.WakeLead()
+        yield_cpu = getattr(os, "sched_yield", lambda: None)
 
         def wake_for(window: cadence.Window) -> bool:
             """Sleep until shortly before ``window`` opens (or a datagram comes), then poll
@@ -713,6 +715,9 @@ class Server:
             while monotonic() < window.closes:
                 if poll(0):
                     return True
+                # A prober on this host, woken on this CPU by its own timer, would otherwise
+                # wait for the poll's time slice to end: its request came late by that much.
+                yield_cpu()
             return False
 
         singles = 0
