@@ -6,7 +6,9 @@ datagrams, they are reflected under one acquisition of the lock with one reading
 clock, and one ``sendmmsg`` answers them to the raw source addresses as received
 (:mod:`udpbeat._mmsg`). A lone datagram is answered with plain ``recvfrom``/``sendto``, cheaper
 than a ctypes call for one, and while lone requests come close together the reader busy-polls
-briefly before blocking, which keeps the round trip at low load level with a bare echo loop.
+briefly before blocking, which keeps the round trip at low load level with a bare echo loop;
+while lone requests keep a period (a prober's heartbeats), it wakes shortly before each is due
+and polls until it comes (:mod:`udpbeat.cadence`, ``ServerConfig.awake_share``).
 Elsewhere, or with ``ServerConfig(io="portable")``, the reader is the plain loop:
 ``recvfrom``, reflect, non-blocking ``sendto``. Both paths give the same replies, counters and
 log. On a wildcard bind (Linux) both send each reply from the address its request was sent to
