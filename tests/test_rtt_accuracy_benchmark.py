@@ -24,6 +24,7 @@ def test_the_quick_run_prints_every_row() -> None:
     expected = [
         "bare Python blocking client -> udpbeat server",
         "udpbeat client, kernel stamps -> udpbeat server",
+        "udpbeat client, kernel stamps -> udpbeat server --awake-share 0",
         "udpbeat client, user stamps -> udpbeat server",
         "udpbeat client --protocol stamp -> udpbeat server --protocol stamp",
         "udpbeat STAMP, the same round trips less the reflector's time (T3 - T2)",
@@ -39,11 +40,11 @@ def test_the_quick_run_prints_every_row() -> None:
         assert int(samples) >= 20 and 0 < int(p50) <= int(p99)
     assert rows[expected[0]][4] == "1.00"  # the bare loop is its own anchor
     # The reflector's time taken out of the same round trips leaves less than the whole RTT.
-    stamp_whole, stamp_net = rows[expected[3]], rows[expected[4]]
+    stamp_whole, stamp_net = rows[expected[4]], rows[expected[5]]
     assert stamp_whole[0] == stamp_net[0]  # the same replies
     assert int(stamp_net[1]) < int(stamp_whole[1])
     if shutil.which("irtt"):
-        assert rows[expected[6]][3] == "1.00" and rows[expected[7]][5] == "1.00"
+        assert rows[expected[7]][3] == "1.00" and rows[expected[8]][5] == "1.00"
     monitor = re.compile(rf"\| ([\d,]+) targets \| ([\d,]+) \| {US} \| {US} \| ([\d.]+)x \|")
     sizes = [m.groups() for line in lines if (m := monitor.match(line))]
     assert [(size, measured) for size, measured, *_ in sizes] == [("1", "1"), ("20", "20")]
