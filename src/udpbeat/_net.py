@@ -101,8 +101,9 @@ async def resolve(
     return sockaddr, family
 
 
-#: Sockets at most for which :func:`run_on_time` waits with ``select(2)``, whose file
-#: descriptors must stay below ``FD_SETSIZE`` (1024).
+#: ``select(2)``'s limit: it takes only descriptors numbered below this (Linux's FD_SETSIZE).
+FD_SETSIZE = 1024
+#: Sockets at most for which :func:`run_on_time` waits with ``select(2)``.
 PRECISE_WAIT_MAX_SOCKETS = 64
 
 
@@ -114,12 +115,12 @@ def run_on_time(coroutine: Coroutine[Any, Any, T], *, sockets: int = 1) -> T:
     every 10 ms leave 9 to 11 ms apart. ``select(2)`` takes microseconds, so with it they leave
     as scheduled (to the kernel's own wake-up), and a reflector can foresee them
     (:mod:`udpbeat.cadence`). ``select`` is for few file descriptors, all numbered below
-    1024: beyond :data:`PRECISE_WAIT_MAX_SOCKETS` sockets, or in a process that already holds
-    nearly that many, the default loop is kept.
+    :data:`FD_SETSIZE`: beyond :data:`PRECISE_WAIT_MAX_SOCKETS` sockets, or in a process that
+    already holds nearly that many, the default loop is kept.
     """
-    if sockets > PRECISE_WAIT_MAX_SOCKETS or _lowest_free_descriptor() + sockets >= 1000:
-        # Many sockets, or a process already holding nearly FD_SETSIZE (1024) descriptors:
-        # select() could not take them.
+    # The loop's own descriptors (its self-pipe, the selector) take a few numbers more.
+    highest = _lowest_free_descriptor() + sockets + 24
+    if sockets > PRECISE_WAIT_MAX_SOCKETS or highest >= FD_SETSIZE:
         return asyncio.run(coroutine)
     with asyncio.Runner(
         loop_factory=lambda: asyncio.SelectorEventLoop(selectors.SelectSelector())
@@ -437,6 +438,9 @@ def _no_yield() -> None:
     return None
 
 
+#: Give the CPU to any other task runnable on this one (``os.sched_yield``; a no-op where the
+#: system has none).
+yield_cpu: Callable[[], None] = getattr(os, "sched_yield", _no_yield)
 #: Give the CPU to whatever a send just woke, before going on (``os.sched_yield``; a no-op
 #: where the system has none). On one host (loopback, a reflector on the same machine) the
 #: kernel wakes the receiver *during* the send, and with a sync wake-up it puts the receiver
@@ -445,7 +449,7 @@ def _no_yield() -> None:
 #: long, and every microsecond of it is counted in the RTT: measured with ``perf sched``, the
 #: reflector waited 70-80 us per heartbeat behind ``udpbeat client`` (docs/design.md, "Time at
 #: the wire"). With nothing else runnable on the CPU the call returns at once (about 1 us).
-yield_after_send: Callable[[], None] = getattr(os, "sched_yield", _no_yield)
+yield_after_send = yield_cpu
 
 
 class ClockBridge:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import select
 import socket
 import struct
@@ -52,12 +51,14 @@ from typing import Any
 from udpbeat import _mmsg, cadence
 from udpbeat._net import (
     DEFAULT_PORT,
+    FD_SETSIZE,
     SO_TIMESTAMPNS,
     bind_udp,
     enable_receive_timestamps,
     enable_receive_ttl,
     receive_timestamp,
     take_ttl,
+    yield_cpu,
 )
 from udpbeat.errors import ConfigError, UdpbeatError
 from udpbeat.reflector import Counters, Reflected, Reflector, ReflectorConfig
@@ -104,8 +105,6 @@ IO_MODES = ("auto", "batched", "portable")
 #: than that, before it blocks, unless ``ServerConfig.busy_poll_us`` says otherwise (0: never).
 BUSY_POLL_US = 50
 MAX_BUSY_POLL_US = 1_000_000
-#: select()'s limit on descriptor numbers (Linux's FD_SETSIZE).
-FD_SETSIZE = 1024
 #: The most of the period between lone requests the reader may spend awake for the next one.
 MAX_AWAKE_SHARE = 0.5
 
@@ -691,9 +690,7 @@ class Server:
         readable = select.poll()
         readable.register(descriptor, select.POLLIN)
         poll, wait_readable = readable.poll, select.select
-
         lead = cadence.WakeLead()
-        yield_cpu = getattr(os, "sched_yield", lambda: None)
 
         def wake_for(window: cadence.Window) -> bool:
             """Sleep until shortly before ``window`` opens (or a datagram comes), then poll
