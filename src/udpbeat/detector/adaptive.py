@@ -212,6 +212,20 @@ def wilson_upper(losses: int, count: int, z: float = 3.0) -> float:
     return min(1.0, (centre + spread) / (1 + z2 / count))
 
 
+def lowest_pooled_bound(pairs: list[int], losses: list[int], gap: int) -> float:
+    """The lowest :func:`wilson_upper` bound of the pairs at spacing bin ``gap`` pooled with
+    those of ever closer bins (closer together, loss is at least as correlated, so each pool's
+    bound holds at ``gap``); ``math.inf`` if no bin at or below ``gap`` has a pair."""
+    best = math.inf
+    pooled_pairs = pooled_losses = 0
+    for closer in range(gap, -1, -1):
+        if pairs[closer]:  # a bin with no pairs leaves the pool as it was
+            pooled_pairs += pairs[closer]
+            pooled_losses += losses[closer]
+            best = min(best, wilson_upper(pooled_losses, pooled_pairs))
+    return best
+
+
 def goes_on_more(
     deep_losses: int, deep_pairs: int, losses: int, pairs: int, z: float = DEPTH_Z
 ) -> bool:
@@ -444,16 +458,9 @@ class AdaptiveDetector(Detector):
                 )
                 if not shown:
                     continue
-                # As burst_loss_bounds: the lowest bound of this spacing's deep pairs pooled
-                # with those of closer spacings (at least as correlated): where few runs this
-                # deep were seen at this spacing, the closer ones' bound holds.
-                deep = math.inf
-                pooled_pairs = pooled_losses = 0
-                for closer in range(gap, -1, -1):
-                    if pairs[closer]:
-                        pooled_pairs += pairs[closer]
-                        pooled_losses += losses[closer]
-                        deep = min(deep, wilson_upper(pooled_losses, pooled_pairs))
+                # As burst_loss_bounds: where few runs this deep were seen at this spacing,
+                # the closer ones' bound holds.
+                deep = lowest_pooled_bound(pairs, losses, gap)
                 if deep < math.inf:
                     bounds[gap] = max(bounds[gap], min(deep, cap))
             levels.append(bounds)
@@ -464,15 +471,7 @@ class AdaptiveDetector(Detector):
         count = self.history.count
         bounds: list[float] = []
         for gap in range(GAP_BINS):
-            best = math.inf
-            pooled_pairs = pooled_losses = 0
-            for shorter in range(gap, -1, -1):
-                if pairs[shorter]:  # a bin with no pairs leaves the pool as it was
-                    pooled_pairs += pairs[shorter]
-                    pooled_losses += losses[shorter]
-                    bound = wilson_upper(pooled_losses, pooled_pairs)
-                    if bound < best:
-                        best = bound
+            best = lowest_pooled_bound(pairs, losses, gap)
             if best == math.inf:
                 # Nothing at this spacing or closer: unknown (losses may cluster in time), the
                 # cap; but with no pair at all in a history long enough to have shown some,
