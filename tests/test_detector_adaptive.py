@@ -16,6 +16,7 @@ from udpbeat.detector import (
     Transition,
     wilson_upper,
 )
+from udpbeat.detector.adaptive import CLEAN_HISTORY, COLD_BURST_LOSS
 from udpbeat.errors import ConfigError
 from udpbeat.events import Event, HeartbeatSent, StateChanged
 from udpbeat.reflector import Reflector, ReflectorConfig
@@ -151,7 +152,9 @@ def test_no_history_assumes_high_loss() -> None:
     detector = AdaptiveDetector()
     assert detector.loss_bound() == detector.max_loss
     assert detector.reply_timeout() == 1.0  # no RTT sample yet: the full timeout
-    assert detector.confirm_pace() == detector.confirm_interval
+    # Never answered: no reply can be overtaken, so probes may go at the fastest pace.
+    assert detector.confirm_pace() == detector.min_confirm_interval
+    assert detector.burst_loss_bound() == COLD_BURST_LOSS
 
 
 def test_burst_loss_bound_tells_bursty_from_independent_loss() -> None:
@@ -167,8 +170,9 @@ def test_burst_loss_bound_tells_bursty_from_independent_loss() -> None:
     assert bursty.burst_loss_bound() > bursty.loss_bound() + 0.15
     assert needed_now(bursty) > needed_now(independent) + 10
     clean = AdaptiveDetector()
+    clean.rtt.add(RTT)  # seen alive
     clean.history.add_many(False, 1000)
-    assert clean.burst_loss_bound() == clean.max_loss  # no loss seen: bursts unknown
+    assert clean.burst_loss_bound() == clean.max_loss  # long clean: the path hardly loses
 
 
 def test_a_short_clean_history_is_not_trusted_like_a_long_one() -> None:
@@ -192,8 +196,8 @@ def test_unknown_to_up_on_the_first_reply() -> None:
 
 def test_never_answered_goes_down_only_after_the_no_history_number_of_misses() -> None:
     driver = Driver(AdaptiveDetector())
-    needed = misses_needed(0.6)
-    assert needed == 41
+    needed = misses_needed(0.6, COLD_BURST_LOSS)
+    assert needed == 193
     first = driver.miss()
     assert first is not None and (first.old, first.new) == (State.UNKNOWN, State.SUSPECT)
     assert first.evidence["loss"] == 0.6
@@ -288,7 +292,7 @@ def test_a_run_that_ends_down_is_not_counted_as_path_loss() -> None:
     # spread over more than a timeout, the misses older than a timeout at the verdict have
     # joined as path losses: docs/detectors.md says so.)
     driver = Driver(AdaptiveDetector(5.0))
-    driver.healthy(200)
+    driver.healthy(1010)  # a whole clean history: 60 % assumed, about 40 misses make DOWN
     bound = driver.detector.loss_bound()
     while driver.detector.state is not State.DOWN:
         driver.miss()
@@ -297,7 +301,7 @@ def test_a_run_that_ends_down_is_not_counted_as_path_loss() -> None:
     driver.now += 5.0
     driver.reply()
     assert driver.detector.history.losses == 0
-    assert driver.detector.history.count > 200
+    assert driver.detector.history.count >= CLEAN_HISTORY
     assert driver.detector.loss_bound() <= bound
 
 
@@ -433,15 +437,16 @@ def test_a_single_refusal_is_never_a_verdict_even_with_a_loose_false_alarm_budge
 def test_probes_stop_once_enough_are_in_flight() -> None:
     detector = AdaptiveDetector()
     detector.on_sent(1, 0.0, probe=False)
-    # Never answered: 60 % loss assumed at every spacing (the rule before issue 11, for a
-    # target never seen alive), so at the fastest pace each further miss weighs max_loss.
+    # Never answered: 60 % loss and the cold prior at every spacing, so at the fastest pace
+    # each further miss weighs COLD_BURST_LOSS.
     detector.on_miss(1, 1.0, "timeout")
-    assert detector.probe_at() == pytest.approx(0.0 + detector.confirm_interval)
-    wanted = misses_needed(0.6) - 1
+    pace = detector.min_confirm_interval
+    assert detector.probe_at() == pytest.approx(0.0 + pace)
+    wanted = misses_needed(0.6, COLD_BURST_LOSS) - 1
     for seq in range(2, wanted + 1):
-        detector.on_sent(seq, 1.0 + seq * 0.05, probe=True)
+        detector.on_sent(seq, 1.0 + seq * pace, probe=True)
     assert detector.probe_at() is not None
-    detector.on_sent(wanted + 1, 1.0 + (wanted + 1) * 0.05, probe=True)
+    detector.on_sent(wanted + 1, 1.0 + (wanted + 1) * pace, probe=True)
     assert detector.probe_at() is None  # enough in flight: their misses would settle it
 
 
@@ -506,8 +511,9 @@ def drive(
 
 def test_session_confirms_a_stop_with_fast_probes_and_stops_probing_once_down() -> None:
     config = ProbeConfig(count=None, interval=1.0, timeout=1.0, watch=True)
-    stop_at = 300.5
-    _, events = drive(config, random.Random(7), loss=0.0, until=320.0, stop_at=stop_at)
+    # A whole history in (before it, the cold start's caution: docs/detectors.md).
+    stop_at = 1000.5
+    _, events = drive(config, random.Random(7), loss=0.0, until=1020.0, stop_at=stop_at)
     changes = [e.transition for e in events if isinstance(e, StateChanged)]
     assert [t.new for t in changes] == [State.UP, State.SUSPECT, State.DOWN]
     suspect_at, down_at = changes[1].at, changes[2].at

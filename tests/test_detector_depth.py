@@ -11,10 +11,13 @@ import random
 
 import pytest
 
-from udpbeat.detector import AdaptiveDetector, LossHistory, State
+from udpbeat.detector import AdaptiveDetector, LossHistory, State, wilson_upper
 from udpbeat.detector.adaptive import (
+    CLEAN_HISTORY,
+    COLD_BURST_LOSS,
     DEPTH_LEVELS,
     DEPTH_MEMORY,
+    GAP_BINS,
     depth_level,
     gap_bin,
     goes_on_more,
@@ -165,21 +168,87 @@ def test_describe_names_the_probe_share() -> None:
 # --- a target that never answered ------------------------------------------------------------
 
 
-def test_a_target_that_never_answers_is_down_as_fast_as_before_issue_11() -> None:
+def test_a_target_that_never_answers_is_down_within_five_seconds() -> None:
+    # Never answered: 60 % loss and the cold prior (q = COLD_BURST_LOSS) at every spacing, the
+    # probes at the fastest pace (no reply can be overtaken), the session's budget the limit.
     config = ProbeConfig(count=None, interval=1.0, timeout=1.0, watch=True)
     driver = SessionDriver(config, start=0.0, detector=AdaptiveDetector(1.0))
     driver.run(limit=30.0)
     report = driver.session.report()
     downs = [t for t in report.transitions if t.new is State.DOWN]
-    assert downs and downs[0].at <= 4.0
-    assert downs[0].evidence["misses"] == 41 and downs[0].evidence["assumed"] is True
-    assert report.probes <= 41
+    needed = 1 + math.ceil(math.log(1e-9 / 0.6) / math.log(COLD_BURST_LOSS))
+    assert downs and downs[0].at <= 5.0
+    assert downs[0].evidence["misses"] == needed and downs[0].evidence["assumed"] is True
+    assert report.probes <= needed
 
 
-def test_once_a_target_has_answered_close_spacings_need_evidence_again() -> None:
+def test_until_losses_are_seen_to_follow_losses_the_cold_prior_holds_at_every_spacing() -> None:
     detector = AdaptiveDetector(1.0)
-    assert detector.burst_loss_bounds()[0] == detector.max_loss  # never answered
+    assert detector.burst_loss_bounds() == [COLD_BURST_LOSS] * GAP_BINS  # never answered
     detector.on_sent(1, 0.0, probe=False)
     detector.on_reply(1, 0.001, 0.001)
-    # Seen alive, with a short history: losses close together may cluster, nothing says not.
-    assert detector.burst_loss_bounds()[0] == detector.max_burst_loss
+    # Seen alive, with a short clean history: a first burst must not look like a stop.
+    assert detector.burst_loss_bounds() == [COLD_BURST_LOSS] * GAP_BINS
+    detector.history.add_many(False, CLEAN_HISTORY - 1)
+    assert detector.burst_loss_bounds() == [COLD_BURST_LOSS] * GAP_BINS
+    detector.history.add(False)
+    # Long without a loss-after-loss (on a bursty path at 30 % loss, a clean spell this long
+    # comes once in tens of thousands of starts): the path hardly loses.
+    assert detector.burst_loss_bounds() == [detector.max_loss] * GAP_BINS
+
+
+def test_pairs_at_longer_spacings_leave_the_closer_ones_unknown() -> None:
+    detector = AdaptiveDetector(1.0)
+    detector.on_sent(1, 0.0, probe=False)
+    detector.on_reply(1, 0.001, 0.001)
+    for index in range(200):  # heartbeats a second apart, every tenth one lost
+        detector.history.add(index % 10 == 0, float(index))
+    bounds = detector.burst_loss_bounds()
+    assert bounds[0] == detector.max_burst_loss  # nothing known this close
+    # A loss was never followed by a loss a second later: 20 pairs bound it.
+    assert bounds[gap_bin(1.0)] == pytest.approx(wilson_upper(0, 20))
+
+
+def test_the_long_memory_keeps_a_spacing_the_last_history_hardly_probed() -> None:
+    # Two histories of blackouts probed 4 ms apart (runs of 40), then one of independent loss
+    # with only a few fast pairs, all ended: the last history alone would bound the fast
+    # spacing near its few pairs; the long memory still holds the blackouts.
+    detector = AdaptiveDetector(1.0, history=500)
+    detector.on_sent(1, 0.0, probe=False)
+    detector.on_reply(1, 0.001, 0.001)
+    history, rng, now = detector.history, random.Random(3), 0.0
+    for _ in range(25):  # 25 blackouts x 40 fast misses = two histories
+        history.add(False, now)
+        for _ in range(39):
+            now += 0.004
+            history.add(True, now)
+        now += 1.0
+    for index in range(500):
+        now += 1.0
+        lost = rng.random() < 0.3 or index % 100 == 50
+        history.add(lost, now)
+        if index % 100 == 50:  # a few fast probes after a loss, all answered
+            now += 0.004
+            history.add(False, now)
+    recent_fast_pairs = history.after_loss_by_gap[0]
+    recent_fast_losses = history.losses_after_loss_by_gap[0]
+    assert (recent_fast_pairs, recent_fast_losses) == (5, 0)
+    recent_only = wilson_upper(recent_fast_losses, recent_fast_pairs)
+    assert detector.burst_loss_bounds()[0] > max(recent_only, 0.9)
+
+
+def test_a_young_memory_does_not_rule_a_depth_effect_out() -> None:
+    # 30 % independent loss at heartbeats a second apart: runs 8 deep are next to never seen.
+    # A memory of fewer outcomes than one history (a session's first minutes) cannot tell that
+    # from a path whose long runs are yet to come, so the deep level is the cold prior; a
+    # memory of three histories keeps the level above, as the depth test finds no effect.
+    young, grown = AdaptiveDetector(1.0), AdaptiveDetector(1.0)
+    rng = random.Random(5)
+    for detector, outcomes in ((young, 500), (grown, 3000)):
+        detector.rtt.add(0.001)
+        for index in range(outcomes):
+            detector.history.add(rng.random() < 0.3, float(index))
+    deepest, heartbeat_gap = DEPTH_LEVELS - 1, gap_bin(1.0)
+    assert young.depth_loss_bounds()[deepest][heartbeat_gap] == COLD_BURST_LOSS
+    grown_levels = grown.depth_loss_bounds()
+    assert grown_levels[deepest][heartbeat_gap] == grown_levels[0][heartbeat_gap] < 0.5

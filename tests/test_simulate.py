@@ -226,11 +226,12 @@ def test_the_benchmark_prints_a_row_per_loss_rate_and_detector() -> None:
 
 
 def test_a_down_before_the_first_reply_is_counted_apart() -> None:
-    # Bursts of 500 requests: this seed's session starts in one, so the adaptive detector's
-    # rule for a target never seen alive calls it DOWN before any reply; replies come later.
+    # Bursts of 500 requests: this seed's session starts in one that outlasts the ~190
+    # requests the adaptive detector's cold start needs, so it calls a target never seen alive
+    # DOWN before any reply; replies come later.
     adaptive = DetectorSpec.parse("adaptive")
     path = PathConfig(loss=GilbertElliott(0.3, 500))
-    unseen = run_healthy(adaptive, path, Timing(), 200, random.Random(1))
+    unseen = run_healthy(adaptive, path, Timing(), 600, random.Random(3))
     assert (unseen.false_down, unseen.down_before_reply) == (1, 1) and unseen.received > 0
     # Verdicts after replies were seen are not counted apart.
     seen = run_healthy(

@@ -58,9 +58,10 @@ REMEMBERED_SEQUENCES = 65536
 #: The highest first sequence number drawn at random: leaves 2**62 numbers for the run itself.
 RANDOM_FIRST_SEQ_LIMIT = 2**62
 #: Confirmation probes a target may send per interval by default (see ``docs/detectors.md``).
-#: Enough for one whole confirmation run of the default adaptive detector (at most about 40
-#: probes, with no history), so the budget bounds a runaway detector, not a normal stop's
-#: detection; docs/detectors.md gives what smaller budgets cost.
+#: Enough for one whole confirmation run of the default adaptive detector on a path it knows
+#: (about 40 probes at 30 % loss), so the budget bounds a runaway detector, not a normal stop's
+#: detection; a cold start's run (about 190 probes, bursts not yet measured) spreads over a few
+#: intervals of it. docs/detectors.md gives what smaller budgets cost.
 PROBES_PER_INTERVAL = 50
 
 

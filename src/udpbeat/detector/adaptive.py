@@ -64,9 +64,16 @@ GAP_BINS = len(GAP_EDGES) + 1
 #: from the RTT). The last bin (0.6 s and over) is left to the regular heartbeats.
 PACES: tuple[float | None, ...] = (None, 0.05, 0.1, 0.2, 0.4)
 _NO_PAIR = 255
-#: Outcomes without a loss-after-loss after which the path is taken to hardly lose, and the
-#: closest spacing is assumed no worse than ``max_loss``.
-CLEAN_HISTORY = 100
+#: Outcomes of a target seen alive without a loss-after-loss after which the path is taken to
+#: hardly lose, and every spacing is assumed no worse than ``max_loss``: on a path losing 30 %
+#: in bursts of 16 requests, a clean spell this long comes once in about 4,400 starts.
+CLEAN_HISTORY = 300
+#: The chance that a loss follows a loss assumed while none has been seen to, on a path that
+#: has not been clean for long (:data:`CLEAN_HISTORY`) or has never answered: bursts of ten
+#: requests on average. About 190 misses make DOWN then, so a first burst of loss is not taken
+#: for a stop (with bursts of 16 requests on average, a run of 190 comes once in 200,000
+#: bursts).
+COLD_BURST_LOSS = 0.9
 #: Probes of a run sent at the pace estimates favour (trying spacings out) before the pace
 #: follows the bounds.
 EXPLORING_PROBES = 2
@@ -395,14 +402,14 @@ class AdaptiveDetector(Detector):
 
         Each is the lowest upper bound from the pairs of its own bin pooled with those of any
         run of shorter spacings (closer together, loss is at least as correlated, so their
-        bound holds here too); never below :meth:`loss_bound`, never above ``max_burst_loss``.
-        With no pair at or below a spacing it is ``max_burst_loss`` (nothing is known this
-        close, where losses may cluster in time), except with no pair at all: then ``max_loss``
-        is assumed, at the shortest spacings only once :data:`CLEAN_HISTORY` outcomes without
-        a pair say the path hardly loses, or while the target has never answered.
+        bound holds here too), from the last history and from the long memory (every depth
+        together), whichever is higher; never below :meth:`loss_bound`, never above
+        ``max_burst_loss``. With no pair at or below a spacing it is ``max_burst_loss``
+        (nothing is known this close, where losses may cluster in time); with no pair at all,
+        :data:`COLD_BURST_LOSS`, until :data:`CLEAN_HISTORY` outcomes of a target seen alive
+        without one say the path hardly loses: then ``max_loss``.
         """
-        history = self.history
-        return self._bounds(history.after_loss_by_gap, history.losses_after_loss_by_gap)
+        return self._bounds()
 
     def depth_loss_bounds(self) -> list[list[float]]:
         """The pessimistic chance that a run goes on, per depth level (:func:`depth_level`) of
@@ -419,11 +426,17 @@ class AdaptiveDetector(Detector):
         few were seen at this one (as :meth:`burst_loss_bounds`), if higher. A path with
         several kinds of loss (short blackouts, long bursts) shows this, as its runs that have
         lasted are mostly the long kind; on a path with one kind, the deep pairs (few, so with
-        a wide interval) would only slow detection down without making it any safer.
+        a wide interval) would only slow detection down without making it any safer. Until
+        the history has held one whole history of outcomes, though, too few deep runs were
+        seen to rule an effect out: the deep pairs' own bound holds at every level from 1
+        whether shown or not, at most :data:`COLD_BURST_LOSS`, and that prior where none were
+        seen (a session's first minutes are slower to call a stop, never readier).
         """
         history = self.history
         by_depth, losses_by_depth = history.remembered_by_depth, history.remembered_losses_by_depth
         cap = self.max_burst_loss
+        # Fewer outcomes than one history seen in all (a session's first minutes).
+        young = history.count < self.history_size
         # The pairs at least as deep as each level, per spacing: sums from the deepest up.
         tail_pairs = [list(by_depth[-1])]
         tail_losses = [list(losses_by_depth[-1])]
@@ -456,32 +469,54 @@ class AdaptiveDetector(Detector):
                         pooled_deep_losses, pooled_deep, pooled_above_losses, pooled_above
                     )
                 )
-                if not shown:
+                if not (shown or young):
                     continue
                 # As burst_loss_bounds: where few runs this deep were seen at this spacing,
                 # the closer ones' bound holds.
                 deep = lowest_pooled_bound(pairs, losses, gap)
-                if deep < math.inf:
-                    bounds[gap] = max(bounds[gap], min(deep, cap))
+                if shown:
+                    if deep < math.inf:
+                        bounds[gap] = max(bounds[gap], min(deep, cap))
+                else:
+                    # A young memory has seen too few deep runs to rule a depth effect out:
+                    # their own bound holds, or the cold prior if none was seen (or lower).
+                    bounds[gap] = max(bounds[gap], min(deep, COLD_BURST_LOSS))
             levels.append(bounds)
         return levels
 
-    def _bounds(self, pairs: list[int], losses: list[int]) -> list[float]:
+    def _bounds(self) -> list[float]:
+        history = self.history
         floor, cap = self.loss_bound(), self.max_burst_loss
-        count = self.history.count
+        pairs, losses = history.after_loss_by_gap, history.losses_after_loss_by_gap
+        # The long memory's pairs, every depth together: a spacing the last history probed
+        # only a few times (a handful of short bursts that ended) must not hide the dozens of
+        # blackouts that spacing met before.
+        remembered = [sum(column) for column in zip(*history.remembered_by_depth, strict=True)]
+        remembered_losses = [
+            sum(column) for column in zip(*history.remembered_losses_by_depth, strict=True)
+        ]
+        count = history.count
         bounds: list[float] = []
         for gap in range(GAP_BINS):
-            best = lowest_pooled_bound(pairs, losses, gap)
-            if best == math.inf:
-                # Nothing at this spacing or closer: unknown (losses may cluster in time), the
-                # cap; but with no pair at all in a history long enough to have shown some,
-                # the path hardly loses, and max_loss is assumed. So it is for a target that
-                # has never answered: no live server was seen, so there is none to wrong, and
-                # the verdict is "not answering" (the rule before issue 11), as fast as then.
-                known_clean = not any(pairs) and (
-                    gap > 0 or count >= CLEAN_HISTORY or self.never_answered()
+            known = [
+                bound
+                for bound in (
+                    lowest_pooled_bound(pairs, losses, gap),
+                    lowest_pooled_bound(remembered, remembered_losses, gap),
                 )
-                best = self.max_loss if known_clean else self.max_burst_loss
+                if bound < math.inf
+            ]
+            if known:
+                best = max(known)
+            elif any(remembered):
+                best = cap  # pairs at longer spacings only: this close, losses may cluster
+            elif count >= CLEAN_HISTORY and not self.never_answered():
+                best = self.max_loss  # long without a loss-after-loss: the path hardly loses
+            else:
+                # Nothing known of how losses follow each other (a fresh target, or one
+                # that has never answered): the prior. A first burst must not look like a
+                # stop, and bursts of a handful of requests are common.
+                best = COLD_BURST_LOSS
             bounds.append(min(max(best, floor), cap))
         return bounds
 
@@ -518,7 +553,8 @@ class AdaptiveDetector(Detector):
         """The fastest pace of confirmation probes, from the RTT."""
         rto = self.rtt.rto()
         if rto is None:
-            return self.confirm_interval
+            # Never answered: no reply can be overtaken, and the cold start's run is long.
+            return self.min_confirm_interval
         return min(max(rto, self.min_confirm_interval), self.confirm_interval)
 
     def _paces(self) -> list[tuple[float, int]]:
