@@ -160,7 +160,7 @@ def test_a_first_miss_says_the_loss_estimate_was_assumed() -> None:
     assert line == (
         "State UP -> SUSPECT: no reply to heartbeat 2 in time; "
         "estimated loss ≤ 60% (assumed: too little history, 0 lost of the last 1), "
-        "≤ 99% right after a loss"  # too little history to rule out losses close together
+        "≤ 90% right after a loss"  # the cold prior: no loss has followed a loss yet
     )
     assert "loss=" not in line and "probability" not in line
     data = event_to_dict(suspect)["evidence"]
@@ -171,10 +171,9 @@ def test_a_first_miss_says_the_loss_estimate_was_assumed() -> None:
     never.on_sent(1, 0.0, probe=False)
     first = never.on_miss(1, 1.0, "timeout")
     assert first is not None
-    # Never answered: judged by the rule before issue 11, 60 % at every spacing (issue 11's
-    # never-answered rule), so there is no higher figure right after a loss to show.
+    # Never answered: 60 % loss and the cold prior right after a loss, both assumed.
     assert format_transition(StateChanged(first, 1, 1, False)).endswith(
-        "estimated loss ≤ 60% (no history yet: assumed)"
+        "estimated loss ≤ 60% (no history yet: assumed), ≤ 90% right after a loss"
     )
 
 

@@ -267,8 +267,18 @@ def test_the_command_lines_events_hooks_reload_and_stop(tmp_path: Path) -> None:
         with Process(args) as process:
             started = wait_stderr(process, "metrics on http://")
             url = started.split("metrics on ")[1].split("/metrics")[0]
-            process.wait_for(lambda line: " alive (127.1.9.1:" in line and "-> UP" in line)
-            process.wait_for(lambda line: " closed (127.1.9.2:" in line and "-> DOWN" in line)
+            # In either order: the closed port's refusals can make DOWN before the first reply.
+            expected = {
+                "alive UP": lambda line: " alive (127.1.9.1:" in line and "-> UP" in line,
+                "closed DOWN": lambda line: " closed (127.1.9.2:" in line and "-> DOWN" in line,
+            }
+            seen: set[str] = set()
+
+            def both_seen(line: str) -> bool:
+                seen.update(name for name, matches in expected.items() if matches(line))
+                return len(seen) == len(expected)
+
+            process.wait_for(both_seen)
 
             deadline = time.monotonic() + WAIT
             while time.monotonic() < deadline and not (

@@ -178,11 +178,12 @@ def test_a_target_and_a_time_window_are_chosen(
 # -- a monitor's events log ------------------------------------------------------------------
 
 
-def fleet_events(seconds: float = 100.0) -> list[str]:
+def fleet_events(seconds: float = 200.0) -> list[str]:
     """The ``--events`` lines of a monitor watching three targets on a virtual clock: ``alive``,
-    ``lossy`` (30% of heartbeats lost) and ``flaky``, which stops answering from 60 s to 70 s
-    and for good from 80 s: the adaptive detector wants about 100 outcomes of history before
-    it calls a stop within a second or two, and 60 s at 0.5 s gives it 120."""
+    ``lossy`` (30% of heartbeats lost) and ``flaky``, which stops answering from 160 s to 170 s
+    and for good from 180 s: the adaptive detector wants 300 clean outcomes before it calls a
+    stop on a clean path within a second or two (before, its cold start's caution), and 160 s
+    at 0.5 s gives it 320."""
     config = parse_config(
         {
             "defaults": {"port": 12000, "interval": 0.5, "timeout": 0.5},
@@ -206,7 +207,7 @@ def fleet_events(seconds: float = 100.0) -> list[str]:
         if target.name == "lossy":
             return rng.random() >= 0.3
         if target.name == "flaky":
-            return not (60 <= now < 70 or now >= 80)
+            return not (160 <= now < 170 or now >= 180)
         return True
 
     def send(target: Target, datagram: bytes) -> None:
@@ -263,7 +264,7 @@ def test_report_from_a_monitor_events_log(
     assert rows["lossy"][1] in ("UP", "SUSPECT")
     outages = table_rows(page, "Outages")
     flaky = [row for row in outages if row[0] == "flaky"]
-    # Open first: the stop at 80 s, still going; then the one from about 60 s to 70 s.
+    # Open first: the stop at 180 s, still going; then the one from about 160 s to 170 s.
     assert len(flaky) == 2 and outages[0] == flaky[0]
     assert flaky[0][2] == "still down" and flaky[0][3].startswith("at least ")
     assert flaky[1][2] != "still down"

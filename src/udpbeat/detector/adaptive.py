@@ -427,7 +427,8 @@ class AdaptiveDetector(Detector):
         several kinds of loss (short blackouts, long bursts) shows this, as its runs that have
         lasted are mostly the long kind; on a path with one kind, the deep pairs (few, so with
         a wide interval) would only slow detection down without making it any safer. Until
-        the history has held one whole history of outcomes, though, too few deep runs were
+        the history has held one whole history of outcomes (and once a loss was seen to follow
+        a loss), though, too few deep runs were
         seen to rule an effect out: the deep pairs' own bound holds at every level from 1
         whether shown or not, at most :data:`COLD_BURST_LOSS`, and that prior where none were
         seen (a session's first minutes are slower to call a stop, never readier).
@@ -435,8 +436,10 @@ class AdaptiveDetector(Detector):
         history = self.history
         by_depth, losses_by_depth = history.remembered_by_depth, history.remembered_losses_by_depth
         cap = self.max_burst_loss
-        # Fewer outcomes than one history seen in all (a session's first minutes).
-        young = history.count < self.history_size
+        # Fewer outcomes than one history seen in all (a session's first minutes), some loss
+        # seen to follow a loss (a path with none is under the cold prior or hardly loses, at
+        # every depth alike).
+        young = history.count < self.history_size and any(map(any, by_depth))
         # The pairs at least as deep as each level, per spacing: sums from the deepest up.
         tail_pairs = [list(by_depth[-1])]
         tail_losses = [list(losses_by_depth[-1])]
