@@ -15,6 +15,7 @@ from udpbeat.detector import AdaptiveDetector, LossHistory, State, wilson_upper
 from udpbeat.detector.adaptive import (
     CLEAN_HISTORY,
     COLD_BURST_LOSS,
+    COLD_SPAN,
     DEPTH_LEVELS,
     DEPTH_MEMORY,
     GAP_BINS,
@@ -252,3 +253,64 @@ def test_a_young_memory_does_not_rule_a_depth_effect_out() -> None:
     assert young.depth_loss_bounds()[deepest][heartbeat_gap] == COLD_BURST_LOSS
     grown_levels = grown.depth_loss_bounds()
     assert grown_levels[deepest][heartbeat_gap] == grown_levels[0][heartbeat_gap] < 0.5
+
+
+def test_a_cold_run_is_no_stop_before_it_spans_a_few_seconds() -> None:
+    # Seen alive at a 0.2 s interval, then silent: misses 4 ms apart (a 0.2 s interval's budget
+    # lets them out) gather the cold prior's evidence within a second, but a blackout (a Wi-Fi
+    # roam) swallows any number of probes sent close together: DOWN only once the run spans
+    # COLD_SPAN, and a reply before then ends it.
+    def silent_after_replies() -> tuple[AdaptiveDetector, float, int]:
+        detector, now = AdaptiveDetector(0.2), 0.0
+        for seq in range(1, 6):
+            detector.on_sent(seq, now, probe=False)
+            detector.on_reply(seq, 0.001, now + 0.001)
+            now += 0.2
+        seq, first = 5, now
+        while detector.check_at() is None:
+            seq += 1
+            detector.on_sent(seq, now, probe=seq > 6)
+            assert detector.on_miss(seq, now + 0.2, "timeout") is None or seq == 6
+            now += 0.004
+        assert now - first < 1.0 and detector.state is State.SUSPECT
+        return detector, first, seq
+
+    stopped, first, _ = silent_after_replies()
+    assert stopped.check_at() == pytest.approx(first + COLD_SPAN)
+    assert stopped.check(first + COLD_SPAN - 0.01) is None
+    down = stopped.check(first + COLD_SPAN)
+    assert down is not None and down.new is State.DOWN
+
+    dark, first, seq = silent_after_replies()  # a 2 s blackout: the next heartbeat is answered
+    dark.on_sent(seq + 1, first + 2.0, probe=False)
+    up = dark.on_reply(seq + 1, 0.001, first + 2.001)
+    assert up is not None and up.new is State.UP
+    assert dark.check(first + COLD_SPAN) is None and dark.state is State.UP
+
+
+def test_a_pair_in_the_last_history_counts_after_the_memory_is_halved_away() -> None:
+    detector = AdaptiveDetector(1.0)
+    detector.rtt.add(0.001)
+    history = detector.history
+    history.add(False, 0.0)
+    history.add(True, 1.0)
+    # The next outcome ends a pair (a loss, then an answer 0.2 s later) and halves the long
+    # memory, which held just that pair: the last history still has it.
+    history._depth_added = DEPTH_MEMORY * detector.history_size - 1
+    history.add(False, 1.2)
+    assert not any(history.remembered) and history.after_loss_by_gap[gap_bin(0.2)] == 1
+    assert not detector.under_cold_prior()
+    bounds = detector.burst_loss_bounds()
+    assert bounds[0] == detector.max_burst_loss  # closer than any pair seen: unknown
+    assert bounds[gap_bin(0.2)] == pytest.approx(max(wilson_upper(0, 1), detector.loss_bound()))
+
+
+def test_a_short_history_is_clean_once_it_is_full() -> None:
+    # history=100 can never hold CLEAN_HISTORY outcomes: a whole clean history is enough.
+    detector = AdaptiveDetector(1.0, history=100)
+    detector.rtt.add(0.001)
+    detector.history.add_many(False, 99)
+    assert detector.under_cold_prior()
+    detector.history.add(False)
+    assert not detector.under_cold_prior()
+    assert detector.burst_loss_bounds() == [detector.max_loss] * GAP_BINS

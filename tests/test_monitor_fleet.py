@@ -187,9 +187,9 @@ def test_the_global_budget_bounds_the_probes_of_a_dead_fleet() -> None:
 
 def test_without_a_global_budget_the_same_stop_is_a_flood() -> None:
     net = Net(fleet_config(400))
-    # Over 100 clean outcomes each: with fewer, the adaptive detector does not yet rule out
-    # losses close together, confirms at a spread pace and takes longer than 5 s. (Under 300,
-    # the cold prior wants about 190 misses; each target's own budget lets them out in 3.5 s.)
+    # 110 clean outcomes each, under the 300 after which a clean path is taken to hardly lose:
+    # the cold prior wants about 190 misses, which each target's own budget lets out in about
+    # 3.5 s (with a few, the rule of a target never seen alive would take longer than 5 s).
     net.run(START + 110)
     stop = net.now
     before = len(net.sent)

@@ -64,16 +64,23 @@ GAP_BINS = len(GAP_EDGES) + 1
 #: from the RTT). The last bin (0.6 s and over) is left to the regular heartbeats.
 PACES: tuple[float | None, ...] = (None, 0.05, 0.1, 0.2, 0.4)
 _NO_PAIR = 255
-#: Outcomes of a target seen alive without a loss-after-loss after which the path is taken to
-#: hardly lose, and every spacing is assumed no worse than ``max_loss``: on a path losing 30 %
-#: in bursts of 16 requests, a clean spell this long comes once in about 4,400 starts.
+#: Outcomes of a target seen alive without a loss (or a whole history, if shorter) after which
+#: the path is taken to hardly lose, and every spacing is assumed no worse than ``max_loss``: on
+#: a path losing 30 % in bursts of 16 requests, a clean spell this long comes once in about
+#: 4,400 starts.
 CLEAN_HISTORY = 300
-#: The chance that a loss follows a loss assumed while none has been seen to, on a path that
-#: has not been clean for long (:data:`CLEAN_HISTORY`) or has never answered: bursts of ten
+#: The chance that a loss follows a loss assumed while no loss and what followed it have been
+#: seen, on a path not clean for long (:data:`CLEAN_HISTORY`) or never answered: bursts of ten
 #: requests on average. About 190 misses make DOWN then, so a first burst of loss is not taken
 #: for a stop (with bursts of 16 requests on average, a run of 190 comes once in 200,000
 #: bursts).
 COLD_BURST_LOSS = 0.9
+#: Seconds a run judged by the cold prior must span (its first miss's request to the verdict)
+#: before DOWN: the prior is about bursts counted in requests, and a blackout (a Wi-Fi roam, a
+#: handover) swallows any number of probes sent close together. With the default budget and a
+#: 1 s interval the ~190 misses take longer than this anyway; with a short interval the budget
+#: lets them out within a second.
+COLD_SPAN = 3.0
 #: Probes of a run sent at the pace estimates favour (trying spacings out) before the pace
 #: follows the bounds.
 EXPLORING_PROBES = 2
@@ -125,7 +132,9 @@ class LossHistory:
         "losses",
         "losses_after_loss",
         "losses_after_loss_by_gap",
+        "remembered",
         "remembered_by_depth",
+        "remembered_losses",
         "remembered_losses_by_depth",
     )
 
@@ -149,6 +158,9 @@ class LossHistory:
         self._depth_added = 0  # outcomes since the last halving
         self.remembered_by_depth = [[0] * GAP_BINS for _ in range(DEPTH_LEVELS)]
         self.remembered_losses_by_depth = [[0] * GAP_BINS for _ in range(DEPTH_LEVELS)]
+        # The same, every depth together (kept, not summed per run: a run's start reads them).
+        self.remembered = [0] * GAP_BINS
+        self.remembered_losses = [0] * GAP_BINS
 
     def add(self, lost: bool, at: float | None = None) -> None:
         """One outcome, of a request sent at ``at`` (``None``: with the previous one)."""
@@ -180,6 +192,8 @@ class LossHistory:
             self.after_loss_by_gap[gap] += 1
             self.remembered_by_depth[level][gap] += 1
             self.remembered_losses_by_depth[level][gap] += lost
+            self.remembered[gap] += 1
+            self.remembered_losses[gap] += lost
             if lost:
                 self.losses_after_loss += 1
                 self.losses_after_loss_by_gap[gap] += 1
@@ -192,6 +206,11 @@ class LossHistory:
             for row in (*self.remembered_by_depth, *self.remembered_losses_by_depth):
                 for gap in range(GAP_BINS):
                     row[gap] //= 2
+            for total, rows in (
+                (self.remembered, self.remembered_by_depth),
+                (self.remembered_losses, self.remembered_losses_by_depth),
+            ):
+                total[:] = [sum(column) for column in zip(*rows, strict=True)]
         ring[index] = lost
         self._newest_at = at
         self.losses += lost
@@ -259,12 +278,17 @@ class AdaptiveDetector(Detector):
     loss follows a loss, per spacing between the two requests (at least ``p``, at most
     ``max_burst_loss``; higher when losses come in bursts, and for short spacings when the path
     goes dark for spells of time). A spacing with little data of its own borrows the bound of
-    shorter spacings (loss is never less correlated closer together). With no loss-after-loss
-    seen, ``q`` is ``max_loss``, and with no history ``p`` is too: cautious, never reckless.
+    shorter spacings (loss is never less correlated closer together); the pairs are read from
+    the last history and from a longer memory, whichever bound is higher. With no history ``p``
+    is ``max_loss``. Until a loss has been seen and what followed it, ``q`` is a prior
+    (:data:`COLD_BURST_LOSS`, bursts of ten requests on average), and a run judged by it is no
+    stop before it spans :data:`COLD_SPAN` seconds; a target seen alive that has shown no loss
+    for :data:`CLEAN_HISTORY` outcomes hardly loses, and ``q`` is ``max_loss``.
 
     On a miss it goes SUSPECT, freezes the figures, picks the pace of its confirmation probes
     (the one that reaches a verdict soonest: its fastest, SRTT + 4·RTTVAR within
-    ``[min_confirm_interval, confirm_interval]``, when loss is independent or bursty in
+    ``[min_confirm_interval, confirm_interval]`` (``min_confirm_interval`` before any reply),
+    when loss is independent or bursty in
     requests; slower when losses cluster in time) and sends them. A run of misses has
     probability ``p · q(gap_2) · ... · q(gap_k)`` on a live server, each ``q`` at the spacing
     the miss had from the one before; below ``false_alarm`` the run is enough. Each miss is
@@ -369,6 +393,7 @@ class AdaptiveDetector(Detector):
         self._run_pace = self.confirm_interval
         self._log_pace_loss = math.log(self.max_loss)
         self._run_patience = self.min_patience
+        self._run_cold = False  # judged by the cold prior (see COLD_SPAN)
         self._run_timeouts = 0
         self._run_refused = 0
         self._run_log = 0.0  # log of the run's probability on a live server
@@ -411,7 +436,7 @@ class AdaptiveDetector(Detector):
         """
         return self._bounds()
 
-    def depth_loss_bounds(self) -> list[list[float]]:
+    def depth_loss_bounds(self, level_0: list[float] | None = None) -> list[list[float]]:
         """The pessimistic chance that a run goes on, per depth level (:func:`depth_level`) of
         the run and per spacing: ``[level][gap]``.
 
@@ -427,8 +452,8 @@ class AdaptiveDetector(Detector):
         several kinds of loss (short blackouts, long bursts) shows this, as its runs that have
         lasted are mostly the long kind; on a path with one kind, the deep pairs (few, so with
         a wide interval) would only slow detection down without making it any safer. Until
-        the history has held one whole history of outcomes (and once a loss was seen to follow
-        a loss), though, too few deep runs were
+        the history has held one whole history of outcomes (and once some loss and what
+        followed it were seen), though, too few deep runs were
         seen to rule an effect out: the deep pairs' own bound holds at every level from 1
         whether shown or not, at most :data:`COLD_BURST_LOSS`, and that prior where none were
         seen (a session's first minutes are slower to call a stop, never readier).
@@ -436,10 +461,10 @@ class AdaptiveDetector(Detector):
         history = self.history
         by_depth, losses_by_depth = history.remembered_by_depth, history.remembered_losses_by_depth
         cap = self.max_burst_loss
-        # Fewer outcomes than one history seen in all (a session's first minutes), some loss
-        # seen to follow a loss (a path with none is under the cold prior or hardly loses, at
-        # every depth alike).
-        young = history.count < self.history_size and any(map(any, by_depth))
+        # Fewer outcomes than one history seen in all (a session's first minutes), and some
+        # pair that starts with a loss remembered (a path with none is under the cold prior or
+        # hardly loses, at every depth alike).
+        young = history.count < self.history_size and any(history.remembered)
         # The pairs at least as deep as each level, per spacing: sums from the deepest up.
         tail_pairs = [list(by_depth[-1])]
         tail_losses = [list(losses_by_depth[-1])]
@@ -450,7 +475,7 @@ class AdaptiveDetector(Detector):
             tail_losses.append([a + b for a, b in zip(losses, deeper_losses, strict=True)])
         tail_pairs.reverse()  # [level - 1]: the pairs at least as deep as ``level``
         tail_losses.reverse()
-        levels = [self.burst_loss_bounds()]
+        levels = [self.burst_loss_bounds() if level_0 is None else level_0]
         for level in range(1, DEPTH_LEVELS):
             bounds = list(levels[-1])
             above, losses_above = by_depth[level - 1], losses_by_depth[level - 1]
@@ -494,11 +519,8 @@ class AdaptiveDetector(Detector):
         # The long memory's pairs, every depth together: a spacing the last history probed
         # only a few times (a handful of short bursts that ended) must not hide the dozens of
         # blackouts that spacing met before.
-        remembered = [sum(column) for column in zip(*history.remembered_by_depth, strict=True)]
-        remembered_losses = [
-            sum(column) for column in zip(*history.remembered_losses_by_depth, strict=True)
-        ]
-        count = history.count
+        remembered, remembered_losses = history.remembered, history.remembered_losses
+        cold = self.under_cold_prior()
         bounds: list[float] = []
         for gap in range(GAP_BINS):
             known = [
@@ -511,17 +533,27 @@ class AdaptiveDetector(Detector):
             ]
             if known:
                 best = max(known)
-            elif any(remembered):
-                best = cap  # pairs at longer spacings only: this close, losses may cluster
-            elif count >= CLEAN_HISTORY and not self.never_answered():
-                best = self.max_loss  # long without a loss-after-loss: the path hardly loses
-            else:
-                # Nothing known of how losses follow each other (a fresh target, or one
-                # that has never answered): the prior. A first burst must not look like a
-                # stop, and bursts of a handful of requests are common.
+            elif cold:
+                # Nothing known of what follows a loss (a fresh target, or one that has never
+                # answered): the prior. A first burst must not look like a stop, and bursts
+                # of a handful of requests are common.
                 best = COLD_BURST_LOSS
+            elif any(pairs) or any(remembered):
+                best = cap  # pairs at longer spacings only: this close, losses may cluster
+            else:
+                best = self.max_loss  # long without a loss: the path hardly loses
             bounds.append(min(max(best, floor), cap))
         return bounds
+
+    def under_cold_prior(self) -> bool:
+        """Whether nothing is known yet of what follows a loss: no pair that starts with a
+        loss (in the last history or the long memory), on a target not yet seen alive for
+        :data:`CLEAN_HISTORY` outcomes (or a whole history, if shorter)."""
+        history = self.history
+        if any(history.after_loss_by_gap) or any(history.remembered):
+            return False
+        clean = history.count >= min(CLEAN_HISTORY, self.history_size)
+        return not clean or self.never_answered()
 
     def never_answered(self) -> bool:
         """Whether no reply at all (in time or late) has come yet."""
@@ -531,7 +563,8 @@ class AdaptiveDetector(Detector):
         """The pessimistic chance that a loss follows a loss at the fastest spacing.
 
         On a path with independent loss it is the loss rate; with bursts it is higher. With no
-        loss seen yet nothing is known of bursts: ``max_loss``.
+        loss seen yet nothing is known of bursts: :data:`COLD_BURST_LOSS` (``max_loss`` on a
+        target seen alive and clean for :data:`CLEAN_HISTORY` outcomes).
         """
         return self.burst_loss_bounds()[0]
 
@@ -553,7 +586,8 @@ class AdaptiveDetector(Detector):
         )
 
     def confirm_pace(self) -> float:
-        """The fastest pace of confirmation probes, from the RTT."""
+        """The fastest pace of confirmation probes, from the RTT (before any reply, the
+        fastest allowed: no reply can be overtaken)."""
         rto = self.rtt.rto()
         if rto is None:
             # Never answered: no reply can be overtaken, and the cold start's run is long.
@@ -708,6 +742,8 @@ class AdaptiveDetector(Detector):
             # Enough misses: DOWN once the last of them is old enough that no delayed reply
             # to it can still be on its way.
             self._verdict_at = sent_at + self._run_patience
+            if self._run_cold:  # a spell of silence this short on a fresh target is no stop
+                self._verdict_at = max(self._verdict_at, self._run_sent[0] + COLD_SPAN)
             self._verdict_seq = seq
             if self._verdict_at <= now:
                 return self._down(now, self._run_evidence(seq, reason))
@@ -727,7 +763,8 @@ class AdaptiveDetector(Detector):
         self._run_loss = self.loss_bound()
         self._run_bounds = self.burst_loss_bounds()
         self._run_burst_loss = self._run_bounds[0]
-        self._run_depth_bounds = self.depth_loss_bounds()
+        self._run_depth_bounds = self.depth_loss_bounds(self._run_bounds)
+        self._run_cold = self.under_cold_prior()
         if self._probe_savings >= 1.0:
             self._run_pace, pace_bin = self._explore_pace(self._run_loss)
         else:  # the savings are spent: the first probes wait out most spells of loss or delay
