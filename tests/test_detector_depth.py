@@ -16,6 +16,7 @@ from udpbeat.detector.adaptive import (
     CLEAN_HISTORY,
     COLD_BURST_LOSS,
     COLD_SPAN,
+    DEEP_ENOUGH,
     DEPTH_LEVELS,
     DEPTH_MEMORY,
     GAP_BINS,
@@ -314,3 +315,31 @@ def test_a_short_history_is_clean_once_it_is_full() -> None:
     detector.history.add(False)
     assert not detector.under_cold_prior()
     assert detector.burst_loss_bounds() == [detector.max_loss] * GAP_BINS
+
+
+def test_the_deepest_runs_hold_their_own_bound_once_seen_often_enough() -> None:
+    # Seed 61's false DOWN on the mix with bursts of 8: at 0.1 s, runs 8 deep went on 61 times
+    # in 80, runs 4 to 7 deep 96 in 142: 1.4 standard errors, no effect "shown", so misses
+    # were weighed at the shallower bound while the burst went on at 0.875.
+    def grown(deep_pairs: int, deep_losses: int) -> AdaptiveDetector:
+        detector = AdaptiveDetector(1.0)
+        detector.rtt.add(0.001)
+        rng = random.Random(2)
+        for index in range(1000):  # a grown memory: the young rule is not what acts here
+            detector.history.add(rng.random() < 0.3, float(index))
+        history, gap = detector.history, gap_bin(0.1)
+        counts = [(136, 94), (217, 149), (142, 96), (deep_pairs, deep_losses)]
+        for level, (pairs, losses) in enumerate(counts):  # the long memory at 0.1 s, per depth
+            history.remembered_by_depth[level][gap] += pairs
+            history.remembered_losses_by_depth[level][gap] += losses
+            history.remembered[gap] += pairs
+            history.remembered_losses[gap] += losses
+        return detector
+
+    gap = gap_bin(0.1)
+    many = grown(80, 61).depth_loss_bounds()
+    assert not goes_on_more(61, 80, 96, 142)
+    assert many[DEPTH_LEVELS - 1][gap] == pytest.approx(wilson_upper(61, 80))
+    assert many[DEPTH_LEVELS - 1][gap] > many[DEPTH_LEVELS - 2][gap] + 0.05
+    few = grown(DEEP_ENOUGH - 1, DEEP_ENOUGH - 5).depth_loss_bounds()  # too few: a wide interval
+    assert few[DEPTH_LEVELS - 1][gap] == few[DEPTH_LEVELS - 2][gap]

@@ -97,6 +97,9 @@ DEPTH_MEMORY = 10
 #: effect to count (:func:`goes_on_more`). Lower than the bounds' 3: an effect imagined costs a
 #: slower verdict, one missed a false one, and deep runs are few.
 DEPTH_Z = 2.5
+#: Pairs of the deepest level (at a spacing and the closer ones) from which its own bound holds
+#: whether or not the depth test shows an effect: enough for a narrow interval.
+DEEP_ENOUGH = 30
 
 
 def depth_level(depth: int) -> int:
@@ -497,12 +500,16 @@ class AdaptiveDetector(Detector):
                         pooled_deep_losses, pooled_deep, pooled_above_losses, pooled_above
                     )
                 )
-                if not (shown or young):
+                # The deepest runs, where seen often enough for their own bound to be narrow,
+                # hold it whether the test shows an effect or not: a run that long is the
+                # long kind of loss, and a mix's shallower runs can hide how long that goes on.
+                settled = level == DEPTH_LEVELS - 1 and pooled_deep >= DEEP_ENOUGH
+                if not (shown or young or settled):
                     continue
                 # As burst_loss_bounds: where few runs this deep were seen at this spacing,
                 # the closer ones' bound holds.
                 deep = lowest_pooled_bound(pairs, losses, gap)
-                if shown:
+                if shown or settled:
                     if deep < math.inf:
                         bounds[gap] = max(bounds[gap], min(deep, cap))
                 else:
