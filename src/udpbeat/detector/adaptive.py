@@ -459,7 +459,9 @@ class AdaptiveDetector(Detector):
         followed it were seen), though, too few deep runs were
         seen to rule an effect out: the deep pairs' own bound holds at every level from 1
         whether shown or not, at most :data:`COLD_BURST_LOSS`, and that prior where none were
-        seen (a session's first minutes are slower to call a stop, never readier).
+        seen (a session's first minutes are slower to call a stop, never readier). The deepest
+        level holds its own bound, shown or not, wherever :data:`DEEP_ENOUGH` of its pairs were
+        seen at that spacing and the closer ones.
         """
         history = self.history
         by_depth, losses_by_depth = history.remembered_by_depth, history.remembered_losses_by_depth
