@@ -437,7 +437,37 @@ class AdaptiveDetector(Detector):
         :data:`COLD_BURST_LOSS`, until :data:`CLEAN_HISTORY` outcomes of a target seen alive
         without one say the path hardly loses: then ``max_loss``.
         """
-        return self._bounds()
+        history = self.history
+        floor, cap = self.loss_bound(), self.max_burst_loss
+        pairs, losses = history.after_loss_by_gap, history.losses_after_loss_by_gap
+        # The long memory's pairs, every depth together: a spacing the last history probed
+        # only a few times (a handful of short bursts that ended) must not hide the dozens of
+        # blackouts that spacing met before.
+        remembered, remembered_losses = history.remembered, history.remembered_losses
+        cold = self.under_cold_prior()
+        bounds: list[float] = []
+        for gap in range(GAP_BINS):
+            known = [
+                bound
+                for bound in (
+                    lowest_pooled_bound(pairs, losses, gap),
+                    lowest_pooled_bound(remembered, remembered_losses, gap),
+                )
+                if bound < math.inf
+            ]
+            if known:
+                best = max(known)
+            elif cold:
+                # Nothing known of what follows a loss (a fresh target, or one that has never
+                # answered): the prior. A first burst must not look like a stop, and bursts
+                # of a handful of requests are common.
+                best = COLD_BURST_LOSS
+            elif any(pairs) or any(remembered):
+                best = cap  # pairs at longer spacings only: this close, losses may cluster
+            else:
+                best = self.max_loss  # long without a loss: the path hardly loses
+            bounds.append(min(max(best, floor), cap))
+        return bounds
 
     def depth_loss_bounds(self, level_0: list[float] | None = None) -> list[list[float]]:
         """The pessimistic chance that a run goes on, per depth level (:func:`depth_level`) of
@@ -520,39 +550,6 @@ class AdaptiveDetector(Detector):
                     bounds[gap] = max(bounds[gap], min(deep, COLD_BURST_LOSS))
             levels.append(bounds)
         return levels
-
-    def _bounds(self) -> list[float]:
-        history = self.history
-        floor, cap = self.loss_bound(), self.max_burst_loss
-        pairs, losses = history.after_loss_by_gap, history.losses_after_loss_by_gap
-        # The long memory's pairs, every depth together: a spacing the last history probed
-        # only a few times (a handful of short bursts that ended) must not hide the dozens of
-        # blackouts that spacing met before.
-        remembered, remembered_losses = history.remembered, history.remembered_losses
-        cold = self.under_cold_prior()
-        bounds: list[float] = []
-        for gap in range(GAP_BINS):
-            known = [
-                bound
-                for bound in (
-                    lowest_pooled_bound(pairs, losses, gap),
-                    lowest_pooled_bound(remembered, remembered_losses, gap),
-                )
-                if bound < math.inf
-            ]
-            if known:
-                best = max(known)
-            elif cold:
-                # Nothing known of what follows a loss (a fresh target, or one that has never
-                # answered): the prior. A first burst must not look like a stop, and bursts
-                # of a handful of requests are common.
-                best = COLD_BURST_LOSS
-            elif any(pairs) or any(remembered):
-                best = cap  # pairs at longer spacings only: this close, losses may cluster
-            else:
-                best = self.max_loss  # long without a loss: the path hardly loses
-            bounds.append(min(max(best, floor), cap))
-        return bounds
 
     def under_cold_prior(self) -> bool:
         """Whether nothing is known yet of what follows a loss: no pair that starts with a
